@@ -1,0 +1,47 @@
+"""What every node shares: type names, the menu category, and turning ComfyUI values into plain tensors."""
+
+import torch
+
+CATEGORY = "LongVideo"
+MODEL = "LV_MODEL"
+CLIP = "LV_CLIP"
+VAE = "LV_VAE"
+
+
+class NodeInputError(ValueError):
+    """A node input that cannot be used; the message names the node, the input and what to change."""
+
+
+def conditioning_embeddings(conditioning, node: str, name: str, width: int) -> torch.Tensor:
+    """The token embeddings [batch, tokens, width] (float32) of a ComfyUI CONDITIONING list."""
+    if not isinstance(conditioning, (list, tuple)) or not conditioning:
+        raise NodeInputError(f"{node}: '{name}' is not a CONDITIONING: connect LongVideoTextEncode or CLIPTextEncode")
+    if len(conditioning) > 1:
+        raise NodeInputError(
+            f"{node}: '{name}' holds {len(conditioning)} conditionings; this sampler takes one: "
+            "use ConditioningConcat instead of ConditioningCombine"
+        )
+    embeddings = conditioning[0][0]
+    if embeddings.dim() != 3 or embeddings.shape[-1] != width:
+        raise NodeInputError(
+            f"{node}: '{name}' has embeddings of shape {tuple(embeddings.shape)} but the model expects width {width}: "
+            "encode the prompt with this model's text encoder (LongVideoTextEncode)"
+        )
+    return embeddings.float()
+
+
+def video_latents(latent, node: str, name: str = "latent", channels: int | None = None) -> torch.Tensor:
+    """The samples [B, C, T, H, W] of a ComfyUI LATENT, checked."""
+    samples = latent.get("samples") if isinstance(latent, dict) else None
+    if not isinstance(samples, torch.Tensor) or samples.dim() != 5:
+        shape = tuple(samples.shape) if isinstance(samples, torch.Tensor) else type(samples).__name__
+        raise NodeInputError(
+            f"{node}: '{name}' must be a video LATENT with samples [batch, channels, frames, height, width], got {shape}: "
+            "make it with LongVideoEmptyLatent or LongVideoEncode"
+        )
+    if channels is not None and samples.shape[1] != channels:
+        raise NodeInputError(
+            f"{node}: '{name}' has {samples.shape[1]} channels but the model works on {channels}: "
+            "make the latent for this model (LongVideoEmptyLatent or LongVideoEncode with its VAE)"
+        )
+    return samples

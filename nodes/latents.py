@@ -1,0 +1,119 @@
+import psutil
+import torch
+
+from ..utils.comfy import Progress, intermediate_device
+from .common import CATEGORY, VAE, NodeInputError, video_latents
+
+LATENT_CHANNELS = 4
+DOWNSCALE = 8
+
+
+class LongVideoEmptyLatent:
+    DESCRIPTION = "An empty video latent [batch, 4, frames, height/8, width/8] for UNet3D text-to-video models."
+    CATEGORY = CATEGORY
+    FUNCTION = "generate"
+    RETURN_TYPES = ("LATENT",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "width": ("INT", {"default": 256, "min": 8, "max": 4096, "step": 8, "tooltip": "Frame width in pixels; a multiple of 8."}),
+                "height": ("INT", {"default": 256, "min": 8, "max": 4096, "step": 8, "tooltip": "Frame height in pixels; a multiple of 8."}),
+                "frames": ("INT", {"default": 16, "min": 1, "max": 100000, "tooltip": "Number of frames."}),
+                "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Videos sampled side by side."}),
+            }
+        }
+
+    def generate(self, width, height, frames, batch_size):
+        for name, value in (("width", width), ("height", height)):
+            if value < DOWNSCALE or value % DOWNSCALE:
+                lower = max(DOWNSCALE, value // DOWNSCALE * DOWNSCALE)
+                raise NodeInputError(
+                    f"LongVideoEmptyLatent: {name} {value} is not a multiple of {DOWNSCALE}: use {lower} or {lower + DOWNSCALE}"
+                )
+        if frames < 1:
+            raise NodeInputError(f"LongVideoEmptyLatent: frames must be at least 1, got {frames}")
+        if batch_size < 1:
+            raise NodeInputError(f"LongVideoEmptyLatent: batch_size must be at least 1, got {batch_size}")
+        shape = (batch_size, LATENT_CHANNELS, frames, height // DOWNSCALE, width // DOWNSCALE)
+        return ({"samples": torch.zeros(shape, device=intermediate_device())},)
+
+
+FRAMES_PER_BATCH = ("INT", {"default": 16, "min": 1, "max": 4096, "tooltip": "Frames through the VAE at once: lower it if the VAE runs out of memory."})
+
+
+class LongVideoDecode:
+    DESCRIPTION = (
+        "Decodes a video latent to IMAGE frames, batch by batch. For long videos prefer LongVideoSaveVideo with "
+        "the latent and VAE: it writes while decoding, so the full-length IMAGE never exists."
+    )
+    CATEGORY = CATEGORY
+    FUNCTION = "decode"
+    RETURN_TYPES = ("IMAGE",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae": (VAE, {"tooltip": "The VAE from LongVideoModelLoader."}),
+                "samples": ("LATENT", {"tooltip": "A video latent [batch, channels, frames, height, width]."}),
+                "frames_per_batch": FRAMES_PER_BATCH,
+            }
+        }
+
+    def decode(self, vae, samples, frames_per_batch):
+        latents = video_latents(samples, "LongVideoDecode", "samples", vae.latent_channels)
+        batch, _, frames, height, width = latents.shape
+        total = batch * frames
+        shape = (total, height * vae.downscale, width * vae.downscale, 3)
+        _check_host_memory(shape, "LongVideoDecode")
+        images = torch.empty(shape, dtype=torch.float32, device=intermediate_device())
+        written = 0
+        with Progress(total, "decode") as progress:
+            for pixels in vae.decode_batches(latents, frames_per_batch):
+                images[written : written + len(pixels)] = pixels
+                written += len(pixels)
+                progress.update(len(pixels))
+        return (images,)
+
+
+class LongVideoEncode:
+    DESCRIPTION = "Encodes IMAGE frames into a video latent [1, channels, frames, height/8, width/8]."
+    CATEGORY = CATEGORY
+    FUNCTION = "encode"
+    RETURN_TYPES = ("LATENT",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae": (VAE, {"tooltip": "The VAE from LongVideoModelLoader."}),
+                "pixels": ("IMAGE", {"tooltip": "Frames [frames, height, width, 3]; height and width multiples of 8."}),
+                "frames_per_batch": FRAMES_PER_BATCH,
+            }
+        }
+
+    def encode(self, vae, pixels, frames_per_batch):
+        if pixels.dim() != 4 or pixels.shape[-1] < 3:
+            raise NodeInputError(f"LongVideoEncode: 'pixels' must be an IMAGE [frames, height, width, 3], got {tuple(pixels.shape)}")
+        height, width = pixels.shape[1:3]
+        if height % vae.downscale or width % vae.downscale:
+            raise NodeInputError(
+                f"LongVideoEncode: the frames are {width}x{height}; width and height must be multiples of {vae.downscale}: "
+                "resize or crop them first (e.g. with ImageScale)"
+            )
+        return ({"samples": vae.encode(pixels, frames_per_batch).to(intermediate_device())},)
+
+
+def _check_host_memory(shape, node: str) -> None:
+    needed = 4
+    for size in shape:
+        needed *= size
+    available = psutil.virtual_memory().available
+    if needed > available * 0.9:
+        raise NodeInputError(
+            f"{node}: {shape[0]} frames of {shape[2]}x{shape[1]} need {needed / 2**30:.1f} GiB as an IMAGE but only "
+            f"{available / 2**30:.1f} GiB of memory is free: connect the LATENT and VAE to LongVideoSaveVideo instead, "
+            "which writes the video while decoding"
+        )

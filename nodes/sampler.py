@@ -1,0 +1,56 @@
+from ..sampling import denoise as denoise_loop
+from ..sampling.schedulers import SCHEDULER_NAMES
+from ..utils.comfy import Progress, intermediate_device
+from .common import CATEGORY, MODEL, NodeInputError, conditioning_embeddings, video_latents
+
+SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                "tooltip": "Noise seed. The noise is drawn on the CPU, so a seed gives the same video on every device."})
+STEPS = ("INT", {"default": 25, "min": 1, "max": 1000, "tooltip": "Denoising steps."})
+CFG = ("FLOAT", {"default": 9.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                 "tooltip": "Classifier-free guidance scale; 1 or less skips the negative pass."})
+SCHEDULER = (list(SCHEDULER_NAMES), {"default": "dpmpp_2m", "tooltip": "The diffusers scheduler, set up with the model's training schedule."})
+
+
+class LongVideoSampler:
+    DESCRIPTION = "Samples a video latent with a UNet3D model: text-to-video, or video-to-video when denoise is below 1."
+    CATEGORY = CATEGORY
+    FUNCTION = "sample"
+    RETURN_TYPES = ("LATENT",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL, {"tooltip": "The video model from LongVideoModelLoader."}),
+                "positive": ("CONDITIONING", {"tooltip": "What the video shows."}),
+                "negative": ("CONDITIONING", {"tooltip": "What to steer away from."}),
+                "latent_image": ("LATENT", {"tooltip": "An empty latent sets the size; a filled one is the start for denoise < 1."}),
+                "seed": SEED,
+                "steps": STEPS,
+                "cfg": CFG,
+                "scheduler": SCHEDULER,
+                "denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
+                                      "tooltip": "1 samples from pure noise; lower values keep more of latent_image."}),
+            }
+        }
+
+    def sample(self, model, positive, negative, latent_image, seed, steps, cfg, scheduler, denoise=1.0):
+        node = "LongVideoSampler"
+        latents = video_latents(latent_image, node, "latent_image", model.latent_channels)
+        if not 0.0 < denoise <= 1.0:
+            raise NodeInputError(f"{node}: denoise must be in (0, 1], got {denoise}")
+        if denoise_loop.count_steps(steps, denoise) < 1:
+            raise NodeInputError(f"{node}: {steps} steps at denoise {denoise} run no step: raise steps or denoise")
+        guidance = denoise_loop.TextGuidance(
+            conditioning_embeddings(positive, node, "positive", model.context_width),
+            conditioning_embeddings(negative, node, "negative", model.context_width),
+            cfg,
+        )
+        with Progress(denoise_loop.count_steps(steps, denoise), "sampling") as progress:
+            samples = denoise_loop.denoise(
+                model, guidance, tuple(latents.shape), steps=steps, seed=seed, scheduler=scheduler,
+                init_latents=latents if denoise < 1.0 else None, strength=denoise,
+                callback=lambda step, total, _: progress.update(),
+            )
+        return ({"samples": samples.to(intermediate_device())},)
+

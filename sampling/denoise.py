@@ -1,0 +1,146 @@
+"""The one denoising loop. Every sampling strategy calls `denoise`; none copies it.
+
+With the same model, scheduler, steps and seed it reproduces diffusers' TextToVideoSDPipeline: the
+noise is drawn from one CPU generator seeded with `seed` (as ComfyUI does, so results do not depend on
+the device), the initial noise is scaled by the scheduler's `init_noise_sigma`, classifier-free guidance
+runs the unconditional and conditional passes as one batch, and the scheduler steps on frames folded
+into the batch, which is what makes ancestral schedulers draw the same noise as the pipeline.
+"""
+
+import inspect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ..models.denoiser import Denoiser
+from .schedulers import make_scheduler
+
+StepCallback = Callable[[int, int, torch.Tensor], None]
+
+
+@dataclass
+class TextGuidance:
+    """Text conditioning for one sampling run.
+
+    positive / negative: token embeddings [1 or B, tokens, width]; negative None means no guidance.
+    cfg: the classifier-free guidance scale; at 1 or below only the positive pass runs.
+    """
+
+    positive: torch.Tensor
+    negative: torch.Tensor | None = None
+    cfg: float = 7.5
+
+    @property
+    def uses_cfg(self) -> bool:
+        return self.negative is not None and self.cfg > 1.0
+
+    def context(self, batch: int) -> torch.Tensor:
+        """The context batch the model sees: [negative; positive] with CFG, else positive."""
+        positive = _expand_batch(self.positive, batch, "positive")
+        if not self.uses_cfg:
+            return positive
+        negative = _expand_batch(self.negative, batch, "negative")
+        negative, positive = _match_token_counts(negative, positive)
+        return torch.cat([negative, positive])
+
+    def combine(self, prediction: torch.Tensor) -> torch.Tensor:
+        if not self.uses_cfg:
+            return prediction
+        unconditional, conditional = prediction.chunk(2)
+        return unconditional + self.cfg * (conditional - unconditional)
+
+
+def count_steps(steps: int, strength: float) -> int:
+    """How many model steps a run of `steps` at denoise `strength` takes."""
+    return steps if strength >= 1.0 else min(int(steps * strength), steps)
+
+
+def prepare_noise(shape, seed: int) -> tuple[torch.Tensor, torch.Generator]:
+    """Standard normal noise of `shape` (float32, CPU) and the generator, which goes on to feed ancestral steps."""
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    return torch.randn(tuple(shape), generator=generator, dtype=torch.float32), generator
+
+
+@torch.no_grad()
+def denoise(
+    denoiser: Denoiser,
+    guidance: TextGuidance,
+    shape: tuple[int, ...],
+    *,
+    steps: int,
+    seed: int,
+    scheduler: str = "ddim",
+    init_latents: torch.Tensor | None = None,
+    strength: float = 1.0,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """Sample latents of `shape` [B, C, T, H, W]; returns them in float32 on the CPU.
+
+    strength < 1 starts from `init_latents` noised to the matching level and runs only the last
+    `int(steps * strength)` steps (video-to-video), as diffusers' VideoToVideoSDPipeline does.
+    `callback(step, total, latents)` runs after every step: progress, previews, cancellation.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"denoise strength must be in (0, 1], got {strength}")
+    if strength < 1.0 and init_latents is None:
+        raise ValueError("denoise strength below 1 needs input latents to start from")
+
+    device = denoiser.load()
+    noise, generator = prepare_noise(shape, seed)
+    sampler = make_scheduler(scheduler, denoiser.scheduler_config)
+    sampler.set_timesteps(steps, device=device)
+    timesteps = sampler.timesteps
+    if strength < 1.0:
+        start = (steps - count_steps(steps, strength)) * sampler.order
+        timesteps = timesteps[start:]
+        if len(timesteps) == 0:
+            raise ValueError(f"denoise strength {strength} with {steps} steps runs no step: raise steps or denoise")
+        if hasattr(sampler, "set_begin_index"):
+            sampler.set_begin_index(start)
+        latents = sampler.add_noise(init_latents.to(device, torch.float32), noise.to(device), timesteps[:1])
+    else:
+        latents = noise.to(device) * sampler.init_noise_sigma
+
+    context = guidance.context(shape[0]).to(device)
+    step_arguments = {"generator": generator} if "generator" in inspect.signature(sampler.step).parameters else {}
+    for index, timestep in enumerate(timesteps):
+        model_input = torch.cat([latents] * 2) if guidance.uses_cfg else latents
+        model_input = sampler.scale_model_input(model_input, timestep)
+        prediction = guidance.combine(denoiser(model_input, timestep, context))
+        latents = _scheduler_step(sampler, prediction, timestep, latents, step_arguments)
+        if callback is not None:
+            callback(index + 1, len(timesteps), latents)
+    return latents.cpu()
+
+
+def _scheduler_step(sampler, prediction, timestep, latents, step_arguments):
+    """One scheduler step with the frames folded into the batch: [B, C, T, H, W] <-> [B*T, C, H, W]."""
+    batch, channels, frames, height, width = latents.shape
+
+    def fold(x):
+        return x.permute(0, 2, 1, 3, 4).reshape(batch * frames, channels, height, width)
+
+    stepped = sampler.step(fold(prediction), timestep, fold(latents), **step_arguments).prev_sample
+    return stepped.reshape(batch, frames, channels, height, width).permute(0, 2, 1, 3, 4)
+
+
+def _expand_batch(embeddings: torch.Tensor, batch: int, name: str) -> torch.Tensor:
+    if embeddings.dim() != 3:
+        raise ValueError(f"{name} conditioning must be [batch, tokens, width], got shape {tuple(embeddings.shape)}")
+    if embeddings.shape[0] == batch:
+        return embeddings
+    if embeddings.shape[0] != 1:
+        raise ValueError(f"{name} conditioning has batch {embeddings.shape[0]} but the latent batch is {batch}: use 1 or {batch}")
+    return embeddings.expand(batch, -1, -1)
+
+
+def _match_token_counts(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Repeat both token sequences to a common length; repeating all keys k times leaves attention unchanged."""
+    if a.shape[1] == b.shape[1]:
+        return a, b
+    common = math.lcm(a.shape[1], b.shape[1])
+    return a.repeat(1, common // a.shape[1], 1), b.repeat(1, common // b.shape[1], 1)
