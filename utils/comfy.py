@@ -15,6 +15,7 @@ import torch
 MODEL_FOLDER_NAME = "longvideo"
 HEADLESS_OUTPUT_ENV = "LONGVIDEO_OUTPUT_DIR"
 HEADLESS_MODELS_ENV = "LONGVIDEO_MODELS_DIR"
+PACK_WEIGHTS_FOLDER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
 
 
 def in_comfyui() -> bool:
@@ -162,7 +163,11 @@ def register_model_folder() -> None:
 
 
 def model_search_folders() -> list[str]:
-    """Folders searched for diffusers-format model folders, in order."""
+    """Folders searched for diffusers-format model folders, in order.
+
+    In ComfyUI: models/diffusers, then models/longvideo. Headless: $LONGVIDEO_MODELS_DIR (os.pathsep-separated),
+    else the pack's own weights/ folder.
+    """
     if in_comfyui():
         folder_paths = _folder_paths()
         folders = list(folder_paths.get_folder_paths("diffusers"))
@@ -172,7 +177,7 @@ def model_search_folders() -> list[str]:
     configured = os.environ.get(HEADLESS_MODELS_ENV)
     if configured:
         return [os.path.abspath(p) for p in configured.split(os.pathsep) if p]
-    return [os.path.abspath(os.path.join("models", "diffusers"))]
+    return [PACK_WEIGHTS_FOLDER]
 
 
 def list_model_folders() -> list[str]:

@@ -1,0 +1,48 @@
+"""A per-frame image VAE (diffusers AutoencoderKL) used for 5-D video latents, batch by batch."""
+
+from collections.abc import Iterator
+
+import torch
+
+from ..utils.comfy import ManagedModule
+
+
+class VideoVAE:
+    """Encodes IMAGE frames [T, H, W, 3] to latents [1, C, T, h, w] and decodes them back in frame batches.
+
+    Latents are kept scaled by the VAE's scaling factor, as the UNet sees them.
+    """
+
+    def __init__(self, vae, scaling_factor: float | None = None):
+        self.vae = vae
+        self.managed = ManagedModule(vae)
+        self.scaling_factor = float(scaling_factor if scaling_factor is not None else vae.config.scaling_factor)
+        self.latent_channels = vae.config.latent_channels
+        self.downscale = 2 ** (len(vae.config.block_out_channels) - 1)
+
+    @torch.no_grad()
+    def decode_batches(self, latents: torch.Tensor, frames_per_batch: int) -> Iterator[torch.Tensor]:
+        """Yield IMAGE batches [n, H, W, 3] (float32, 0..1, CPU) for latents [B, C, T, h, w], frame by frame order.
+
+        Only one batch of decoded frames exists at a time; videos of a batch B>1 come one after another.
+        """
+        device = self.managed.load()
+        dtype = self.vae.dtype
+        batch, _, frames = latents.shape[:3]
+        for b in range(batch):
+            for start in range(0, frames, frames_per_batch):
+                chunk = latents[b, :, start : start + frames_per_batch].transpose(0, 1)
+                pixels = self.vae.decode(chunk.to(device, dtype) / self.scaling_factor).sample
+                yield (pixels.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu()
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, frames_per_batch: int) -> torch.Tensor:
+        """Latents [1, C, T, h, w] (float32, CPU) of IMAGE frames [T, H, W, 3]; the posterior mean, so deterministic."""
+        device = self.managed.load()
+        dtype = self.vae.dtype
+        latents = []
+        for start in range(0, images.shape[0], frames_per_batch):
+            pixels = images[start : start + frames_per_batch, ..., :3].permute(0, 3, 1, 2) * 2 - 1
+            posterior = self.vae.encode(pixels.to(device, dtype)).latent_dist
+            latents.append((posterior.mode() * self.scaling_factor).float().cpu())
+        return torch.cat(latents).transpose(0, 1).unsqueeze(0)
