@@ -62,8 +62,10 @@ class LongVideoSaveVideo:
 
 def _counted(batches, progress):
     for batch in batches:
+        count = len(batch)
         yield batch
-        progress.update(len(batch))
+        del batch  # released before the next batch is decoded
+        progress.update(count)
 
 
 def _metadata(prompt, extra_pnginfo) -> dict[str, str]:
