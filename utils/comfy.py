@@ -90,11 +90,20 @@ class ManagedModule:
         if self._patcher is None:
             from comfy.model_patcher import ModelPatcher
 
-            self._patcher = ModelPatcher(
-                self.module, load_device=management.get_torch_device(), offload_device=offload_device()
-            )
+            # Named after the wrapped class so ComfyUI's log says what it loads.
+            holder = type(type(self.module).__name__, (_PatchableHolder,), {})(self.module)
+            self._patcher = ModelPatcher(holder, load_device=management.get_torch_device(), offload_device=offload_device())
         management.load_models_gpu([self._patcher])
         return self._patcher.load_device
+
+
+class _PatchableHolder(torch.nn.Module):
+    """ModelPatcher assigns `.device` on the module it manages; diffusers and transformers models make that a
+    read-only property, so they are handed over inside this plain module."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
 
 
 # ---------------------------------------------------------------------------------------------------
