@@ -5,8 +5,12 @@ and text conditioning in, the model's prediction (epsilon or v, see `prediction_
 reach into a network.
 """
 
+import copy
+from contextlib import contextmanager
+
 import torch
 
+from ..attention.temporal import TemporalAttentionProcessor, temporal_attention_names
 from ..utils.comfy import ManagedModule
 
 
@@ -43,6 +47,16 @@ class UNet3DDenoiser(Denoiser):
         self.latent_channels = unet.config.in_channels
         self.context_width = unet.config.cross_attention_dim
         self.name = name
+        self.temporal_scope = None
+
+    def with_temporal_attention(self, scope) -> "UNet3DDenoiser":
+        """A copy sharing the weights (and their placement) whose temporal attention layers use `scope`.
+
+        The network itself is not changed: the scope's processors are installed around each call only.
+        """
+        clone = copy.copy(self)
+        clone.temporal_scope = scope
+        return clone
 
     @property
     def dtype(self) -> torch.dtype:
@@ -53,7 +67,23 @@ class UNet3DDenoiser(Denoiser):
 
     def __call__(self, latents, timestep, context):
         dtype = self.unet.dtype
-        prediction = self.unet(
-            latents.to(dtype), timestep, encoder_hidden_states=context.to(latents.device, dtype), return_dict=False
-        )[0]
+        with self._temporal_processors(timestep):
+            prediction = self.unet(
+                latents.to(dtype), timestep, encoder_hidden_states=context.to(latents.device, dtype), return_dict=False
+            )[0]
         return prediction.to(latents.dtype)
+
+    @contextmanager
+    def _temporal_processors(self, timestep):
+        if self.temporal_scope is None:
+            yield
+            return
+        original = self.unet.attn_processors
+        processor = TemporalAttentionProcessor(self.temporal_scope, float(timestep))
+        patched = dict(original)
+        patched.update(dict.fromkeys(temporal_attention_names(self.unet), processor))
+        self.unet.set_attn_processor(patched)
+        try:
+            yield
+        finally:
+            self.unet.set_attn_processor(original)

@@ -1,5 +1,6 @@
 """ComfyUI node classes: thin wrappers that check inputs, call sampling/ and wrap results in ComfyUI types."""
 
+from .attention import LongVideoTemporalAttention
 from .conditioning import LongVideoTextEncode
 from .latents import LongVideoDecode, LongVideoEmptyLatent, LongVideoEncode
 from .loaders import LongVideoModelLoader
@@ -14,6 +15,7 @@ NODE_CLASS_MAPPINGS = {
     "LongVideoDecode": LongVideoDecode,
     "LongVideoEncode": LongVideoEncode,
     "LongVideoSaveVideo": LongVideoSaveVideo,
+    "LongVideoTemporalAttention": LongVideoTemporalAttention,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -24,4 +26,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LongVideoDecode": "LongVideo Decode",
     "LongVideoEncode": "LongVideo Encode",
     "LongVideoSaveVideo": "LongVideo Save Video",
+    "LongVideoTemporalAttention": "LongVideo Temporal Attention",
 }
