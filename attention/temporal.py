@@ -38,7 +38,7 @@ class BandedAttention:
     which logit biases apply at a timestep, and whether the scale follows the visible key count.
     """
 
-    block_size: int = 64
+    block_size: int = 32
 
     def band_half_width(self) -> int:
         raise NotImplementedError
@@ -62,7 +62,7 @@ class BandedAttention:
         extra = torch.tensor(sorted(set(self.extra_frames(frames))), dtype=torch.long, device=query.device)
         band_bias, extra_bias = self.biases(timestep)
         block = max(self.block_size, 1)
-        outputs = []
+        output = torch.empty_like(query)
         for start in range(0, frames, block):
             stop = min(start + block, frames)
             first, last = max(0, start - half), min(frames, stop + half)
@@ -72,11 +72,12 @@ class BandedAttention:
             block_query = query[..., start:stop, :]
             if self.scales_with_key_count():
                 scale = visible.to(torch.float32).log() / (math.log(16) * math.sqrt(query.shape[-1]))
-                outputs.append(F.scaled_dot_product_attention(block_query * scale[:, None].to(query.dtype), keys, values,
-                                                              attn_mask=bias, scale=1.0))
+                output[..., start:stop, :] = F.scaled_dot_product_attention(
+                    block_query * scale[:, None].to(query.dtype), keys, values, attn_mask=bias, scale=1.0
+                )
             else:
-                outputs.append(F.scaled_dot_product_attention(block_query, keys, values, attn_mask=bias))
-        return torch.cat(outputs, dim=-2)
+                output[..., start:stop, :] = F.scaled_dot_product_attention(block_query, keys, values, attn_mask=bias)
+        return output
 
     def _block_bias(self, start, stop, first, last, extra, half, band_bias, extra_bias, dtype):
         """The additive logit bias [queries, band keys + extra keys] of one block, and each row's visible key count."""

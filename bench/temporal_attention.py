@@ -6,7 +6,8 @@ Modes: full (fused SDPA, the default and what diffusers runs), window (w=5), dua
 16 global frames), and eager-full (diffusers' non-fused AttnProcessor, which writes out the T x T score
 matrix: what attention costs without a fused kernel) for comparison. Each (mode, T) runs in a fresh
 process so its peak memory is its own: on the CPU the peak RSS above the inputs, on CUDA the peak
-allocated memory above the inputs. The ratios compare window with full at the same T.
+allocated memory above the inputs. The ratios compare window with full at the same T: for the whole
+layer, and ("core") for the attention step alone, without the projections every mode shares.
 """
 
 import argparse
@@ -66,7 +67,20 @@ def measure_one(mode: str, frames: int, args) -> dict:
         peak = torch.cuda.max_memory_allocated() - base
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    return {"seconds": statistics.median(times), "peak_mb": max(peak, 0) / 2**20}
+    result = {"seconds": statistics.median(times), "peak_mb": max(peak, 0) / 2**20}
+    if mode in scopes:
+        # The attention core alone: what the modes change (the q/k/v/out projections are the same for all).
+        q, k, v = (torch.randn(args.pixels, 8, frames, args.channels // 8, device=device, dtype=dtype) for _ in range(3))
+        core = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            with torch.inference_mode():
+                scopes[mode].attend(q, k, v, 500.0)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            core.append(time.perf_counter() - start)
+        result["core_seconds"] = statistics.median(core)
+    return result
 
 
 def main() -> None:
@@ -103,18 +117,19 @@ def print_row(frames, results, header, args):
     if header:
         print(f"one temporal attention layer: {args.pixels} pixels x T frames x {args.channels} channels, 8 heads, "
               f"{args.dtype} on {args.device}; median of {args.repeats}; peak = memory above the inputs")
-        print(f"{'T':>6} " + " ".join(f"{m + ' s':>13}{m + ' MB':>13}" for m in modes) + f"{'window/full time':>18}{'window/full mem':>17}")
+        print(f"{'T':>6} " + " ".join(f"{m + ' s':>14}{m + ' MB':>15}" for m in modes) + f"{'window/full time':>18}{'window/full mem':>17}{'window/full core':>19}")
     cells = []
     for mode in modes:
         if mode in results:
-            cells.append(f"{results[mode]['seconds']:13.4f}{results[mode]['peak_mb']:13.1f}")
+            cells.append(f"{results[mode]['seconds']:14.4f}{results[mode]['peak_mb']:15.1f}")
         else:
-            cells.append(f"{'-':>13}{'-':>13}")
+            cells.append(f"{'-':>14}{'-':>15}")
     ratios = ""
     if "full" in results:
         full, window = results["full"], results["window"]
         memory = window["peak_mb"] / full["peak_mb"] if full["peak_mb"] > 0 else float("nan")
-        ratios = f"{window['seconds'] / full['seconds']:18.3f}{memory:17.3f}"
+        core = window["core_seconds"] / full["core_seconds"]
+        ratios = f"{window['seconds'] / full['seconds']:18.3f}{memory:17.3f}{core:19.3f}"
     print(f"{frames:>6} " + " ".join(cells) + ratios, flush=True)
 
 

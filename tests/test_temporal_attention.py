@@ -80,8 +80,10 @@ def test_window_never_builds_a_frames_by_frames_matrix(monkeypatch):
 
     monkeypatch.setattr(temporal.F, "scaled_dot_product_attention", recording)
     q, k, v = qkv(512, batch=1, heads=1, dim=4)
-    WindowAttention(window=5, anchor_first=True, block_size=64).attend(q, k, v, 500)
-    assert max(queries * keys for queries, keys in shapes) <= 64 * (64 + 4 + 1)
+    WindowAttention(window=5, anchor_first=True).attend(q, k, v, 500)
+    block = WindowAttention().block_size
+    assert len(shapes) == 512 // block
+    assert max(queries * keys for queries, keys in shapes) <= block * (block + 4 + 1)
 
 
 def test_global_frames_follow_a_fixed_stride():
