@@ -56,6 +56,7 @@ class UNet3DDenoiser(Denoiser):
         """
         clone = copy.copy(self)
         clone.temporal_scope = scope
+        clone.temporal_layer_names = temporal_attention_names(self.unet)
         return clone
 
     @property
@@ -81,7 +82,7 @@ class UNet3DDenoiser(Denoiser):
         original = self.unet.attn_processors
         processor = TemporalAttentionProcessor(self.temporal_scope, float(timestep))
         patched = dict(original)
-        patched.update(dict.fromkeys(temporal_attention_names(self.unet), processor))
+        patched.update(dict.fromkeys(self.temporal_layer_names, processor))
         self.unet.set_attn_processor(patched)
         try:
             yield

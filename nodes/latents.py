@@ -1,3 +1,5 @@
+import math
+
 import psutil
 import torch
 
@@ -107,9 +109,7 @@ class LongVideoEncode:
 
 
 def _check_host_memory(shape, node: str) -> None:
-    needed = 4
-    for size in shape:
-        needed *= size
+    needed = 4 * math.prod(shape)
     available = psutil.virtual_memory().available
     if needed > available * 0.9:
         raise NodeInputError(
