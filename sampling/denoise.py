@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models.denoiser import Denoiser
+from .frame_conditioning import FrameConditioning
 from .schedulers import make_scheduler
 
 StepCallback = Callable[[int, int, torch.Tensor], None]
@@ -74,12 +75,14 @@ def denoise(
     scheduler: str = "ddim",
     init_latents: torch.Tensor | None = None,
     strength: float = 1.0,
+    conditioning: FrameConditioning | None = None,
     callback: StepCallback | None = None,
 ) -> torch.Tensor:
     """Sample latents of `shape` [B, C, T, H, W]; returns them in float32 on the CPU.
 
     strength < 1 starts from `init_latents` noised to the matching level and runs only the last
     `int(steps * strength)` steps (video-to-video), as diffusers' VideoToVideoSDPipeline does.
+    `conditioning` makes the clip contain known frames (sampling/frame_conditioning.py).
     `callback(step, total, latents)` runs after every step: progress, previews, cancellation.
     """
     if steps < 1:
@@ -89,6 +92,8 @@ def denoise(
     if strength < 1.0 and init_latents is None:
         raise ValueError("denoise strength below 1 needs input latents to start from")
 
+    if conditioning is not None:
+        conditioning.known.check(shape)
     device = denoiser.load()
     noise, generator = prepare_noise(shape, seed)
     sampler = make_scheduler(scheduler, denoiser.scheduler_config)
@@ -106,14 +111,25 @@ def denoise(
         latents = noise.to(device) * sampler.init_noise_sigma
 
     context = guidance.context(shape[0]).to(device)
+
+    def predict(x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        model_input = torch.cat([x] * 2) if guidance.uses_cfg else x
+        model_input = sampler.scale_model_input(model_input, timestep)
+        return guidance.combine(denoiser(model_input, timestep, context))
+
+    if conditioning is not None:
+        conditioning.prepare(sampler, noise, device)
     step_arguments = {"generator": generator} if "generator" in inspect.signature(sampler.step).parameters else {}
     for index, timestep in enumerate(timesteps):
-        model_input = torch.cat([latents] * 2) if guidance.uses_cfg else latents
-        model_input = sampler.scale_model_input(model_input, timestep)
-        prediction = guidance.combine(denoiser(model_input, timestep, context))
+        if conditioning is None:
+            prediction = predict(latents, timestep)
+        else:
+            latents, prediction = conditioning.model_step(predict, latents, timestep)
         latents = _scheduler_step(sampler, prediction, timestep, latents, step_arguments)
         if callback is not None:
             callback(index + 1, len(timesteps), latents)
+    if conditioning is not None:
+        latents = conditioning.finish(latents)
     return latents.cpu()
 
 

@@ -1,0 +1,107 @@
+"""Frame conditioning: "these frames are known", and how the denoising loop honours them.
+
+Continuation (known = the last k frames of the previous chunk), hierarchical infill (known = the two
+endpoints) and interpolation (known = every k-th frame) are all this one mechanism with different index
+sets. The loop calls `model_step` instead of the model at every step and `finish` at the end.
+
+- ReplaceConditioning (training-free, any model): before every model call the known frames are re-noised to
+  the current level with the scheduler's own `add_noise` (with fixed noise drawn once per run); at the end
+  they are exactly the given latents.
+- GuidanceConditioning: reconstruction guidance (Ho et al. 2022, "Video Diffusion Models", section 3.1): the
+  model's clean estimate of the known frames is compared with the known latents and the gradient of that
+  error, through the model, steers every frame (weight `weight`; 1 is the natural setting). It costs a
+  backward pass through the model at every step.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+Predict = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class KnownFrames:
+    """Clean latents [1 or B, C, len(indices), H, W] that the sampled clip must contain at `indices`."""
+
+    indices: list[int]
+    latents: torch.Tensor
+
+    def check(self, shape) -> None:
+        frames = shape[2]
+        if len(set(self.indices)) != len(self.indices):
+            raise ValueError(f"known frame indices repeat: {self.indices}")
+        if any(not 0 <= i < frames for i in self.indices):
+            raise ValueError(f"known frame indices {self.indices} fall outside the {frames} sampled frames")
+        expected = (shape[1], len(self.indices), *shape[3:])
+        if self.latents.dim() != 5 or tuple(self.latents.shape[1:]) != expected or self.latents.shape[0] not in (1, shape[0]):
+            raise ValueError(
+                f"known latents have shape {tuple(self.latents.shape)}; expected [1 or {shape[0]}, {', '.join(map(str, expected))}]"
+            )
+
+
+class FrameConditioning:
+    """How the loop honours known frames. The base class knows nothing and changes nothing."""
+
+    def __init__(self, known: KnownFrames):
+        self.known = known
+
+    def prepare(self, sampler, noise: torch.Tensor, device: torch.device) -> None:
+        self.sampler = sampler
+        self.index = torch.tensor(self.known.indices, dtype=torch.long, device=device)
+        self.clean = self.known.latents.to(device, torch.float32).expand(noise.shape[0], -1, -1, -1, -1)
+        self.noise = noise.to(device).index_select(2, self.index)
+
+    def model_step(self, predict: Predict, latents: torch.Tensor, timestep: torch.Tensor):
+        """(latents the scheduler steps from, the prediction)."""
+        return latents, predict(latents, timestep)
+
+    def finish(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents
+
+
+class ReplaceConditioning(FrameConditioning):
+    def model_step(self, predict, latents, timestep):
+        latents = latents.clone()
+        latents[:, :, self.index] = self.sampler.add_noise(self.clean, self.noise, timestep.reshape(1))
+        return latents, predict(latents, timestep)
+
+    def finish(self, latents):
+        latents = latents.clone()
+        latents[:, :, self.index] = self.clean
+        return latents
+
+
+class GuidanceConditioning(FrameConditioning):
+    def __init__(self, known: KnownFrames, weight: float = 1.0, prediction_type: str = "epsilon"):
+        super().__init__(known)
+        if prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"reconstruction guidance needs an epsilon or v-prediction model, not {prediction_type}")
+        self.weight = weight
+        self.prediction_type = prediction_type
+
+    def model_step(self, predict, latents, timestep):
+        alpha = self.sampler.alphas_cumprod.to(latents.device)[int(timestep)]
+        with torch.enable_grad():
+            noisy = latents.detach().requires_grad_(True)
+            prediction = predict(noisy, timestep)
+            # The model sees the latents in the variance-preserving parameterisation (scale_model_input).
+            x = self.sampler.scale_model_input(noisy, timestep)
+            if self.prediction_type == "epsilon":
+                epsilon = prediction
+            else:
+                epsilon = alpha.sqrt() * prediction + (1 - alpha).sqrt() * x
+            clean_estimate = (x - (1 - alpha).sqrt() * epsilon) / alpha.sqrt()
+            error = (clean_estimate.index_select(2, self.index) - self.clean).pow(2).sum()
+            (gradient,) = torch.autograd.grad(error, noisy)
+        # Ho et al. step the clean estimate by -(w * alpha_t / 2) * gradient (alpha_t = sqrt(alpha_bar), which cancels
+        # the 1 / alpha_t in the estimate's gradient, so the step stays bounded at high noise); with w = 1 the known
+        # frames' own estimates move onto their latents to first order. Here that step is expressed on epsilon.
+        epsilon = epsilon.detach() + self.weight * alpha / (2 * (1 - alpha).sqrt()) * gradient
+        if self.prediction_type == "v_prediction":
+            return latents, (epsilon - (1 - alpha).sqrt() * x.detach()) / alpha.sqrt()
+        return latents, epsilon
+
+
+METHODS = {"replace": ReplaceConditioning, "guidance": GuidanceConditioning}

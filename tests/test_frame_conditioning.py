@@ -1,0 +1,91 @@
+import pytest
+import torch
+
+from longvideo.nodes.loaders import LongVideoModelLoader
+from longvideo.sampling.denoise import TextGuidance, denoise
+from longvideo.sampling.frame_conditioning import (
+    FrameConditioning, GuidanceConditioning, KnownFrames, ReplaceConditioning,
+)
+from longvideo.sampling.schedulers import SCHEDULER_NAMES
+
+SHAPE = (1, 4, 8, 4, 4)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_folder):
+    model, clip, _ = LongVideoModelLoader().load(model="", dtype="fp32", model_path=tiny_model_folder)
+    positive, _ = clip.encode(["a red circle moving right"])
+    negative, _ = clip.encode([""])
+    return model, TextGuidance(positive, negative, 7.5)
+
+
+def known(indices, seed=0, batch=1):
+    return KnownFrames(list(indices), torch.randn((batch, 4, len(indices), 4, 4), generator=torch.Generator().manual_seed(seed)))
+
+
+def run(tiny, conditioning=None, scheduler="ddim", steps=6, seed=3, shape=SHAPE):
+    model, guidance = tiny
+    return denoise(model, guidance, shape, steps=steps, seed=seed, scheduler=scheduler, conditioning=conditioning)
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULER_NAMES)
+def test_replace_keeps_known_frames_bit_exact(tiny, scheduler):
+    frames = known([0, 3, 7])
+    out = run(tiny, ReplaceConditioning(frames), scheduler=scheduler)
+    assert torch.equal(out[:, :, [0, 3, 7]], frames.latents)
+    assert torch.isfinite(out).all()
+
+
+def test_conditioning_changes_the_unknown_frames(tiny):
+    plain = run(tiny)
+    conditioned = run(tiny, ReplaceConditioning(known([0, 1])))
+    assert not torch.equal(plain[:, :, 2:], conditioned[:, :, 2:])
+
+
+def test_no_known_frames_is_the_plain_loop(tiny):
+    assert torch.equal(run(tiny, FrameConditioning(known([0]))), run(tiny))
+
+
+def test_replace_renoises_known_frames_to_the_current_level(tiny, monkeypatch):
+    """What the model sees at each step, on the known frames, is add_noise(known, fixed noise, t)."""
+    model, _ = tiny
+    seen = []
+    call = type(model).__call__
+
+    def spy(self, latents, timestep, context):
+        seen.append((latents[:1, :, [2]].clone(), timestep))
+        return call(self, latents, timestep, context)
+
+    monkeypatch.setattr(type(model), "__call__", spy)
+    frames = known([2])
+    conditioning = ReplaceConditioning(frames)
+    run(tiny, conditioning, steps=4)
+    for model_input, timestep in seen:
+        expected = conditioning.sampler.add_noise(frames.latents, conditioning.noise, timestep.reshape(1))
+        assert torch.equal(model_input, expected)
+
+
+def test_batched_known_frames(tiny):
+    frames = known([5], batch=2)
+    out = run(tiny, ReplaceConditioning(frames), shape=(2, 4, 8, 4, 4))
+    assert torch.equal(out[:, :, [5]], frames.latents)
+
+
+def test_guidance_pulls_known_frames_towards_their_latents(tiny):
+    frames = known([0, 1])
+    plain = run(tiny, steps=8)
+    guided = run(tiny, GuidanceConditioning(frames, weight=1.0), steps=8)
+    error = lambda out: (out[:, :, [0, 1]] - frames.latents).pow(2).mean().item()
+    assert error(guided) < 0.01 * error(plain)
+
+
+@pytest.mark.parametrize(("indices", "message"), [([8], "outside the 8 sampled frames"), ([1, 1], "repeat")])
+def test_bad_known_frames_are_rejected(tiny, indices, message):
+    frames = KnownFrames(indices, torch.zeros(1, 4, len(indices), 4, 4))
+    with pytest.raises(ValueError, match=message):
+        run(tiny, ReplaceConditioning(frames))
+
+
+def test_known_latents_of_the_wrong_size_are_rejected(tiny):
+    with pytest.raises(ValueError, match="known latents have shape"):
+        run(tiny, ReplaceConditioning(KnownFrames([0], torch.zeros(1, 4, 1, 8, 8))))
