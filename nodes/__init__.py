@@ -2,6 +2,7 @@
 
 from .attention import LongVideoTemporalAttention
 from .conditioning import LongVideoTextEncode
+from .continuation import LongVideoContinuationSampler, LongVideoPromptSchedule
 from .latents import LongVideoDecode, LongVideoEmptyLatent, LongVideoEncode
 from .loaders import LongVideoModelLoader
 from .sampler import LongVideoSampler
@@ -16,6 +17,8 @@ NODE_CLASS_MAPPINGS = {
     "LongVideoEncode": LongVideoEncode,
     "LongVideoSaveVideo": LongVideoSaveVideo,
     "LongVideoTemporalAttention": LongVideoTemporalAttention,
+    "LongVideoContinuationSampler": LongVideoContinuationSampler,
+    "LongVideoPromptSchedule": LongVideoPromptSchedule,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -27,4 +30,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LongVideoEncode": "LongVideo Encode",
     "LongVideoSaveVideo": "LongVideo Save Video",
     "LongVideoTemporalAttention": "LongVideo Temporal Attention",
+    "LongVideoContinuationSampler": "LongVideo Continuation Sampler",
+    "LongVideoPromptSchedule": "LongVideo Prompt Schedule",
 }

@@ -1,0 +1,144 @@
+import logging
+import os
+
+import torch
+import torch.nn.functional as F
+
+from ..sampling import continuation
+from ..sampling.denoise import TextGuidance, count_steps
+from ..utils.comfy import Progress, intermediate_device, output_directory
+from ..utils.video_io import resolve_output_path
+from .common import CATEGORY, CLIP, MODEL, VAE, NodeInputError, conditioning_embeddings, video_latents
+from .sampler import CFG, SCHEDULER, SEED, STEPS
+
+PROMPT_SCHEDULE = "LV_PROMPT_SCHEDULE"
+PARTIAL_PREFIX = "LongVideo/continuation_partial"
+log = logging.getLogger(__name__)
+
+
+class LongVideoPromptSchedule:
+    DESCRIPTION = "One prompt per line: chunk 1 uses the first line, chunk 2 the second, and the last line carries on."
+    CATEGORY = CATEGORY
+    FUNCTION = "encode"
+    RETURN_TYPES = (PROMPT_SCHEDULE,)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "clip": (CLIP, {"tooltip": "The text encoder from LongVideoModelLoader."}),
+                "text": ("STRING", {"multiline": True, "tooltip": "One prompt per line; empty lines are skipped."}),
+            }
+        }
+
+    def encode(self, clip, text):
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if not lines:
+            raise NodeInputError("LongVideoPromptSchedule: 'text' holds no prompt: write one prompt per line")
+        tokens, pooled = clip.encode(lines)
+        return ([[[tokens[i : i + 1], {"pooled_output": pooled[i : i + 1]}]] for i in range(len(lines))],)
+
+
+class LongVideoContinuationSampler:
+    DESCRIPTION = (
+        "Makes a long video chunk after chunk, each chunk continuing from the last frames of the previous one "
+        "(ContinuitySeq-style). Starts from text, an image (frame 0) or a latent clip. Every frame appears once: "
+        "total = start frames + chunks x (frames_per_chunk - conditioning frames). If a chunk fails or is cancelled, "
+        "the finished frames are saved as output/LongVideo/continuation_partial_*.latent."
+    )
+    CATEGORY = CATEGORY
+    FUNCTION = "sample"
+    RETURN_TYPES = ("LATENT",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL, {"tooltip": "The video model (optionally through LongVideoTemporalAttention)."}),
+                "positive": ("CONDITIONING", {"tooltip": "The prompt of every chunk, unless prompt_schedule is connected."}),
+                "negative": ("CONDITIONING", {"tooltip": "What to steer away from."}),
+                "width": ("INT", {"default": 256, "min": 8, "max": 4096, "step": 8, "tooltip": "Frame width; a multiple of 8."}),
+                "height": ("INT", {"default": 256, "min": 8, "max": 4096, "step": 8, "tooltip": "Frame height; a multiple of 8."}),
+                "frames_per_chunk": ("INT", {"default": 16, "min": 2, "max": 1024, "tooltip": "Frames sampled per chunk, conditioning frames included."}),
+                "chunks": ("INT", {"default": 4, "min": 1, "max": 10000, "tooltip": "How many chunks to add."}),
+                "min_conditioning_frames": ("INT", {"default": 1, "min": 1, "max": 1023,
+                                                    "tooltip": "Fewest frames carried over from the previous chunk (ContinuitySeq -CN)."}),
+                "max_conditioning_frames": ("INT", {"default": 1, "min": 1, "max": 1023,
+                                                    "tooltip": "Most frames carried over (-CX); each chunk draws a count in between from its seed."}),
+                "method": (list(continuation.METHODS), {"default": "replace",
+                                                        "tooltip": "replace: re-noise the known frames each step (any model). guidance: reconstruction guidance (slower: a backward pass per step)."}),
+                "seed": SEED,
+                "steps": STEPS,
+                "cfg": CFG,
+                "scheduler": SCHEDULER,
+            },
+            "optional": {
+                "start_image": ("IMAGE", {"tooltip": "Start from this image (its last frame, resized to width x height); needs vae."}),
+                "vae": (VAE, {"tooltip": "Encodes start_image."}),
+                "start_latent": ("LATENT", {"tooltip": "Extend this clip: its frames come first."}),
+                "prompt_schedule": (PROMPT_SCHEDULE, {"tooltip": "Per-chunk prompts from LongVideoPromptSchedule."}),
+                "guidance_weight": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": "guidance method: strength."}),
+                "anchor_colours": ("BOOLEAN", {"default": False,
+                                               "tooltip": "Match every chunk's per-channel latent mean and spread to the first chunk's, against colour drift."}),
+            },
+        }
+
+    def sample(self, model, positive, negative, width, height, frames_per_chunk, chunks, min_conditioning_frames,
+               max_conditioning_frames, method, seed, steps, cfg, scheduler, start_image=None, vae=None,
+               start_latent=None, prompt_schedule=None, guidance_weight=1.0, anchor_colours=False):
+        node = "LongVideoContinuationSampler"
+        for name, value in (("width", width), ("height", height)):
+            if value % 8:
+                raise NodeInputError(f"{node}: {name} {value} is not a multiple of 8: use {value // 8 * 8 or 8} or {value // 8 * 8 + 8}")
+        if start_image is not None and start_latent is not None:
+            raise NodeInputError(f"{node}: connect start_image or start_latent, not both")
+        settings = continuation.ContinuationSettings(
+            frames_per_chunk, chunks, min_conditioning_frames, max_conditioning_frames, method, guidance_weight, anchor_colours
+        )
+        try:
+            settings.check()
+        except ValueError as error:
+            raise NodeInputError(f"{node}: {error}") from None
+        start = self._start(node, model, start_image, vae, start_latent, width, height)
+        negative_tokens = conditioning_embeddings(negative, node, "negative", model.context_width)
+        schedule = prompt_schedule if prompt_schedule is not None else [positive]
+        prompts = [TextGuidance(conditioning_embeddings(c, node, "prompt_schedule" if prompt_schedule else "positive",
+                                                        model.context_width), negative_tokens, cfg) for c in schedule]
+        batch = 1 if start is None else start.shape[0]
+        with Progress(chunks * count_steps(steps, 1.0), "continuation") as progress:
+            try:
+                latents = continuation.continue_video(
+                    model, prompts, settings, size=(batch, height // 8, width // 8), steps=steps, seed=seed,
+                    scheduler=scheduler, start=start, on_step=lambda chunk, step: progress.update(),
+                )
+            except continuation.ChunksInterrupted as interrupted:
+                if interrupted.latents is not None:
+                    _save_partial(interrupted.latents)
+                raise interrupted.cause
+        return ({"samples": latents.to(intermediate_device())},)
+
+    @staticmethod
+    def _start(node, model, start_image, vae, start_latent, width, height):
+        if start_latent is not None:
+            start = video_latents(start_latent, node, "start_latent", model.latent_channels)
+            if start.shape[3:] != (height // 8, width // 8):
+                raise NodeInputError(f"{node}: start_latent is {start.shape[4] * 8}x{start.shape[3] * 8}; set width and height to match")
+            return start
+        if start_image is None:
+            return None
+        if vae is None:
+            raise NodeInputError(f"{node}: start_image needs 'vae' to encode it: connect the VAE from LongVideoModelLoader")
+        frame = start_image[-1:, ..., :3].permute(0, 3, 1, 2)
+        frame = F.interpolate(frame, size=(height, width), mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+        return vae.encode(frame.clamp(0, 1), 1)
+
+
+def _save_partial(latents: torch.Tensor) -> None:
+    """Write finished frames in ComfyUI's .latent format (LoadLatent reads it; feed it back as start_latent)."""
+    from safetensors.torch import save_file
+
+    path, _, _ = resolve_output_path(output_directory(), PARTIAL_PREFIX, "latent")
+    temporary = path + ".partial"
+    save_file({"latent_tensor": latents.contiguous(), "latent_format_version_0": torch.tensor([])}, temporary)
+    os.replace(temporary, path)
+    log.warning("LongVideoContinuationSampler stopped; the %d finished frames are in %s", latents.shape[2], path)

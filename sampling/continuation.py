@@ -1,0 +1,133 @@
+"""Last-frame continuation: chunk after chunk, each conditioned on the last k frames made so far.
+
+Every chunk is one run of the denoising loop over `frames_per_chunk` frames whose first k frames are known
+(the last k frames of the video so far) and honoured by a frame-conditioning method. The video keeps every
+frame once: a chunk adds its frames_per_chunk - k new frames. Starting from nothing, the first chunk has no
+known frames; starting from an image, the image is frame 0; starting from a clip, the clip comes first.
+
+    total frames = start frames + sum over chunks of (frames_per_chunk - k_c),   k_c = min(k drawn, frames so far)
+
+Chunk c draws k in [min_known, max_known] and its noise from a seed derived from (seed, c), so a run with
+more chunks starts with exactly the frames of a run with fewer. Only the chunk being sampled is on the
+device; finished frames wait on the CPU.
+"""
+
+import hashlib
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .denoise import TextGuidance, denoise
+from .frame_conditioning import METHODS, KnownFrames
+
+
+@dataclass
+class ContinuationSettings:
+    frames_per_chunk: int
+    chunks: int
+    min_known: int = 1
+    max_known: int = 1
+    method: str = "replace"
+    guidance_weight: float = 1.0
+    anchor_colours: bool = False
+
+    def check(self) -> None:
+        if self.chunks < 1:
+            raise ValueError(f"chunks must be at least 1, got {self.chunks}")
+        if not 1 <= self.min_known <= self.max_known:
+            raise ValueError(f"conditioning frames need 1 <= min ({self.min_known}) <= max ({self.max_known})")
+        if self.max_known >= self.frames_per_chunk:
+            raise ValueError(
+                f"frames_per_chunk ({self.frames_per_chunk}) must exceed the conditioning frames ({self.max_known}) "
+                "so that every chunk adds new frames"
+            )
+        if self.method not in METHODS:
+            raise ValueError(f"method '{self.method}' is unknown: choose one of {', '.join(METHODS)}")
+
+
+class ChunksInterrupted(Exception):
+    """Raised from `continue_video` when a chunk fails or is cancelled; `latents` holds the frames finished so far."""
+
+    def __init__(self, latents: torch.Tensor | None, cause: BaseException):
+        super().__init__(str(cause))
+        self.latents = latents
+        self.cause = cause
+
+
+def chunk_seed(seed: int, chunk: int) -> int:
+    digest = hashlib.sha256(f"longvideo-continuation:{seed}:{chunk}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def known_frame_counts(settings: ContinuationSettings, seed: int, start_frames: int) -> list[int]:
+    """k for every chunk (0 for a first chunk with nothing before it)."""
+    counts, made = [], start_frames
+    for chunk in range(settings.chunks):
+        drawn = random.Random(chunk_seed(seed, chunk)).randint(settings.min_known, settings.max_known)
+        k = min(drawn, made)
+        counts.append(k)
+        made += settings.frames_per_chunk - k
+    return counts
+
+
+def continue_video(
+    denoiser,
+    prompts: list[TextGuidance],
+    settings: ContinuationSettings,
+    *,
+    size: tuple[int, int, int],
+    steps: int,
+    seed: int,
+    scheduler: str = "ddim",
+    start: torch.Tensor | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Latents [B, C, total, H, W] on the CPU. `size` is (batch, height, width) of the latents, `start` an optional
+    clip [B or 1, C, T, H, W] to continue, chunk c uses prompts[min(c, len(prompts) - 1)]. `on_step(chunk, step)`
+    runs after every step. A failure or cancel raises ChunksInterrupted carrying the finished frames."""
+    settings.check()
+    batch, height, width = size
+    channels = denoiser.latent_channels
+    start_frames = 0 if start is None else start.shape[2]
+    parts = [] if start is None else [start.float().cpu().expand(batch, -1, -1, -1, -1)]
+    history = parts[0] if parts else None
+    reference = None
+    for chunk, k in enumerate(known_frame_counts(settings, seed, start_frames)):
+        conditioning = None
+        if k:
+            known = KnownFrames(list(range(k)), history[:, :, -k:])
+            conditioning = _method(settings, denoiser, known)
+        try:
+            latents = denoise(
+                denoiser, prompts[min(chunk, len(prompts) - 1)], (batch, channels, settings.frames_per_chunk, height, width),
+                steps=steps, seed=chunk_seed(seed, chunk), scheduler=scheduler, conditioning=conditioning,
+                callback=None if on_step is None else (lambda step, total, _, c=chunk: on_step(c, step)),
+            )
+        except BaseException as error:
+            raise ChunksInterrupted(torch.cat(parts, dim=2) if parts else None, error) from error
+        new = latents[:, :, k:]
+        if settings.anchor_colours:
+            reference = reference if reference is not None else _channel_statistics(new)
+            new = _match_statistics(new, reference)
+        parts.append(new)
+        history = new if history is None else torch.cat([history[:, :, -settings.max_known:], new], dim=2)
+    return torch.cat(parts, dim=2)
+
+
+def _method(settings: ContinuationSettings, denoiser, known: KnownFrames):
+    if settings.method == "guidance":
+        return METHODS["guidance"](known, settings.guidance_weight, denoiser.prediction_type)
+    return METHODS[settings.method](known)
+
+
+def _channel_statistics(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    dims = (0, 2, 3, 4)
+    return latents.mean(dim=dims, keepdim=True), latents.std(dim=dims, keepdim=True)
+
+
+def _match_statistics(latents: torch.Tensor, reference) -> torch.Tensor:
+    """Give each channel the first chunk's mean and spread: stops colours drifting chunk after chunk."""
+    mean, std = _channel_statistics(latents)
+    return (latents - mean) / std.clamp(min=1e-6) * reference[1] + reference[0]
