@@ -11,6 +11,7 @@ import av
 import pytest
 
 from longvideo import NODE_CLASS_MAPPINGS
+from longvideo.sampling.continuation import ContinuationSettings, known_frame_counts
 from longvideo.utils.workflow import WorkflowError, is_ui_format, load_workflow, ui_to_api, validate_workflow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,14 +54,28 @@ def run_cli(*args, cwd):
                           capture_output=True, text=True, timeout=600)
 
 
-def frames_of(api: dict) -> int:
-    return next(node["inputs"]["frames"] for node in api.values() if node["class_type"] == "LongVideoEmptyLatent")
+def frames_of(api: dict, chunk_frames: dict) -> int:
+    """Frames the workflow's video should have (a continuation draws its conditioning counts per chunk)."""
+    for node in api.values():
+        if node["class_type"] == "LongVideoEmptyLatent":
+            return node["inputs"]["frames"]
+    return chunk_frames["total"]
+
+
+SAMPLERS = ("LongVideoSampler", "LongVideoContinuationSampler")
 
 
 @pytest.mark.parametrize("path", API_WORKFLOWS + [os.path.join(ROOT, "workflows", "text_to_video.json")], ids=os.path.relpath)
 def test_workflow_runs_headless(path, models_dir, tmp_path):
     api = load_workflow(path, NODE_CLASS_MAPPINGS)
-    sampler = next(key for key, node in api.items() if node["class_type"] == "LongVideoSampler")
+    sampler = next(key for key, node in api.items() if node["class_type"] in SAMPLERS)
+    chunk_frames = {}
+    if api[sampler]["class_type"] == "LongVideoContinuationSampler":
+        inputs = api[sampler]["inputs"]
+        settings = ContinuationSettings(inputs["frames_per_chunk"], inputs["chunks"], inputs["min_conditioning_frames"],
+                                        inputs["max_conditioning_frames"])
+        counts = known_frame_counts(settings, inputs["seed"], 0)
+        chunk_frames["total"] = sum(settings.frames_per_chunk - k for k in counts)
     out = tmp_path / "videos"
     result = run_cli(path, "--output-dir", str(out), "--models-dir", str(models_dir), "--set", f"{sampler}.steps=2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -69,7 +84,7 @@ def test_workflow_runs_headless(path, models_dir, tmp_path):
     with av.open(written[0]) as container:
         stream = container.streams.video[0]
         assert (stream.width, stream.height, float(stream.average_rate)) == (64, 64, 8.0)
-        assert sum(1 for _ in container.decode(stream)) == frames_of(api)
+        assert sum(1 for _ in container.decode(stream)) == frames_of(api, chunk_frames)
 
 
 def test_unknown_node_is_a_clear_error(tmp_path):
