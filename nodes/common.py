@@ -8,8 +8,26 @@ CLIP = "LV_CLIP"
 VAE = "LV_VAE"
 
 
+LATENT_DOWNSCALE = 8
+
+
 class NodeInputError(ValueError):
     """A node input that cannot be used; the message names the node, the input and what to change."""
+
+
+def frame_size_input(name: str):
+    """The widget of a frame `name` ("width" or "height") in pixels."""
+    return ("INT", {"default": 256, "min": LATENT_DOWNSCALE, "max": 4096, "step": LATENT_DOWNSCALE,
+                    "tooltip": f"Frame {name} in pixels; a multiple of {LATENT_DOWNSCALE}."})
+
+
+def check_frame_size(node: str, width: int, height: int) -> None:
+    for name, value in (("width", width), ("height", height)):
+        if value < LATENT_DOWNSCALE or value % LATENT_DOWNSCALE:
+            lower = max(LATENT_DOWNSCALE, value // LATENT_DOWNSCALE * LATENT_DOWNSCALE)
+            raise NodeInputError(
+                f"{node}: {name} {value} is not a multiple of {LATENT_DOWNSCALE}: use {lower} or {lower + LATENT_DOWNSCALE}"
+            )
 
 
 def conditioning_embeddings(conditioning, node: str, name: str, width: int) -> torch.Tensor:

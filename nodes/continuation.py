@@ -8,7 +8,10 @@ from ..sampling import continuation
 from ..sampling.denoise import TextGuidance, count_steps
 from ..utils.comfy import Progress, intermediate_device, output_directory
 from ..utils.video_io import resolve_output_path
-from .common import CATEGORY, CLIP, MODEL, VAE, NodeInputError, conditioning_embeddings, video_latents
+from .common import (
+    CATEGORY, CLIP, LATENT_DOWNSCALE, MODEL, VAE, NodeInputError, check_frame_size, conditioning_embeddings,
+    frame_size_input, video_latents,
+)
 from .sampler import CFG, SCHEDULER, SEED, STEPS
 
 PROMPT_SCHEDULE = "LV_PROMPT_SCHEDULE"
@@ -57,8 +60,8 @@ class LongVideoContinuationSampler:
                 "model": (MODEL, {"tooltip": "The video model (optionally through LongVideoTemporalAttention)."}),
                 "positive": ("CONDITIONING", {"tooltip": "The prompt of every chunk, unless prompt_schedule is connected."}),
                 "negative": ("CONDITIONING", {"tooltip": "What to steer away from."}),
-                "width": ("INT", {"default": 256, "min": 8, "max": 4096, "step": 8, "tooltip": "Frame width; a multiple of 8."}),
-                "height": ("INT", {"default": 256, "min": 8, "max": 4096, "step": 8, "tooltip": "Frame height; a multiple of 8."}),
+                "width": frame_size_input("width"),
+                "height": frame_size_input("height"),
                 "frames_per_chunk": ("INT", {"default": 16, "min": 2, "max": 1024, "tooltip": "Frames sampled per chunk, conditioning frames included."}),
                 "chunks": ("INT", {"default": 4, "min": 1, "max": 10000, "tooltip": "How many chunks to add."}),
                 "min_conditioning_frames": ("INT", {"default": 1, "min": 1, "max": 1023,
@@ -87,9 +90,7 @@ class LongVideoContinuationSampler:
                max_conditioning_frames, method, seed, steps, cfg, scheduler, start_image=None, vae=None,
                start_latent=None, prompt_schedule=None, guidance_weight=1.0, anchor_colours=False):
         node = "LongVideoContinuationSampler"
-        for name, value in (("width", width), ("height", height)):
-            if value % 8:
-                raise NodeInputError(f"{node}: {name} {value} is not a multiple of 8: use {value // 8 * 8 or 8} or {value // 8 * 8 + 8}")
+        check_frame_size(node, width, height)
         if start_image is not None and start_latent is not None:
             raise NodeInputError(f"{node}: connect start_image or start_latent, not both")
         settings = continuation.ContinuationSettings(
@@ -108,7 +109,7 @@ class LongVideoContinuationSampler:
         with Progress(chunks * count_steps(steps, 1.0), "continuation") as progress:
             try:
                 latents = continuation.continue_video(
-                    model, prompts, settings, size=(batch, height // 8, width // 8), steps=steps, seed=seed,
+                    model, prompts, settings, size=(batch, height // LATENT_DOWNSCALE, width // LATENT_DOWNSCALE), steps=steps, seed=seed,
                     scheduler=scheduler, start=start, on_step=lambda chunk, step: progress.update(),
                 )
             except continuation.ChunksInterrupted as interrupted:
@@ -121,8 +122,9 @@ class LongVideoContinuationSampler:
     def _start(node, model, start_image, vae, start_latent, width, height):
         if start_latent is not None:
             start = video_latents(start_latent, node, "start_latent", model.latent_channels)
-            if start.shape[3:] != (height // 8, width // 8):
-                raise NodeInputError(f"{node}: start_latent is {start.shape[4] * 8}x{start.shape[3] * 8}; set width and height to match")
+            if start.shape[3:] != (height // LATENT_DOWNSCALE, width // LATENT_DOWNSCALE):
+                size = f"{start.shape[4] * LATENT_DOWNSCALE}x{start.shape[3] * LATENT_DOWNSCALE}"
+                raise NodeInputError(f"{node}: start_latent is {size}; set width and height to match")
             return start
         if start_image is None:
             return None

@@ -4,10 +4,11 @@ import psutil
 import torch
 
 from ..utils.comfy import Progress, intermediate_device
-from .common import CATEGORY, VAE, NodeInputError, video_latents
+from .common import (
+    CATEGORY, LATENT_DOWNSCALE, VAE, NodeInputError, check_frame_size, frame_size_input, video_latents,
+)
 
 LATENT_CHANNELS = 4
-DOWNSCALE = 8
 
 
 class LongVideoEmptyLatent:
@@ -20,25 +21,20 @@ class LongVideoEmptyLatent:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "width": ("INT", {"default": 256, "min": 8, "max": 4096, "step": 8, "tooltip": "Frame width in pixels; a multiple of 8."}),
-                "height": ("INT", {"default": 256, "min": 8, "max": 4096, "step": 8, "tooltip": "Frame height in pixels; a multiple of 8."}),
+                "width": frame_size_input("width"),
+                "height": frame_size_input("height"),
                 "frames": ("INT", {"default": 16, "min": 1, "max": 100000, "tooltip": "Number of frames."}),
                 "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Videos sampled side by side."}),
             }
         }
 
     def generate(self, width, height, frames, batch_size):
-        for name, value in (("width", width), ("height", height)):
-            if value < DOWNSCALE or value % DOWNSCALE:
-                lower = max(DOWNSCALE, value // DOWNSCALE * DOWNSCALE)
-                raise NodeInputError(
-                    f"LongVideoEmptyLatent: {name} {value} is not a multiple of {DOWNSCALE}: use {lower} or {lower + DOWNSCALE}"
-                )
+        check_frame_size("LongVideoEmptyLatent", width, height)
         if frames < 1:
             raise NodeInputError(f"LongVideoEmptyLatent: frames must be at least 1, got {frames}")
         if batch_size < 1:
             raise NodeInputError(f"LongVideoEmptyLatent: batch_size must be at least 1, got {batch_size}")
-        shape = (batch_size, LATENT_CHANNELS, frames, height // DOWNSCALE, width // DOWNSCALE)
+        shape = (batch_size, LATENT_CHANNELS, frames, height // LATENT_DOWNSCALE, width // LATENT_DOWNSCALE)
         return ({"samples": torch.zeros(shape, device=intermediate_device())},)
 
 
