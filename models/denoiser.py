@@ -40,13 +40,12 @@ class Denoiser:
 class UNet3DDenoiser(Denoiser):
     """diffusers' UNet3DConditionModel (ModelScope text-to-video, Zeroscope) behind the Denoiser interface."""
 
-    def __init__(self, unet, scheduler_config: dict, name: str = ""):
+    def __init__(self, unet, scheduler_config: dict):
         self.unet = unet
         self.managed = ManagedModule(unet)
         self.scheduler_config = dict(scheduler_config)
         self.latent_channels = unet.config.in_channels
         self.context_width = unet.config.cross_attention_dim
-        self.name = name
         self.temporal_scope = None
 
     def with_temporal_attention(self, scope) -> "UNet3DDenoiser":
@@ -58,10 +57,6 @@ class UNet3DDenoiser(Denoiser):
         clone.temporal_scope = scope
         clone.temporal_layer_names = temporal_attention_names(self.unet)
         return clone
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
 
     def load(self) -> torch.device:
         return self.managed.load()

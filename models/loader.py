@@ -40,7 +40,6 @@ class VideoModel:
     denoiser: UNet3DDenoiser
     text_encoder: TextEncoder
     vae: VideoVAE
-    path: str
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -91,12 +90,10 @@ def load_text_to_video(path: str, dtype: torch.dtype = torch.float32) -> VideoMo
 
     for module in (unet, vae, text_model):
         module.eval().requires_grad_(False)
-    name = os.path.basename(os.path.normpath(path))
     return VideoModel(
-        denoiser=UNet3DDenoiser(unet, scheduler_config, name=name),
+        denoiser=UNet3DDenoiser(unet, scheduler_config),
         text_encoder=TextEncoder(tokenizer, text_model),
         vae=VideoVAE(vae),
-        path=path,
     )
 
 

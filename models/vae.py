@@ -13,10 +13,10 @@ class VideoVAE:
     Latents are kept scaled by the VAE's scaling factor, as the UNet sees them.
     """
 
-    def __init__(self, vae, scaling_factor: float | None = None):
+    def __init__(self, vae):
         self.vae = vae
         self.managed = ManagedModule(vae)
-        self.scaling_factor = float(scaling_factor if scaling_factor is not None else vae.config.scaling_factor)
+        self.scaling_factor = float(vae.config.scaling_factor)
         self.latent_channels = vae.config.latent_channels
         self.downscale = 2 ** (len(vae.config.block_out_channels) - 1)
 

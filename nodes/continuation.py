@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from ..sampling import continuation
-from ..sampling.denoise import TextGuidance, count_steps
+from ..sampling.denoise import TextGuidance
 from ..utils.comfy import Progress, intermediate_device, output_directory
 from ..utils.video_io import resolve_output_path
 from .common import (
@@ -106,7 +106,7 @@ class LongVideoContinuationSampler:
         prompts = [TextGuidance(conditioning_embeddings(c, node, "prompt_schedule" if prompt_schedule else "positive",
                                                         model.context_width), negative_tokens, cfg) for c in schedule]
         batch = 1 if start is None else start.shape[0]
-        with Progress(chunks * count_steps(steps, 1.0), "continuation") as progress:
+        with Progress(chunks * steps, "continuation") as progress:
             try:
                 latents = continuation.continue_video(
                     model, prompts, settings, size=(batch, height // LATENT_DOWNSCALE, width // LATENT_DOWNSCALE), steps=steps, seed=seed,

@@ -92,12 +92,12 @@ def continue_video(
     channels = denoiser.latent_channels
     start_frames = 0 if start is None else start.shape[2]
     parts = [] if start is None else [start.float().cpu().expand(batch, -1, -1, -1, -1)]
-    history = parts[0] if parts else None
     reference = None
     for chunk, k in enumerate(known_frame_counts(settings, seed, start_frames)):
         conditioning = None
         if k:
-            known = KnownFrames(list(range(k)), history[:, :, -k:])
+            # Every part holds at least one frame, so the last k parts hold the last k frames.
+            known = KnownFrames(list(range(k)), torch.cat(parts[-k:], dim=2)[:, :, -k:])
             conditioning = _method(settings, denoiser, known)
         try:
             latents = denoise(
@@ -112,7 +112,6 @@ def continue_video(
             reference = reference if reference is not None else _channel_statistics(new)
             new = _match_statistics(new, reference)
         parts.append(new)
-        history = new if history is None else torch.cat([history[:, :, -settings.max_known:], new], dim=2)
     return torch.cat(parts, dim=2)
 
 
