@@ -7,6 +7,7 @@ reach into a network.
 
 import copy
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 
@@ -14,15 +15,38 @@ from ..attention.temporal import TemporalAttentionProcessor, temporal_attention_
 from ..utils.comfy import ManagedModule
 
 
+@dataclass
+class KnownFrames:
+    """Clean latents [1 or B, C, len(indices), H, W] that the sampled clip must contain at `indices`."""
+
+    indices: list[int]
+    latents: torch.Tensor
+
+    def check(self, shape) -> None:
+        frames = shape[2]
+        if len(set(self.indices)) != len(self.indices):
+            raise ValueError(f"known frame indices repeat: {self.indices}")
+        if any(not 0 <= i < frames for i in self.indices):
+            raise ValueError(f"known frame indices {self.indices} fall outside the {frames} sampled frames")
+        expected = (shape[1], len(self.indices), *shape[3:])
+        if self.latents.dim() != 5 or tuple(self.latents.shape[1:]) != expected or self.latents.shape[0] not in (1, shape[0]):
+            raise ValueError(
+                f"known latents have shape {tuple(self.latents.shape)}; expected [1 or {shape[0]}, {', '.join(map(str, expected))}]"
+            )
+
+
 class Denoiser:
     """What the denoising loop needs to know about a video model.
 
-    latent_channels:  C of the latents the model works on.
-    scheduler_config: the model's diffusers scheduler config (training betas, prediction type, ...).
+    latent_channels:    C of the latents the model works on.
+    scheduler_config:   the model's diffusers scheduler config (training betas, prediction type, ...).
+    takes_known_frames: whether the model was trained to take known frames itself (frame conditioning `learned`:
+                        ContinuitySeq's conditioning stream, InfiNet's keyframe masks, hint channels).
     """
 
     latent_channels: int
     scheduler_config: dict
+    takes_known_frames: bool = False
 
     @property
     def prediction_type(self) -> str:
@@ -32,8 +56,13 @@ class Denoiser:
         """Make the network ready on the compute device; returns that device."""
         raise NotImplementedError
 
-    def __call__(self, latents: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """Predict for `latents` [B, C, T, H, W] at `timestep` with text `context` [B, tokens, width]."""
+    def __call__(self, latents: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
+                 known: KnownFrames | None = None) -> torch.Tensor:
+        """Predict for `latents` [B, C, T, H, W] at `timestep` with text `context` [B, tokens, width].
+
+        `known` (clean latents with batch B, only for models with `takes_known_frames`) are frames of the clip the
+        model should honour; the prediction still covers every frame.
+        """
         raise NotImplementedError
 
 
@@ -61,7 +90,9 @@ class UNet3DDenoiser(Denoiser):
     def load(self) -> torch.device:
         return self.managed.load()
 
-    def __call__(self, latents, timestep, context):
+    def __call__(self, latents, timestep, context, known=None):
+        if known is not None:
+            raise ValueError("a plain UNet3D model does not take known frames: use frame conditioning 'replace' or 'guidance'")
         dtype = self.unet.dtype
         with self._temporal_processors(timestep):
             prediction = self.unet(

@@ -69,7 +69,7 @@ class LongVideoContinuationSampler:
                 "max_conditioning_frames": ("INT", {"default": 1, "min": 1, "max": 1023,
                                                     "tooltip": "Most frames carried over (-CX); each chunk draws a count in between from its seed."}),
                 "method": (list(continuation.METHODS), {"default": "replace",
-                                                        "tooltip": "replace: re-noise the known frames each step (any model). guidance: reconstruction guidance (slower: a backward pass per step)."}),
+                                                        "tooltip": "replace: re-noise the known frames each step (any model). guidance: reconstruction guidance (slower: a backward pass per step). learned: the model takes the frames itself (ContinuitySeq checkpoints)."}),
                 "seed": SEED,
                 "steps": STEPS,
                 "cfg": CFG,
@@ -100,6 +100,9 @@ class LongVideoContinuationSampler:
             settings.check()
         except ValueError as error:
             raise NodeInputError(f"{node}: {error}") from None
+        if method == "learned" and not model.takes_known_frames:
+            raise NodeInputError(f"{node}: method 'learned' needs a model trained to take conditioning frames (a ContinuitySeq "
+                                 "checkpoint); this model is not one: choose 'replace' or 'guidance'")
         start = self._start(node, model, start_image, vae, start_latent, width, height)
         negative_tokens = conditioning_embeddings(negative, node, "negative", model.context_width)
         schedule = prompt_schedule if prompt_schedule is not None else [positive]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.denoiser import Denoiser
+from ..models.denoiser import Denoiser, KnownFrames
 from .frame_conditioning import FrameConditioning
 from .schedulers import make_scheduler
 
@@ -112,10 +112,15 @@ def denoise(
 
     context = guidance.context(shape[0]).to(device)
 
-    def predict(x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+    def predict(x: torch.Tensor, timestep: torch.Tensor, known: KnownFrames | None = None) -> torch.Tensor:
         model_input = torch.cat([x] * 2) if guidance.uses_cfg else x
         model_input = sampler.scale_model_input(model_input, timestep)
-        return guidance.combine(denoiser(model_input, timestep, context))
+        if known is None:
+            return guidance.combine(denoiser(model_input, timestep, context))
+        if guidance.uses_cfg:
+            # Both halves see the same known frames; only the text differs (as ContinuitySeq does).
+            known = KnownFrames(known.indices, torch.cat([known.latents] * 2))
+        return guidance.combine(denoiser(model_input, timestep, context, known=known))
 
     if conditioning is not None:
         conditioning.prepare(sampler, noise, device)

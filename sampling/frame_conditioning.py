@@ -11,34 +11,18 @@ sets. The loop calls `model_step` instead of the model at every step and `finish
   model's clean estimate of the known frames is compared with the known latents and the gradient of that
   error, through the model, steers every frame (weight `weight`; 1 is the natural setting). It costs a
   backward pass through the model at every step.
+- LearnedConditioning: the model takes the known frames itself (ContinuitySeq's conditioning stream, InfiNet's
+  keyframe masks, hint channels; see Denoiser.takes_known_frames); at the end they are exactly the given latents.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
-Predict = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from ..models.denoiser import KnownFrames
 
-
-@dataclass
-class KnownFrames:
-    """Clean latents [1 or B, C, len(indices), H, W] that the sampled clip must contain at `indices`."""
-
-    indices: list[int]
-    latents: torch.Tensor
-
-    def check(self, shape) -> None:
-        frames = shape[2]
-        if len(set(self.indices)) != len(self.indices):
-            raise ValueError(f"known frame indices repeat: {self.indices}")
-        if any(not 0 <= i < frames for i in self.indices):
-            raise ValueError(f"known frame indices {self.indices} fall outside the {frames} sampled frames")
-        expected = (shape[1], len(self.indices), *shape[3:])
-        if self.latents.dim() != 5 or tuple(self.latents.shape[1:]) != expected or self.latents.shape[0] not in (1, shape[0]):
-            raise ValueError(
-                f"known latents have shape {tuple(self.latents.shape)}; expected [1 or {shape[0]}, {', '.join(map(str, expected))}]"
-            )
+Predict = Callable[..., torch.Tensor]
+"""predict(latents, timestep, known=None): the guided model prediction the loop steps with."""
 
 
 class FrameConditioning:
@@ -73,6 +57,15 @@ class ReplaceConditioning(FrameConditioning):
         return latents
 
 
+class LearnedConditioning(ReplaceConditioning):
+    def prepare(self, sampler, noise, device):
+        super().prepare(sampler, noise, device)
+        self.on_device = KnownFrames(self.known.indices, self.clean)
+
+    def model_step(self, predict, latents, timestep):
+        return latents, predict(latents, timestep, known=self.on_device)
+
+
 class GuidanceConditioning(FrameConditioning):
     def __init__(self, known: KnownFrames, weight: float = 1.0, prediction_type: str = "epsilon"):
         super().__init__(known)
@@ -104,4 +97,4 @@ class GuidanceConditioning(FrameConditioning):
         return latents, epsilon
 
 
-METHODS = {"replace": ReplaceConditioning, "guidance": GuidanceConditioning}
+METHODS = {"replace": ReplaceConditioning, "guidance": GuidanceConditioning, "learned": LearnedConditioning}

@@ -1,10 +1,11 @@
 import pytest
 import torch
 
+from longvideo.models.denoiser import Denoiser
 from longvideo.nodes.loaders import LongVideoModelLoader
 from longvideo.sampling.denoise import TextGuidance, denoise
 from longvideo.sampling.frame_conditioning import (
-    FrameConditioning, GuidanceConditioning, KnownFrames, ReplaceConditioning,
+    METHODS, FrameConditioning, GuidanceConditioning, KnownFrames, ReplaceConditioning,
 )
 from longvideo.sampling.schedulers import SCHEDULER_NAMES
 
@@ -89,3 +90,33 @@ def test_bad_known_frames_are_rejected(tiny, indices, message):
 def test_known_latents_of_the_wrong_size_are_rejected(tiny):
     with pytest.raises(ValueError, match="known latents have shape"):
         run(tiny, ReplaceConditioning(KnownFrames([0], torch.zeros(1, 4, 1, 8, 8))))
+
+
+def test_learned_method_hands_the_known_frames_to_the_model_and_keeps_them_exact():
+    """A model that takes known frames receives them (clean, batched like the CFG input) at every call."""
+    class RecordingDenoiser(Denoiser):
+        latent_channels = 4
+        scheduler_config = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+                            "beta_end": 0.012, "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1}
+        takes_known_frames = True
+
+        def __init__(self):
+            self.seen = []
+
+        def load(self):
+            return torch.device("cpu")
+
+        def __call__(self, latents, timestep, context, known=None):
+            self.seen.append((latents.shape[0], known.indices, known.latents.clone()))
+            return torch.zeros_like(latents) + known.latents.mean()
+
+    clean = torch.randn(1, 4, 2, 8, 8)
+    denoiser = RecordingDenoiser()
+    known = KnownFrames([0, 5], clean)
+    guidance = TextGuidance(torch.randn(1, 3, 32), torch.randn(1, 3, 32), cfg=5.0)
+    out = denoise(denoiser, guidance, (1, 4, 6, 8, 8), steps=3, seed=1, conditioning=METHODS["learned"](known))
+    assert len(denoiser.seen) == 3
+    for batch, indices, latents in denoiser.seen:
+        assert batch == 2 and indices == [0, 5]
+        assert torch.equal(latents, torch.cat([clean, clean]))
+    assert torch.equal(out[:, :, [0, 5]], clean)

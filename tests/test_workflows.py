@@ -11,8 +11,7 @@ import av
 import pytest
 
 from longvideo import NODE_CLASS_MAPPINGS
-from longvideo.sampling.continuation import ContinuationSettings, known_frame_counts
-from longvideo.utils.workflow import WorkflowError, is_ui_format, load_workflow, ui_to_api, validate_workflow
+from longvideo.utils.workflow import WorkflowError, is_ui_format, load_workflow, run_workflow, ui_to_api, validate_workflow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 API_WORKFLOWS = sorted(glob.glob(os.path.join(ROOT, "workflows", "api", "*.json")))
@@ -54,37 +53,52 @@ def run_cli(*args, cwd):
                           capture_output=True, text=True, timeout=600)
 
 
-def frames_of(api: dict, chunk_frames: dict) -> int:
-    """Frames the workflow's video should have (a continuation draws its conditioning counts per chunk)."""
-    for node in api.values():
-        if node["class_type"] == "LongVideoEmptyLatent":
-            return node["inputs"]["frames"]
-    return chunk_frames["total"]
+def with_two_steps(api: dict) -> dict:
+    """The workflow with every sampling node cut to 2 steps, so that each one runs in seconds."""
+    return {key: {**node, "inputs": {**node["inputs"], **({"steps": 2} if "steps" in node["inputs"] else {})}}
+            for key, node in api.items()}
 
 
-SAMPLERS = ("LongVideoSampler", "LongVideoContinuationSampler")
+def frames_in(value) -> int:
+    """Frames of a LATENT ({"samples": [B, C, T, H, W]}, batches saved one after another) or an IMAGE ([frames, H, W, 3])."""
+    return value["samples"].shape[0] * value["samples"].shape[2] if isinstance(value, dict) else value.shape[0]
 
 
-@pytest.mark.parametrize("path", API_WORKFLOWS + [os.path.join(ROOT, "workflows", "text_to_video.json")], ids=os.path.relpath)
-def test_workflow_runs_headless(path, models_dir, tmp_path):
+def saved_videos(ui: dict, out) -> list[str]:
+    return [os.path.join(out, entry["subfolder"], entry["filename"]) for node_ui in ui.values() for entry in node_ui["images"]]
+
+
+@pytest.mark.parametrize("path", API_WORKFLOWS, ids=os.path.basename)
+def test_workflow_runs_headless(path, models_dir, tmp_path, monkeypatch):
+    """Every workflow runs end to end; each saved video has exactly the frames its graph handed to the save node."""
+    out = tmp_path / "videos"
+    monkeypatch.setenv("LONGVIDEO_OUTPUT_DIR", str(out))
+    api = with_two_steps(load_workflow(path, NODE_CLASS_MAPPINGS))
+    outputs = {}
+    ui = run_workflow(api, NODE_CLASS_MAPPINGS, on_node_done=lambda node_id, _, returned: outputs.__setitem__(node_id, returned))
+    videos = saved_videos(ui, out)
+    saves = [node for node in api.values() if node["class_type"] == "LongVideoSaveVideo"]
+    assert saves and len(videos) == len(saves)
+    for video, save in zip(videos, saves):
+        source = save["inputs"].get("images") or save["inputs"]["samples"]
+        with av.open(video) as container:
+            stream = container.streams.video[0]
+            assert sum(1 for _ in container.decode(stream)) == frames_in(outputs[str(source[0])][source[1]])
+
+
+def test_ui_workflow_runs_from_the_command_line(models_dir, tmp_path):
+    path = os.path.join(ROOT, "workflows", "text_to_video.json")
     api = load_workflow(path, NODE_CLASS_MAPPINGS)
-    sampler = next(key for key, node in api.items() if node["class_type"] in SAMPLERS)
-    chunk_frames = {}
-    if api[sampler]["class_type"] == "LongVideoContinuationSampler":
-        inputs = api[sampler]["inputs"]
-        settings = ContinuationSettings(inputs["frames_per_chunk"], inputs["chunks"], inputs["min_conditioning_frames"],
-                                        inputs["max_conditioning_frames"])
-        counts = known_frame_counts(settings, inputs["seed"], 0)
-        chunk_frames["total"] = sum(settings.frames_per_chunk - k for k in counts)
+    sampler = next(key for key, node in api.items() if node["class_type"] == "LongVideoSampler")
     out = tmp_path / "videos"
     result = run_cli(path, "--output-dir", str(out), "--models-dir", str(models_dir), "--set", f"{sampler}.steps=2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     written = result.stdout.strip().splitlines()
-    assert len(written) == 1 and written[0].endswith(f"{os.path.basename(path)[:-5]}_00001.mp4")
+    assert len(written) == 1 and written[0].endswith("text_to_video_00001.mp4")
     with av.open(written[0]) as container:
         stream = container.streams.video[0]
         assert (stream.width, stream.height, float(stream.average_rate)) == (64, 64, 8.0)
-        assert sum(1 for _ in container.decode(stream)) == frames_of(api, chunk_frames)
+        assert sum(1 for _ in container.decode(stream)) == api[next(k for k, n in api.items() if n["class_type"] == "LongVideoEmptyLatent")]["inputs"]["frames"]
 
 
 def test_unknown_node_is_a_clear_error(tmp_path):
