@@ -140,14 +140,13 @@ def flow_at(flow_ab: np.ndarray, flow_ba: np.ndarray, cost_a: np.ndarray, cost_b
             targets.append((y * width + x)[inside])
             sources.append(np.nonzero(inside)[0])
     targets, sources = np.concatenate(targets), np.concatenate(sources)
-    order = np.lexsort((costs[sources], targets))
-    targets, sources = targets[order], sources[order]
-    first = np.ones(len(targets), dtype=bool)
-    first[1:] = targets[1:] != targets[:-1]
+    best = np.full(height * width, np.inf, np.float32)
+    np.minimum.at(best, targets, costs[sources])
+    winners = costs[sources] == best[targets]
     flow = np.zeros((height * width, 2), np.float32)
     filled = np.zeros(height * width, np.float32)
-    flow[targets[first]] = values[sources[first]]
-    filled[targets[first]] = 1.0
+    flow[targets[winners]] = values[sources[winners]]
+    filled[targets[winners]] = 1.0
     return fill_holes(flow.reshape(height, width, 2), filled.reshape(height, width))
 
 
@@ -155,6 +154,8 @@ def fill_holes(flow: np.ndarray, filled: np.ndarray) -> np.ndarray:
     """Give pixels without a value (filled == 0) the average of their filled neighbourhood, widening it as needed."""
     if filled.all():
         return flow
+    if not filled.any():
+        return np.zeros_like(flow)
     result = flow.copy()
     size = 3
     while not filled.all():

@@ -16,6 +16,7 @@ the same noise whichever window samples it, and a model that sees frames one at 
 window size.
 """
 
+import bisect
 import hashlib
 import logging
 from collections.abc import Callable
@@ -82,8 +83,8 @@ def plan_windows(frames: int, window: int, overlap: int) -> list[Window]:
     starts = list(range(0, frames - window, stride)) + [frames - window]
     owned = {start: [] for start in starts}
     for gap in range(frames - 1):
-        # Gap i needs inputs i and i + 1: windows with start <= i <= start + window - 2.
-        holders = [start for start in starts if start <= gap <= start + window - 2]
+        # Gap i needs inputs i and i + 1: windows with i - window + 2 <= start <= i.
+        holders = starts[bisect.bisect_left(starts, gap - window + 2) : bisect.bisect_right(starts, gap)]
         best = max(holders, key=lambda start: (min(gap - start, start + window - 2 - gap), -start))
         owned[best].append(gap)
     return [Window(start, start + window, tuple(owned[start])) for start in starts]
@@ -144,11 +145,10 @@ def _interpolate_once(denoiser, guidance, latents, settings, pass_index, steps, 
     out = torch.empty(batch, channels, output_frames(frames, k), height, width)
     out[:, :, ::k] = latents
     windows = plan_windows(frames, settings.window, settings.overlap)
+    sampled = output_frames(windows[0].stop - windows[0].start, k)  # every window has the same length
+    model = _with_window_attention(denoiser, settings.attention_window, sampled)
     for window_index, window in enumerate(windows):
-        inputs = window.stop - window.start
-        sampled = output_frames(inputs, k)
         known = KnownFrames(list(range(0, sampled, k)), latents[:, :, window.start : window.stop])
-        model = _with_window_attention(denoiser, settings.attention_window, sampled)
         result = denoise(
             model, guidance, (batch, channels, sampled, height, width), steps=steps,
             seed=derived_seed(seed, pass_index, "window", window.start), scheduler=scheduler,
