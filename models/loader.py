@@ -3,6 +3,9 @@
 A folder holds `model_index.json`, `unet/`, `vae/`, `text_encoder/`, `tokenizer/` and `scheduler/`. Weights
 are `.safetensors` (preferred) or `.bin` (read by diffusers/transformers with `weights_only=True`), plain,
 sharded, or as an fp16 variant. Everything is read locally: nothing is ever downloaded.
+
+A UNet with in_channels = 2 * out_channels + 1 is an inpainting-style interpolation model ([noisy, mask, hint],
+lxj616's setup) and loads as a HintUNet3DDenoiser (models/hint_unet.py), for frame conditioning 'learned'.
 """
 
 import json
@@ -13,6 +16,7 @@ import torch
 
 from ..utils.comfy import compute_device, default_dtype
 from .denoiser import UNet3DDenoiser
+from .hint_unet import HintUNet3DDenoiser, is_hint_unet
 from .text_encoder import TextEncoder
 from .vae import VideoVAE
 
@@ -77,6 +81,12 @@ def load_text_to_video(path: str, dtype: torch.dtype = torch.float32) -> VideoMo
     from diffusers import AutoencoderKL, UNet3DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    if unet_config.get("in_channels", 4) != unet_config.get("out_channels", 4) and not is_hint_unet(unet_config):
+        raise ModelLoadError(
+            f"{os.path.join(path, 'unet', 'config.json')} has in_channels {unet_config.get('in_channels')} and out_channels "
+            f"{unet_config.get('out_channels')}: supported are plain models (equal) and hint-channel interpolation models "
+            "(in_channels = 2 * out_channels + 1: noisy latents, mask, hint)"
+        )
     unet = _load_weights(UNet3DConditionModel, os.path.join(path, "unet"), ("diffusion_pytorch_model",), torch_dtype=dtype)
     vae = _load_weights(AutoencoderKL, os.path.join(path, "vae"), ("diffusion_pytorch_model",), torch_dtype=dtype)
     text_model = _load_weights(CLIPTextModel, os.path.join(path, "text_encoder"), ("model", "pytorch_model"), dtype=dtype)
@@ -90,8 +100,9 @@ def load_text_to_video(path: str, dtype: torch.dtype = torch.float32) -> VideoMo
 
     for module in (unet, vae, text_model):
         module.eval().requires_grad_(False)
+    denoiser_class = HintUNet3DDenoiser if is_hint_unet(unet.config) else UNet3DDenoiser
     return VideoModel(
-        denoiser=UNet3DDenoiser(unet, scheduler_config),
+        denoiser=denoiser_class(unet, scheduler_config),
         text_encoder=TextEncoder(tokenizer, text_model),
         vae=VideoVAE(vae),
     )

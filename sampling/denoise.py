@@ -77,6 +77,7 @@ def denoise(
     strength: float = 1.0,
     conditioning: FrameConditioning | None = None,
     callback: StepCallback | None = None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sample latents of `shape` [B, C, T, H, W]; returns them in float32 on the CPU.
 
@@ -84,6 +85,8 @@ def denoise(
     `int(steps * strength)` steps (video-to-video), as diffusers' VideoToVideoSDPipeline does.
     `conditioning` makes the clip contain known frames (sampling/frame_conditioning.py).
     `callback(step, total, latents)` runs after every step: progress, previews, cancellation.
+    `noise` (standard normal, `shape`) replaces the noise drawn from `seed`, e.g. noise drawn frame by frame so that
+    a frame starts alike in every window that samples it; ancestral steps still draw from `seed`.
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
@@ -95,7 +98,12 @@ def denoise(
     if conditioning is not None:
         conditioning.known.check(shape)
     device = denoiser.load()
-    noise, generator = prepare_noise(shape, seed)
+    if noise is None:
+        noise, generator = prepare_noise(shape, seed)
+    elif tuple(noise.shape) != tuple(shape):
+        raise ValueError(f"noise has shape {tuple(noise.shape)} but the sampled shape is {tuple(shape)}")
+    else:
+        noise, generator = noise.float().cpu(), torch.Generator("cpu").manual_seed(int(seed))
     sampler = make_scheduler(scheduler, denoiser.scheduler_config)
     sampler.set_timesteps(steps, device=device)
     timesteps = sampler.timesteps
