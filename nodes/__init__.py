@@ -3,6 +3,7 @@
 from .attention import LongVideoTemporalAttention
 from .conditioning import LongVideoTextEncode
 from .continuation import LongVideoContinuationSampler, LongVideoPromptSchedule
+from .hierarchy import LongVideoHierarchicalSampler, LongVideoInfiNetLoader
 from .latents import LongVideoDecode, LongVideoEmptyLatent, LongVideoEncode
 from .loaders import LongVideoModelLoader
 from .sampler import LongVideoSampler
@@ -19,6 +20,8 @@ NODE_CLASS_MAPPINGS = {
     "LongVideoTemporalAttention": LongVideoTemporalAttention,
     "LongVideoContinuationSampler": LongVideoContinuationSampler,
     "LongVideoPromptSchedule": LongVideoPromptSchedule,
+    "LongVideoInfiNetLoader": LongVideoInfiNetLoader,
+    "LongVideoHierarchicalSampler": LongVideoHierarchicalSampler,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -32,4 +35,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LongVideoTemporalAttention": "LongVideo Temporal Attention",
     "LongVideoContinuationSampler": "LongVideo Continuation Sampler",
     "LongVideoPromptSchedule": "LongVideo Prompt Schedule",
+    "LongVideoInfiNetLoader": "LongVideo InfiNet Loader",
+    "LongVideoHierarchicalSampler": "LongVideo Hierarchical Sampler",
 }
