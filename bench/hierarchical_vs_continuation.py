@@ -1,7 +1,8 @@
 """Hierarchical (batched) vs continuation: wall time for the same frames, model, steps and CFG, side by side.
 
     python bench/hierarchical_vs_continuation.py [--steps 3] [--configs 16x2 11x3] [--batch-cap 0]
-    python bench/hierarchical_vs_continuation.py --gpu-full-size [--batch-cap 8]   # CUDA, fp16, ModelScope-size UNet3D
+    python bench/hierarchical_vs_continuation.py --gpu-full-size --batch-cap 16   # CUDA, fp16, ModelScope-size UNet3D;
+                                                                                # lower the cap if a level runs out of memory
 
 A config LxM is L frames per run and depth M: the hierarchy makes N = (L-1)^M + 1 frames in sum_j ceil((L-1)^j / cap)
 sequential runs; continuation makes the same N frames with chunks of L frames, each carrying 1 frame over, in
