@@ -4,6 +4,7 @@ from .attention import LongVideoTemporalAttention
 from .conditioning import LongVideoTextEncode
 from .continuation import LongVideoContinuationSampler, LongVideoPromptSchedule
 from .interpolation import LongVideoFlowInterpolate, LongVideoLatentInterpolate
+from .hierarchy import LongVideoHierarchicalSampler, LongVideoInfiNetLoader
 from .latents import LongVideoDecode, LongVideoEmptyLatent, LongVideoEncode
 from .loaders import LongVideoModelLoader
 from .sampler import LongVideoSampler
@@ -22,6 +23,8 @@ NODE_CLASS_MAPPINGS = {
     "LongVideoPromptSchedule": LongVideoPromptSchedule,
     "LongVideoLatentInterpolate": LongVideoLatentInterpolate,
     "LongVideoFlowInterpolate": LongVideoFlowInterpolate,
+    "LongVideoInfiNetLoader": LongVideoInfiNetLoader,
+    "LongVideoHierarchicalSampler": LongVideoHierarchicalSampler,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -37,4 +40,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LongVideoPromptSchedule": "LongVideo Prompt Schedule",
     "LongVideoLatentInterpolate": "LongVideo Latent Interpolate",
     "LongVideoFlowInterpolate": "LongVideo Flow Interpolate",
+    "LongVideoInfiNetLoader": "LongVideo InfiNet Loader",
+    "LongVideoHierarchicalSampler": "LongVideo Hierarchical Sampler",
 }

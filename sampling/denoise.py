@@ -5,11 +5,15 @@ noise is drawn from one CPU generator seeded with `seed` (as ComfyUI does, so re
 the device), the initial noise is scaled by the scheduler's `init_noise_sigma`, classifier-free guidance
 runs the unconditional and conditional passes as one batch, and the scheduler steps on frames folded
 into the batch, which is what makes ancestral schedulers draw the same noise as the pipeline.
+
+`seed` may instead be a list with one seed per batch item: then every item draws its initial noise and its
+ancestral step noise from its own CPU generator, so an item comes out the same whether it is sampled alone or
+beside others (hierarchical segments rely on this). `[s]` for one item draws exactly what `s` draws.
 """
 
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -58,8 +62,18 @@ def count_steps(steps: int, strength: float) -> int:
     return steps if strength >= 1.0 else min(int(steps * strength), steps)
 
 
-def prepare_noise(shape, seed: int) -> tuple[torch.Tensor, torch.Generator]:
-    """Standard normal noise of `shape` (float32, CPU) and the generator, which goes on to feed ancestral steps."""
+def prepare_noise(shape, seed: int | Sequence[int]) -> tuple[torch.Tensor, torch.Generator | list[torch.Generator]]:
+    """Standard normal noise of `shape` (float32, CPU) and the generator(s) that go on to feed ancestral steps.
+
+    With one seed per batch item the second value lists one generator per folded (item, frame) row, each item's
+    generator repeated over its frames: diffusers schedulers then draw every item's step noise from its own.
+    """
+    if isinstance(seed, Sequence):
+        if len(seed) != shape[0]:
+            raise ValueError(f"{len(seed)} seeds were given for a batch of {shape[0]}: give one seed per item")
+        generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seed]
+        noise = torch.stack([torch.randn(tuple(shape[1:]), generator=g, dtype=torch.float32) for g in generators])
+        return noise, [g for g in generators for _ in range(shape[2])]
     generator = torch.Generator("cpu").manual_seed(int(seed))
     return torch.randn(tuple(shape), generator=generator, dtype=torch.float32), generator
 
@@ -71,7 +85,7 @@ def denoise(
     shape: tuple[int, ...],
     *,
     steps: int,
-    seed: int,
+    seed: int | Sequence[int],
     scheduler: str = "ddim",
     init_latents: torch.Tensor | None = None,
     strength: float = 1.0,
@@ -103,7 +117,8 @@ def denoise(
     elif tuple(noise.shape) != tuple(shape):
         raise ValueError(f"noise has shape {tuple(noise.shape)} but the sampled shape is {tuple(shape)}")
     else:
-        noise, generator = noise.float().cpu(), torch.Generator("cpu").manual_seed(int(seed))
+        # A zero-channel draw gives the seeded generators without consuming any of their numbers.
+        noise, generator = noise.float().cpu(), prepare_noise(tuple(shape[:1]) + (0,) + tuple(shape[2:]), seed)[1]
     sampler = make_scheduler(scheduler, denoiser.scheduler_config)
     sampler.set_timesteps(steps, device=device)
     timesteps = sampler.timesteps

@@ -1,0 +1,225 @@
+import logging
+import os
+
+import torch
+
+from ..models.denoiser import UNet3DDenoiser
+from ..models.infinet import CONDITIONS, InfiNetDenoiser, load_infinet
+from ..models.loader import ModelLoadError
+from ..sampling import hierarchy
+from ..utils.comfy import Progress, intermediate_device, model_search_folders, output_directory
+from ..utils.video_io import resolve_output_path
+from .common import (
+    CATEGORY, LATENT_DOWNSCALE, MODEL, NodeInputError, check_frame_size, conditioning_embeddings, frame_size_input,
+    video_latents,
+)
+from .continuation import PROMPT_SCHEDULE
+from .sampler import CFG, SCHEDULER, SEED, STEPS
+
+INFINET = "LV_INFINET"
+INFINET_FOLDER = "infinet"
+NO_INFINET_FOUND = "(no InfiNet found: type a path in infinet_path)"
+PROMPT_LAYOUTS = ("timeline", "per level")
+PARTIAL_PREFIX = "LongVideo/hierarchical_partial"
+WEIGHT_EXTENSIONS = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+log = logging.getLogger(__name__)
+
+
+def list_infinet_checkpoints() -> list[str]:
+    """Files and unet folders in an infinet/ folder beside the models (models/diffusers/infinet, models/longvideo/infinet)."""
+    names = []
+    for folder in model_search_folders():
+        infinet_folder = os.path.join(folder, INFINET_FOLDER)
+        if os.path.isdir(infinet_folder):
+            names += [f"{INFINET_FOLDER}/{entry}" for entry in sorted(os.listdir(infinet_folder))
+                      if entry.endswith(WEIGHT_EXTENSIONS) or os.path.isdir(os.path.join(infinet_folder, entry))]
+    return sorted(set(names))
+
+
+def find_infinet_checkpoint(name: str) -> str | None:
+    if os.path.exists(name):
+        return os.path.abspath(name)
+    for folder in model_search_folders():
+        if os.path.exists(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    return None
+
+
+class LongVideoInfiNetLoader:
+    DESCRIPTION = (
+        "Loads InfiNet weights (NUWA-XL's keyframe conditioning for UNet3D models) for LongVideoHierarchicalSampler "
+        "with method 'learned': a checkpoint of the InfiNet repo (infinet.input_blocks_injections.N.*, a .bin file "
+        "or a diffusers unet folder; its base UNet weights are used too) or our own .safetensors. Files are listed "
+        "from an infinet/ folder under models/diffusers or models/longvideo."
+    )
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (INFINET,)
+    RETURN_NAMES = ("infinet",)
+    OUTPUT_TOOLTIPS = ("InfiNet weights, for LongVideoHierarchicalSampler.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "infinet": (list_infinet_checkpoints() or [NO_INFINET_FOUND],
+                            {"tooltip": "An InfiNet checkpoint found in an infinet/ folder beside the models."}),
+                "condition": (["auto", *CONDITIONS], {"default": "auto", "tooltip": (
+                    "What InfiNet sees besides the keyframe mask. clean: the parent keyframe latents, middle frames zeroed "
+                    "(NUWA-XL). noisy: the noisy sample (what the InfiNet repo trains on). auto: what our own files record, "
+                    "else noisy.")}),
+            },
+            "optional": {
+                "infinet_path": ("STRING", {"default": "", "tooltip": "A full path to a checkpoint; used instead of 'infinet' when set."}),
+            },
+        }
+
+    def load(self, infinet, condition, infinet_path=""):
+        name = infinet_path.strip() or infinet
+        if name == NO_INFINET_FOUND:
+            raise NodeInputError("LongVideoInfiNetLoader: no InfiNet checkpoint was found: put one in models/longvideo/infinet "
+                                 "(or models/diffusers/infinet), or type its full path in infinet_path")
+        path = find_infinet_checkpoint(name)
+        if path is None:
+            raise NodeInputError(f"LongVideoInfiNetLoader: '{name}' was not found: check the file exists, or type its full path in infinet_path")
+        try:
+            return (load_infinet(path, condition),)
+        except ModelLoadError as error:
+            raise NodeInputError(f"LongVideoInfiNetLoader: {error}") from None
+
+
+class LongVideoHierarchicalSampler:
+    DESCRIPTION = (
+        "NUWA-XL's diffusion over diffusion: keyframes first, then every pair of neighbouring frames filled with "
+        "keyframes - 2 new frames, level after level; parent frames never change. depth m gives (keyframes - 1)^m + 1 "
+        "frames. The runs of a level are independent and sampled batch_cap at a time; results do not depend on "
+        "batch_cap. If a level fails or is cancelled, the finished levels are saved as "
+        "output/LongVideo/hierarchical_partial_*.latent (feed it back as start_latent to go on)."
+    )
+    CATEGORY = CATEGORY
+    FUNCTION = "sample"
+    RETURN_TYPES = ("LATENT",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL, {"tooltip": "The video model (optionally through LongVideoTemporalAttention)."}),
+                "prompts": (PROMPT_SCHEDULE, {"tooltip": "Prompts from LongVideoPromptSchedule, laid out by prompt_layout."}),
+                "negative": ("CONDITIONING", {"tooltip": "What to steer away from."}),
+                "prompt_layout": (list(PROMPT_LAYOUTS), {"default": "timeline", "tooltip": (
+                    "timeline: the lines are spread evenly over the final video and every run takes the line at its middle "
+                    "(the global pass takes the middle line). per level: line 1 for the keyframes, line 2 for every run of "
+                    "level 2, and so on; the last line carries on.")}),
+                "width": frame_size_input("width"),
+                "height": frame_size_input("height"),
+                "keyframes": ("INT", {"default": 16, "min": 3, "max": 256,
+                                      "tooltip": "L: frames per run. Level 1 makes L keyframes; each later level puts L - 2 frames between every pair."}),
+                "depth": ("INT", {"default": 2, "min": 1, "max": 8, "tooltip": "m: levels. The video has (L - 1)^m + 1 frames."}),
+                "method": (list(hierarchy.METHODS), {"default": "replace", "tooltip": (
+                    "How runs keep their two endpoint frames. replace: re-noise them each step (any model). guidance: "
+                    "reconstruction guidance (a backward pass per step). learned: InfiNet takes them (connect infinet).")}),
+                "seed": SEED,
+                "steps": STEPS,
+                "cfg": CFG,
+                "scheduler": SCHEDULER,
+                "batch_cap": ("INT", {"default": 8, "min": 1, "max": 4096,
+                                      "tooltip": "Most runs of a level sampled side by side: higher is faster and needs more GPU memory."}),
+            },
+            "optional": {
+                "infinet": (INFINET, {"tooltip": "InfiNet weights from LongVideoInfiNetLoader, for method 'learned'."}),
+                "guidance_weight": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": "guidance method: strength."}),
+                "start_latent": ("LATENT", {"tooltip": "Levels already made, (L - 1)^j + 1 frames (e.g. a partial result, or any clip of L "
+                                                       "frames as keyframes): sampling goes on from level j + 1."}),
+            },
+        }
+
+    def sample(self, model, prompts, negative, prompt_layout, width, height, keyframes, depth, method, seed, steps, cfg,
+               scheduler, batch_cap, infinet=None, guidance_weight=1.0, start_latent=None):
+        node = "LongVideoHierarchicalSampler"
+        check_frame_size(node, width, height)
+        plan = hierarchy.HierarchyPlan(keyframes, depth)
+        settings = hierarchy.HierarchySettings(batch_cap, method, guidance_weight)
+        try:
+            plan.check()
+            settings.check()
+        except ValueError as error:
+            raise NodeInputError(f"{node}: {error}") from None
+        if prompt_layout not in PROMPT_LAYOUTS:
+            raise NodeInputError(f"{node}: prompt_layout '{prompt_layout}' is unknown: choose {' or '.join(PROMPT_LAYOUTS)}")
+        size = (height // LATENT_DOWNSCALE, width // LATENT_DOWNSCALE)
+        _check_memory(node, plan, model.latent_channels, size)
+        denoiser = self._denoiser(node, model, method, infinet)
+
+        lines = [conditioning_embeddings(c, node, "prompts", model.context_width) for c in prompts]
+        layout = hierarchy.timeline_prompts if prompt_layout == "timeline" else hierarchy.level_prompts
+        negative_tokens = conditioning_embeddings(negative, node, "negative", model.context_width)
+        start = self._start(node, model, plan, start_latent, size)
+        first_level = 0 if start is None else plan.level_of_start(start.shape[2])
+        with Progress(plan.runs(batch_cap, first_level) * steps, "hierarchical") as progress:
+            try:
+                latents = hierarchy.sample_hierarchy(
+                    denoiser, plan, layout(plan, lines), negative_tokens, cfg, settings, size=size, steps=steps, seed=seed,
+                    scheduler=scheduler, start=start, on_step=lambda level, step: progress.update(),
+                )
+            except hierarchy.LevelsInterrupted as interrupted:
+                if interrupted.latents is not None:
+                    _save_partial(interrupted.latents)
+                raise interrupted.cause
+        return ({"samples": latents.to(intermediate_device())},)
+
+    @staticmethod
+    def _denoiser(node, model, method, infinet):
+        if infinet is None:
+            if method == "learned" and not model.takes_known_frames:
+                raise NodeInputError(f"{node}: method 'learned' needs InfiNet weights: connect LongVideoInfiNetLoader to "
+                                     "'infinet', or choose 'replace' or 'guidance'")
+            return model
+        if method != "learned":
+            raise NodeInputError(f"{node}: InfiNet is connected but method is '{method}': choose 'learned' to use it, "
+                                 "or disconnect 'infinet'")
+        if not isinstance(model, UNet3DDenoiser):
+            raise NodeInputError(f"{node}: InfiNet attaches to a diffusers UNet3D model (LongVideoModelLoader), not to {type(model).__name__}")
+        try:
+            return InfiNetDenoiser.from_weights(model, infinet)
+        except (ModelLoadError, ValueError) as error:
+            raise NodeInputError(f"{node}: {error}") from None
+
+    @staticmethod
+    def _start(node, model, plan, start_latent, size):
+        if start_latent is None:
+            return None
+        start = video_latents(start_latent, node, "start_latent", model.latent_channels)
+        if start.shape[0] != 1:
+            raise NodeInputError(f"{node}: start_latent holds {start.shape[0]} videos; this sampler makes one: pick one first")
+        if tuple(start.shape[3:]) != size:
+            raise NodeInputError(f"{node}: start_latent is {start.shape[4] * LATENT_DOWNSCALE}x{start.shape[3] * LATENT_DOWNSCALE}; "
+                                 "set width and height to match")
+        try:
+            plan.level_of_start(start.shape[2])
+        except ValueError as error:
+            raise NodeInputError(f"{node}: {error} (keyframes {plan.keyframes}, depth {plan.depth})") from None
+        return start
+
+
+def _check_memory(node, plan, channels, size) -> None:
+    import psutil
+
+    needed = 4 * plan.frames * channels * size[0] * size[1]
+    available = psutil.virtual_memory().available
+    if needed > available * 0.5:
+        raise NodeInputError(
+            f"{node}: {plan.frames} frames of latents need {needed / 2**30:.1f} GiB but only {available / 2**30:.1f} GiB of "
+            "memory is free: lower depth or keyframes"
+        )
+
+
+def _save_partial(latents: torch.Tensor) -> None:
+    """Write the finished levels in ComfyUI's .latent format (LoadLatent reads it; feed it back as start_latent)."""
+    from safetensors.torch import save_file
+
+    path, _, _ = resolve_output_path(output_directory(), PARTIAL_PREFIX, "latent")
+    temporary = path + ".partial"
+    save_file({"latent_tensor": latents.contiguous(), "latent_format_version_0": torch.tensor([])}, temporary)
+    os.replace(temporary, path)
+    log.warning("LongVideoHierarchicalSampler stopped; the %d frames of the finished levels are in %s", latents.shape[2], path)

@@ -1,0 +1,199 @@
+"""Hierarchical keyframes + infill (NUWA-XL's "diffusion over diffusion"): a planner and a sampler.
+
+Level 0 (the global pass) samples L keyframes. Every next level fills each adjacent pair of the frames made so far
+with L - 2 new frames: one run of L frames whose first and last frames are the pair, known to the frame
+conditioning (replace, guidance, or learned with InfiNet). Only the middle frames are kept, so every parent frame
+stays exactly as it was. With depth m (levels 0 .. m-1):
+
+    frames N(m) = (L - 1)**m + 1                 level j runs (L - 1)**j segments (the k-th level, (L-1)**(k-1))
+    level j's frames sit at the multiples of (L - 1)**(m - 1 - j) in the final video
+
+The segments of a level are independent, so they are sampled side by side in batches of up to `batch_cap`. Segment
+s of level j draws its noise from its own seed, derived from (seed, j, s), and the loop gives every batch item its
+own generator, so a segment comes out the same alone or in any batch: batch caps only change speed.
+
+Prompts: `prompts[j]` is level j's list, spread evenly over its segments (segment s of S takes entry
+floor(s * P / S) of P); `timeline_prompts` and `level_prompts` build these lists from one list of lines.
+"""
+
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .denoise import TextGuidance, denoise
+from .frame_conditioning import METHODS, KnownFrames
+
+
+@dataclass(frozen=True)
+class HierarchyPlan:
+    """The frame arithmetic of L keyframes per run and `depth` levels."""
+
+    keyframes: int
+    depth: int
+
+    def check(self) -> None:
+        if self.keyframes < 3:
+            raise ValueError(f"keyframes per run must be at least 3 (two endpoints and a frame between), got {self.keyframes}")
+        if self.depth < 1:
+            raise ValueError(f"depth must be at least 1, got {self.depth}")
+
+    @property
+    def frames(self) -> int:
+        return frames_at_depth(self.keyframes, self.depth)
+
+    def segments(self, level: int) -> int:
+        return (self.keyframes - 1) ** level
+
+    def stride(self, level: int) -> int:
+        """Distance in the final video between neighbouring frames of one level's runs."""
+        return (self.keyframes - 1) ** (self.depth - 1 - level)
+
+    def segment_frames(self, level: int, segment: int) -> list[int]:
+        """Final-video indices of the L frames of a run (first and last are the parents for level > 0)."""
+        stride = self.stride(level)
+        start = segment * (self.keyframes - 1) * stride
+        return [start + i * stride for i in range(self.keyframes)]
+
+    def level_frames(self, level: int) -> list[int]:
+        """Final-video indices of every frame that exists once `level` is done."""
+        return list(range(0, self.frames, self.stride(level)))
+
+    def runs(self, batch_cap: int, first_level: int = 0) -> int:
+        """Sequential denoising runs: sum over levels of ceil(segments / batch_cap)."""
+        return sum(math.ceil(self.segments(level) / batch_cap) for level in range(first_level, self.depth))
+
+    def level_of_start(self, frames: int) -> int:
+        """How many levels a start clip of `frames` frames already holds (it must be N(j) for some 1 <= j <= depth)."""
+        for levels in range(1, self.depth + 1):
+            if frames_at_depth(self.keyframes, levels) == frames:
+                return levels
+        sizes = ", ".join(str(frames_at_depth(self.keyframes, j)) for j in range(1, self.depth + 1))
+        raise ValueError(f"a start clip of {frames} frames is no level of this hierarchy: it needs one of {sizes} frames")
+
+
+def frames_at_depth(keyframes: int, depth: int) -> int:
+    return (keyframes - 1) ** depth + 1
+
+
+def segment_seed(seed: int, level: int, segment: int) -> int:
+    digest = hashlib.sha256(f"longvideo-hierarchy:{seed}:{level}:{segment}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def spread(items: list, count: int) -> list:
+    """`count` picks from `items` spread evenly: pick s is items[floor(s * len(items) / count)]."""
+    return [items[s * len(items) // count] for s in range(count)]
+
+
+def timeline_prompts(plan: HierarchyPlan, lines: list) -> list[list]:
+    """One list spread over the timeline: the video is cut into len(lines) equal spans and every run takes the line
+    whose span holds its middle (the global pass, whose middle is the video's, takes the middle line)."""
+    last = plan.frames - 1
+    per_level = []
+    for level in range(plan.depth):
+        runs = [plan.segment_frames(level, s) for s in range(plan.segments(level))]
+        per_level.append([lines[min(len(lines) - 1, int(len(lines) * (run[0] + run[-1]) / 2 / last))] for run in runs])
+    return per_level
+
+
+def level_prompts(plan: HierarchyPlan, lines: list) -> list[list]:
+    """One line per level: line j for every run of level j; levels past the last line take the last line."""
+    return [[lines[min(level, len(lines) - 1)]] for level in range(plan.depth)]
+
+
+class LevelsInterrupted(Exception):
+    """Raised when a level fails or is cancelled; `latents` is the video of the finished levels (None if none)."""
+
+    def __init__(self, latents: torch.Tensor | None, cause: BaseException):
+        super().__init__(str(cause))
+        self.latents = latents
+        self.cause = cause
+
+
+@dataclass
+class HierarchySettings:
+    batch_cap: int = 8
+    method: str = "replace"
+    guidance_weight: float = 1.0
+
+    def check(self) -> None:
+        if self.batch_cap < 1:
+            raise ValueError(f"batch cap must be at least 1, got {self.batch_cap}")
+        if self.method not in METHODS:
+            raise ValueError(f"method '{self.method}' is unknown: choose one of {', '.join(METHODS)}")
+
+
+def sample_hierarchy(
+    denoiser,
+    plan: HierarchyPlan,
+    prompts: list[list[torch.Tensor]],
+    negative: torch.Tensor | None,
+    cfg: float,
+    settings: HierarchySettings,
+    *,
+    size: tuple[int, int],
+    steps: int,
+    seed: int,
+    scheduler: str = "ddim",
+    start: torch.Tensor | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Latents [1, C, plan.frames, H, W] (float32, CPU) of one video.
+
+    prompts[j]: level j's token embeddings [1, tokens, width], spread over its segments. `size` is the latent
+    (height, width). `start` [1, C, N(j), H, W] holds levels already made (e.g. a partial result): sampling goes on
+    from level j. `on_step(level, step)` runs after every model step. A failure or cancel raises LevelsInterrupted
+    carrying the video of the finished levels.
+    """
+    plan.check()
+    settings.check()
+    if len(prompts) < plan.depth or any(not level for level in prompts[: plan.depth]):
+        raise ValueError(f"prompts must hold a non-empty list for each of the {plan.depth} levels")
+    height, width = size
+    video = torch.zeros(1, denoiser.latent_channels, plan.frames, height, width)
+    first_level = 0
+    if start is not None:
+        first_level = plan.level_of_start(start.shape[2])
+        video[:, :, plan.level_frames(first_level - 1)] = start.float().cpu()
+
+    for level in range(first_level, plan.depth):
+        segments = plan.segments(level)
+        level_lines = spread(prompts[level], segments)
+        try:
+            for first in range(0, segments, settings.batch_cap):
+                batch = list(range(first, min(first + settings.batch_cap, segments)))
+                _sample_batch(denoiser, plan, video, level, batch, [level_lines[s] for s in batch], negative, cfg,
+                              settings, steps, seed, scheduler, on_step)
+        except BaseException as error:
+            finished = video[:, :, plan.level_frames(level - 1)] if level > 0 else None
+            raise LevelsInterrupted(finished, error) from error
+    return video
+
+
+def _sample_batch(denoiser, plan, video, level, batch, lines, negative, cfg, settings, steps, seed, scheduler, on_step):
+    """Sample the runs of `batch` (segment numbers of `level`) side by side and write them into `video`."""
+    frames = [plan.segment_frames(level, s) for s in batch]
+    channels, height, width = video.shape[1], video.shape[3], video.shape[4]
+    conditioning = None
+    if level > 0:
+        endpoints = torch.cat([video[:, :, [f[0], f[-1]]] for f in frames])
+        known = KnownFrames([0, plan.keyframes - 1], endpoints)
+        conditioning = (METHODS["guidance"](known, settings.guidance_weight, denoiser.prediction_type)
+                        if settings.method == "guidance" else METHODS[settings.method](known))
+    latents = denoise(
+        denoiser, TextGuidance(_stack(lines), negative, cfg), (len(batch), channels, plan.keyframes, height, width),
+        steps=steps, seed=[segment_seed(seed, level, s) for s in batch], scheduler=scheduler, conditioning=conditioning,
+        callback=None if on_step is None else (lambda step, total, _: on_step(level, step)),
+    )
+    new = slice(1, -1) if level > 0 else slice(None)
+    for item, indices in enumerate(frames):
+        video[0, :, indices[new]] = latents[item, :, new]
+
+
+def _stack(lines: list[torch.Tensor]) -> torch.Tensor:
+    """Per-segment embeddings [1, tokens_i, width] -> [B, tokens, width] (token counts matched by repetition)."""
+    common = math.lcm(*(line.shape[1] for line in lines))
+    return torch.cat([line.repeat(1, common // line.shape[1], 1) for line in lines])
