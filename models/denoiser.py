@@ -42,11 +42,13 @@ class Denoiser:
     scheduler_config:   the model's diffusers scheduler config (training betas, prediction type, ...).
     takes_known_frames: whether the model was trained to take known frames itself (frame conditioning `learned`:
                         ContinuitySeq's conditioning stream, InfiNet's keyframe masks, hint channels).
+    requires_known_frames: whether it cannot sample without them (ContinuitySeq only continues frames).
     """
 
     latent_channels: int
     scheduler_config: dict
     takes_known_frames: bool = False
+    requires_known_frames: bool = False
 
     @property
     def prediction_type(self) -> str:

@@ -1,26 +1,34 @@
 """Loading diffusers-format text-to-video folders (ModelScope text-to-video-ms-1.7b, Zeroscope v2 layout).
 
 A folder holds `model_index.json`, `unet/`, `vae/`, `text_encoder/`, `tokenizer/` and `scheduler/`. Weights
-are `.safetensors` (preferred) or `.bin` (read by diffusers/transformers with `weights_only=True`), plain,
-sharded, or as an fp16 variant. Everything is read locally: nothing is ever downloaded.
+are `.safetensors` (preferred) or `.bin` (read with `weights_only=True`), plain, sharded, or as an fp16
+variant. Everything is read locally: nothing is ever downloaded.
 
-A UNet with in_channels = 2 * out_channels + 1 is an inpainting-style interpolation model ([noisy, mask, hint],
-lxj616's setup) and loads as a HintUNet3DDenoiser (models/hint_unet.py), for frame conditioning 'learned'.
+The UNet's architecture is told by its weight keys and channels, not its config's class name:
+- ContinuitySeq checkpoints (b-f/ContinuitySeq-A) name diffusers' UNet3DConditionModel in unet/config.json but have
+  a second, conditioning stream (`conv_in.conditioning_conv.weight`); they load strictly into models/continuityseq.py.
+- A UNet with in_channels = 2 * out_channels + 1 is an inpainting-style interpolation model ([noisy, mask, hint],
+  lxj616's setup) and loads as a HintUNet3DDenoiser (models/hint_unet.py), for frame conditioning 'learned'.
 """
 
 import json
 import os
 from dataclasses import dataclass
 
+import inspect
+
 import torch
 
 from ..utils.comfy import compute_device, default_dtype
-from .denoiser import UNet3DDenoiser
+from .denoiser import Denoiser, UNet3DDenoiser
 from .hint_unet import HintUNet3DDenoiser, is_hint_unet
 from .text_encoder import TextEncoder
 from .vae import VideoVAE
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+CONTINUITYSEQ_KEY = "conv_in.conditioning_conv.weight"
+CONDITIONING_BLOCK_KEY = ".conditioning_block."
 
 # ModelScope's scheduler, used when a folder ships no scheduler/ (the UNet's training schedule).
 DEFAULT_SCHEDULER_CONFIG = {
@@ -41,7 +49,7 @@ class ModelLoadError(ValueError):
 
 @dataclass
 class VideoModel:
-    denoiser: UNet3DDenoiser
+    denoiser: Denoiser
     text_encoder: TextEncoder
     vae: VideoVAE
 
@@ -54,8 +62,12 @@ def resolve_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
-def load_text_to_video(path: str, dtype: torch.dtype = torch.float32) -> VideoModel:
-    """Load the UNet3D, VAE, CLIP text encoder, tokenizer and scheduler config of a diffusers folder."""
+def load_text_to_video(path: str, dtype: torch.dtype = torch.float32, corrected_padding_mask: bool = False) -> VideoModel:
+    """Load the UNet3D, VAE, CLIP text encoder, tokenizer and scheduler config of a diffusers folder.
+
+    A ContinuitySeq UNet becomes a ContinuitySeqDenoiser (frame conditioning 'learned'); `corrected_padding_mask`
+    applies to it only (False reproduces the checkpoint's inverted padding mask, see models/continuityseq.py).
+    """
     if not os.path.isdir(path):
         raise ModelLoadError(f"model folder '{path}' does not exist: put a diffusers folder under models/diffusers or give its full path")
     for part in ("unet", "vae", "text_encoder", "tokenizer"):
@@ -81,13 +93,19 @@ def load_text_to_video(path: str, dtype: torch.dtype = torch.float32) -> VideoMo
     from diffusers import AutoencoderKL, UNet3DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    if unet_config.get("in_channels", 4) != unet_config.get("out_channels", 4) and not is_hint_unet(unet_config):
+    unet_folder = os.path.join(path, "unet")
+    unet_files, _, unet_safetensors = _find_weights(unet_folder, ("diffusion_pytorch_model",))
+    continuityseq = CONTINUITYSEQ_KEY in _weight_keys(unet_files, unet_safetensors)
+    if not continuityseq and unet_config.get("in_channels", 4) != unet_config.get("out_channels", 4) and not is_hint_unet(unet_config):
         raise ModelLoadError(
             f"{os.path.join(path, 'unet', 'config.json')} has in_channels {unet_config.get('in_channels')} and out_channels "
             f"{unet_config.get('out_channels')}: supported are plain models (equal) and hint-channel interpolation models "
             "(in_channels = 2 * out_channels + 1: noisy latents, mask, hint)"
         )
-    unet = _load_weights(UNet3DConditionModel, os.path.join(path, "unet"), ("diffusion_pytorch_model",), torch_dtype=dtype)
+    if continuityseq:
+        unet = _load_continuityseq(unet_folder, unet_config, unet_files, unet_safetensors, dtype)
+    else:
+        unet = _load_weights(UNet3DConditionModel, unet_folder, ("diffusion_pytorch_model",), torch_dtype=dtype)
     vae = _load_weights(AutoencoderKL, os.path.join(path, "vae"), ("diffusion_pytorch_model",), torch_dtype=dtype)
     text_model = _load_weights(CLIPTextModel, os.path.join(path, "text_encoder"), ("model", "pytorch_model"), dtype=dtype)
     try:
@@ -100,9 +118,16 @@ def load_text_to_video(path: str, dtype: torch.dtype = torch.float32) -> VideoMo
 
     for module in (unet, vae, text_model):
         module.eval().requires_grad_(False)
-    denoiser_class = HintUNet3DDenoiser if is_hint_unet(unet.config) else UNet3DDenoiser
+    if continuityseq:
+        from .continuityseq import ContinuitySeqDenoiser
+
+        denoiser = ContinuitySeqDenoiser(unet, scheduler_config, corrected_padding_mask)
+    elif is_hint_unet(unet.config):
+        denoiser = HintUNet3DDenoiser(unet, scheduler_config)
+    else:
+        denoiser = UNet3DDenoiser(unet, scheduler_config)
     return VideoModel(
-        denoiser=denoiser_class(unet, scheduler_config),
+        denoiser=denoiser,
         text_encoder=TextEncoder(tokenizer, text_model),
         vae=VideoVAE(vae),
     )
@@ -159,3 +184,85 @@ def _load_weights(model_class, folder: str, stems: tuple[str, ...], **dtype_argu
         )
     except Exception as error:
         raise ModelLoadError(f"could not load {model_class.__name__} from {', '.join(files)}: {error}") from error
+
+
+def _weight_keys(files: list[str], is_safetensors: bool) -> set[str]:
+    """The tensor names in weights files, read without loading the tensors where the format allows."""
+    keys = set()
+    for file in files:
+        if is_safetensors:
+            from safetensors import safe_open
+
+            check_safetensors(file)
+            with safe_open(file, framework="pt") as handle:
+                keys.update(handle.keys())
+        else:
+            keys.update(_torch_load(file, mmap=True))
+    return keys
+
+
+def _torch_load(file: str, mmap: bool = False) -> dict:
+    """A .bin state dict, tensors only (weights_only=True); memory-mapped when asked and the file allows it."""
+    try:
+        try:
+            return torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError:
+            if not mmap:
+                raise
+            return torch.load(file, map_location="cpu", weights_only=True)  # legacy (non-zip) files cannot be mapped
+    except Exception as error:
+        raise ModelLoadError(f"weights file {file} cannot be read as a plain tensor state dict ({error}): "
+                             "copy it again, or convert it to .safetensors") from error
+
+
+def _read_state_dict(files: list[str], is_safetensors: bool) -> dict[str, torch.Tensor]:
+    state = {}
+    for file in files:
+        if is_safetensors:
+            from safetensors.torch import load_file
+
+            state.update(load_file(file))
+        else:
+            state.update(_torch_load(file, mmap=True))
+    return state
+
+
+def _load_continuityseq(folder: str, config: dict, files: list[str], is_safetensors: bool, dtype: torch.dtype):
+    """The two-stream ContinuitySeq UNet, loaded strictly: every key present, none unexpected, every shape right."""
+    from .continuityseq import ContinuitySeqUNet
+
+    config_file = os.path.join(folder, "config.json")
+    state = _read_state_dict(files, is_safetensors)
+    has_blocks = any(CONDITIONING_BLOCK_KEY in key for key in state)
+    use_norm = bool(config.get("use_conditioning_norm", True))  # the original's default when the config omits it
+    if use_norm != has_blocks:
+        raise ModelLoadError(
+            f"{config_file} says use_conditioning_norm={str(use_norm).lower()}"
+            f"{'' if 'use_conditioning_norm' in config else ' (by default, it is not set)'} but the weights "
+            f"{'have no' if use_norm else 'have'} conditioning_block tensors: set \"use_conditioning_norm\": "
+            f"{str(has_blocks).lower()} in that config.json"
+        )
+    parameters = set(inspect.signature(ContinuitySeqUNet.__init__).parameters) - {"self"}
+    arguments = {name: value for name, value in config.items() if name in parameters}
+    arguments["use_conditioning_norm"] = use_norm
+    try:
+        with torch.device("meta"):
+            unet = ContinuitySeqUNet(**arguments)
+    except (TypeError, ValueError) as error:
+        raise ModelLoadError(f"{config_file} does not describe a ContinuitySeq UNet: {error}") from error
+
+    expected = unet.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    misshapen = sorted(key for key in set(expected) & set(state) if state[key].shape != expected[key].shape)
+    if missing or unexpected or misshapen:
+        problems = [f"{label} ({len(keys)}): {', '.join(keys[:8])}{', ...' if len(keys) > 8 else ''}"
+                    for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                                        ("keys whose shape differs from config.json", misshapen)) if keys]
+        raise ModelLoadError(
+            f"the ContinuitySeq UNet weights in {', '.join(files)} do not match {config_file}: {'; '.join(problems)}. "
+            "The folder is damaged or mixes two models: copy it again"
+        )
+    state = {key: value.to(dtype) if value.is_floating_point() else value for key, value in state.items()}
+    unet.load_state_dict(state, strict=True, assign=True)
+    return unet

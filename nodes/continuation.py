@@ -62,7 +62,7 @@ class LongVideoContinuationSampler:
                 "negative": ("CONDITIONING", {"tooltip": "What to steer away from."}),
                 "width": frame_size_input("width"),
                 "height": frame_size_input("height"),
-                "frames_per_chunk": ("INT", {"default": 16, "min": 2, "max": 1024, "tooltip": "Frames sampled per chunk, conditioning frames included."}),
+                "frames_per_chunk": ("INT", {"default": 16, "min": 2, "max": 1024, "tooltip": "Frames sampled per chunk, conditioning frames included (ContinuitySeq's -T plus k: T=16, k=4 -> 20)."}),
                 "chunks": ("INT", {"default": 4, "min": 1, "max": 10000, "tooltip": "How many chunks to add."}),
                 "min_conditioning_frames": ("INT", {"default": 1, "min": 1, "max": 1023,
                                                     "tooltip": "Fewest frames carried over from the previous chunk (ContinuitySeq -CN)."}),
@@ -103,6 +103,11 @@ class LongVideoContinuationSampler:
         if method == "learned" and not model.takes_known_frames:
             raise NodeInputError(f"{node}: method 'learned' needs a model trained to take conditioning frames (a ContinuitySeq "
                                  "checkpoint); this model is not one: choose 'replace' or 'guidance'")
+        if model.requires_known_frames and method != "learned":
+            raise NodeInputError(f"{node}: this model (ContinuitySeq) takes its conditioning frames itself: choose method 'learned'")
+        if model.requires_known_frames and start_image is None and start_latent is None:
+            raise NodeInputError(f"{node}: a ContinuitySeq model only continues frames: connect start_image (with vae) "
+                                 "or start_latent")
         start = self._start(node, model, start_image, vae, start_latent, width, height)
         negative_tokens = conditioning_embeddings(negative, node, "negative", model.context_width)
         schedule = prompt_schedule if prompt_schedule is not None else [positive]

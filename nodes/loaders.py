@@ -7,8 +7,9 @@ NO_MODEL_FOUND = "(no model folder found: type a path in model_path)"
 
 class LongVideoModelLoader:
     DESCRIPTION = (
-        "Loads a diffusers-format text-to-video model folder (ModelScope text-to-video-ms-1.7b, Zeroscope v2): "
-        "its UNet3D, CLIP text encoder and VAE. Folders are listed from models/diffusers and models/longvideo."
+        "Loads a diffusers-format text-to-video model folder (ModelScope text-to-video-ms-1.7b, Zeroscope v2, "
+        "ContinuitySeq): its UNet3D, CLIP text encoder and VAE. The UNet kind is told by its weights. Folders are "
+        "listed from models/diffusers and models/longvideo."
     )
     CATEGORY = CATEGORY
     FUNCTION = "load"
@@ -32,10 +33,17 @@ class LongVideoModelLoader:
                     "STRING",
                     {"default": "", "tooltip": "A full path to a model folder; when set it is used instead of 'model'."},
                 ),
+                "corrected_padding_mask": (
+                    "BOOLEAN",
+                    {"default": False, "tooltip": "ContinuitySeq checkpoints only (ignored otherwise). Off reproduces "
+                     "the original code, which the checkpoint was trained with: its conditioning attention masks the "
+                     "real conditioning frames and attends to the zero padding (an inverted mask). On masks the "
+                     "padding instead: an experiment, the checkpoint never saw it."},
+                ),
             },
         }
 
-    def load(self, model, dtype, model_path=""):
+    def load(self, model, dtype, model_path="", corrected_padding_mask=False):
         name = model_path.strip() or model
         if name == NO_MODEL_FOUND:
             raise NodeInputError(
@@ -48,5 +56,5 @@ class LongVideoModelLoader:
                 f"LongVideoModelLoader: model '{name}' was not found: check the folder exists under models/diffusers, "
                 "or type its full path in model_path"
             )
-        loaded = load_text_to_video(folder, resolve_dtype(dtype))
+        loaded = load_text_to_video(folder, resolve_dtype(dtype), corrected_padding_mask)
         return (loaded.denoiser, loaded.text_encoder, loaded.vae)
