@@ -17,6 +17,9 @@ from .text_encoder import TextEncoder
 from .vae import VideoVAE
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# How spatial, text and temporal attention run: PyTorch's fused scaled-dot-product attention, or xformers'
+# memory-efficient kernels (ContinuitySeq's --sdp / --xformers).
+ATTENTION_BACKENDS = ("sdpa", "xformers")
 
 # ModelScope's scheduler, used when a folder ships no scheduler/ (the UNet's training schedule).
 DEFAULT_SCHEDULER_CONFIG = {
@@ -50,8 +53,17 @@ def resolve_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
-def load_text_to_video(path: str, dtype: torch.dtype = torch.float32) -> VideoModel:
-    """Load the UNet3D, VAE, CLIP text encoder, tokenizer and scheduler config of a diffusers folder."""
+def load_text_to_video(path: str, dtype: torch.dtype = torch.float32, attention: str = "sdpa",
+                       vae_scale: float = 1.0) -> VideoModel:
+    """Load the UNet3D, VAE, CLIP text encoder, tokenizer and scheduler config of a diffusers folder.
+
+    attention: one of ATTENTION_BACKENDS, set on the UNet and the VAE. vae_scale multiplies the VAE's scaling
+    factor (ContinuitySeq's --vae-scale): latents are encoded times scaling_factor * vae_scale and decoded divided by it.
+    """
+    if attention not in ATTENTION_BACKENDS:
+        raise ModelLoadError(f"attention '{attention}' is unknown: choose one of {', '.join(ATTENTION_BACKENDS)}")
+    if not vae_scale > 0:
+        raise ModelLoadError(f"vae_scale must be above 0, got {vae_scale}: 1 keeps the VAE's own scaling factor")
     if not os.path.isdir(path):
         raise ModelLoadError(f"model folder '{path}' does not exist: put a diffusers folder under models/diffusers or give its full path")
     for part in ("unet", "vae", "text_encoder", "tokenizer"):
@@ -90,11 +102,38 @@ def load_text_to_video(path: str, dtype: torch.dtype = torch.float32) -> VideoMo
 
     for module in (unet, vae, text_model):
         module.eval().requires_grad_(False)
+    set_attention_backend((unet, vae), attention)
     return VideoModel(
         denoiser=UNet3DDenoiser(unet, scheduler_config),
         text_encoder=TextEncoder(tokenizer, text_model),
-        vae=VideoVAE(vae),
+        vae=VideoVAE(vae, scale=vae_scale),
     )
+
+
+def set_attention_backend(modules, backend: str) -> None:
+    """Make every attention layer of the diffusers `modules` run on `backend` (one of ATTENTION_BACKENDS)."""
+    if backend == "sdpa":
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        for module in modules:
+            module.set_attn_processor(AttnProcessor2_0())
+        return
+    if backend != "xformers":
+        raise ModelLoadError(f"attention '{backend}' is unknown: choose one of {', '.join(ATTENTION_BACKENDS)}")
+    from diffusers.utils import is_xformers_available
+
+    if not is_xformers_available():
+        raise ModelLoadError(
+            "attention 'xformers' needs the xformers package, which is not installed: install the xformers build "
+            "that matches your torch (pip install xformers), or choose attention 'sdpa' (as fast on torch 2)"
+        )
+    if not torch.cuda.is_available():
+        raise ModelLoadError("attention 'xformers' runs on NVIDIA GPUs only and no CUDA device is available: choose 'sdpa'")
+    for module in modules:
+        try:
+            module.enable_xformers_memory_efficient_attention()
+        except Exception as error:
+            raise ModelLoadError(f"xformers could not run on this system ({error}): choose attention 'sdpa'") from error
 
 
 def _read_config(file: str) -> dict:

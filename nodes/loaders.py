@@ -1,4 +1,4 @@
-from ..models.loader import DTYPES, load_text_to_video, resolve_dtype
+from ..models.loader import ATTENTION_BACKENDS, DTYPES, load_text_to_video, resolve_dtype
 from ..utils.comfy import find_model_folder, list_model_folders
 from .common import CATEGORY, CLIP, MODEL, VAE, NodeInputError
 
@@ -32,10 +32,21 @@ class LongVideoModelLoader:
                     "STRING",
                     {"default": "", "tooltip": "A full path to a model folder; when set it is used instead of 'model'."},
                 ),
+                "attention": (
+                    list(ATTENTION_BACKENDS),
+                    {"default": "sdpa", "tooltip": "How attention runs: sdpa (PyTorch's fused attention, the default) or "
+                                                   "xformers (needs the xformers package and an NVIDIA GPU)."},
+                ),
+                "vae_scale": (
+                    "FLOAT",
+                    {"default": 1.0, "min": 0.01, "max": 100.0, "step": 0.01,
+                     "tooltip": "Multiplies the VAE's scaling factor (ContinuitySeq's --vae-scale): latents are encoded "
+                                "times scaling_factor * vae_scale and decoded divided by it. 1 for most models."},
+                ),
             },
         }
 
-    def load(self, model, dtype, model_path=""):
+    def load(self, model, dtype, model_path="", attention="sdpa", vae_scale=1.0):
         name = model_path.strip() or model
         if name == NO_MODEL_FOUND:
             raise NodeInputError(
@@ -48,5 +59,9 @@ class LongVideoModelLoader:
                 f"LongVideoModelLoader: model '{name}' was not found: check the folder exists under models/diffusers, "
                 "or type its full path in model_path"
             )
-        loaded = load_text_to_video(folder, resolve_dtype(dtype))
+        if attention not in ATTENTION_BACKENDS:
+            raise NodeInputError(f"LongVideoModelLoader: attention '{attention}' is unknown: choose one of {', '.join(ATTENTION_BACKENDS)}")
+        if not vae_scale > 0:
+            raise NodeInputError(f"LongVideoModelLoader: vae_scale must be above 0, got {vae_scale}: use 1 for the VAE's own scale")
+        loaded = load_text_to_video(folder, resolve_dtype(dtype), attention=attention, vae_scale=vae_scale)
         return (loaded.denoiser, loaded.text_encoder, loaded.vae)
