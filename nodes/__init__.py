@@ -2,10 +2,12 @@
 
 from .attention import LongVideoTemporalAttention
 from .conditioning import LongVideoTextEncode
+from .context_windows import LongVideoContextWindows
 from .continuation import LongVideoContinuationSampler, LongVideoPromptSchedule
 from .latents import LongVideoDecode, LongVideoEmptyLatent, LongVideoEncode
 from .loaders import LongVideoModelLoader
 from .sampler import LongVideoSampler
+from .upscale import LongVideoLatentUpscale, LongVideoLatentUpscaleModelLoader
 from .video import LongVideoSaveVideo
 
 NODE_CLASS_MAPPINGS = {
@@ -19,6 +21,9 @@ NODE_CLASS_MAPPINGS = {
     "LongVideoTemporalAttention": LongVideoTemporalAttention,
     "LongVideoContinuationSampler": LongVideoContinuationSampler,
     "LongVideoPromptSchedule": LongVideoPromptSchedule,
+    "LongVideoLatentUpscale": LongVideoLatentUpscale,
+    "LongVideoLatentUpscaleModelLoader": LongVideoLatentUpscaleModelLoader,
+    "LongVideoContextWindows": LongVideoContextWindows,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -32,4 +37,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LongVideoTemporalAttention": "LongVideo Temporal Attention",
     "LongVideoContinuationSampler": "LongVideo Continuation Sampler",
     "LongVideoPromptSchedule": "LongVideo Prompt Schedule",
+    "LongVideoLatentUpscale": "LongVideo Latent Upscale",
+    "LongVideoLatentUpscaleModelLoader": "LongVideo Latent Upscale Model Loader",
+    "LongVideoContextWindows": "LongVideo Context Windows",
 }
