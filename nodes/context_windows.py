@@ -19,7 +19,7 @@ class LongVideoContextWindows:
             "required": {
                 "model": (MODEL, {"tooltip": "The video model from LongVideoModelLoader (or LongVideoTemporalAttention)."}),
                 "frames_per_window": ("INT", {"default": 16, "min": 1, "max": 1024,
-                                              "tooltip": "Frames the model sees at once: the model's training length (16 for ModelScope/Zeroscope)."}),
+                                              "tooltip": "Frames the model sees at once: the model's training length (16 for ModelScope, 24 for Zeroscope v2)."}),
                 "overlap": ("INT", {"default": 4, "min": 0, "max": 1023,
                                     "tooltip": "Frames shared by neighbouring windows, cross-faded; more overlap, smoother joins, more model calls."}),
             }
