@@ -26,6 +26,9 @@ from .text_encoder import TextEncoder
 from .vae import VideoVAE
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# How spatial, text and temporal attention run: PyTorch's fused scaled-dot-product attention, or xformers'
+# memory-efficient kernels (ContinuitySeq's --sdp / --xformers).
+ATTENTION_BACKENDS = ("sdpa", "xformers")
 
 CONTINUITYSEQ_KEY = "conv_in.conditioning_conv.weight"
 CONDITIONING_BLOCK_KEY = ".conditioning_block."
@@ -62,12 +65,19 @@ def resolve_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
-def load_text_to_video(path: str, dtype: torch.dtype = torch.float32, corrected_padding_mask: bool = False) -> VideoModel:
+def load_text_to_video(path: str, dtype: torch.dtype = torch.float32, *, corrected_padding_mask: bool = False,
+                       attention: str = "sdpa", vae_scale: float = 1.0) -> VideoModel:
     """Load the UNet3D, VAE, CLIP text encoder, tokenizer and scheduler config of a diffusers folder.
 
     A ContinuitySeq UNet becomes a ContinuitySeqDenoiser (frame conditioning 'learned'); `corrected_padding_mask`
     applies to it only (False reproduces the checkpoint's inverted padding mask, see models/continuityseq.py).
+    attention: one of ATTENTION_BACKENDS, set on the UNet and the VAE. vae_scale multiplies the VAE's scaling
+    factor (ContinuitySeq's --vae-scale): latents are encoded times scaling_factor * vae_scale and decoded divided by it.
     """
+    if attention not in ATTENTION_BACKENDS:
+        raise ModelLoadError(f"attention '{attention}' is unknown: choose one of {', '.join(ATTENTION_BACKENDS)}")
+    if not vae_scale > 0:
+        raise ModelLoadError(f"vae_scale must be above 0, got {vae_scale}: 1 keeps the VAE's own scaling factor")
     if not os.path.isdir(path):
         raise ModelLoadError(f"model folder '{path}' does not exist: put a diffusers folder under models/diffusers or give its full path")
     for part in ("unet", "vae", "text_encoder", "tokenizer"):
@@ -118,6 +128,7 @@ def load_text_to_video(path: str, dtype: torch.dtype = torch.float32, corrected_
 
     for module in (unet, vae, text_model):
         module.eval().requires_grad_(False)
+    set_attention_backend((unet, vae), attention)
     if continuityseq:
         from .continuityseq import ContinuitySeqDenoiser
 
@@ -129,8 +140,34 @@ def load_text_to_video(path: str, dtype: torch.dtype = torch.float32, corrected_
     return VideoModel(
         denoiser=denoiser,
         text_encoder=TextEncoder(tokenizer, text_model),
-        vae=VideoVAE(vae),
+        vae=VideoVAE(vae, scale=vae_scale),
     )
+
+
+def set_attention_backend(modules, backend: str) -> None:
+    """Make every attention layer of the diffusers `modules` run on `backend` (one of ATTENTION_BACKENDS)."""
+    if backend == "sdpa":
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        for module in modules:
+            module.set_attn_processor(AttnProcessor2_0())
+        return
+    if backend != "xformers":
+        raise ModelLoadError(f"attention '{backend}' is unknown: choose one of {', '.join(ATTENTION_BACKENDS)}")
+    from diffusers.utils import is_xformers_available
+
+    if not is_xformers_available():
+        raise ModelLoadError(
+            "attention 'xformers' needs the xformers package, which is not installed: install the xformers build "
+            "that matches your torch (pip install xformers), or choose attention 'sdpa' (as fast on torch 2)"
+        )
+    if not torch.cuda.is_available():
+        raise ModelLoadError("attention 'xformers' runs on NVIDIA GPUs only and no CUDA device is available: choose 'sdpa'")
+    for module in modules:
+        try:
+            module.enable_xformers_memory_efficient_attention()
+        except Exception as error:
+            raise ModelLoadError(f"xformers could not run on this system ({error}): choose attention 'sdpa'") from error
 
 
 def _read_config(file: str) -> dict:

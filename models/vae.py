@@ -10,13 +10,14 @@ from ..utils.comfy import ManagedModule
 class VideoVAE:
     """Encodes IMAGE frames [T, H, W, 3] to latents [1, C, T, h, w] and decodes them back in frame batches.
 
-    Latents are kept scaled by the VAE's scaling factor, as the UNet sees them.
+    Latents are kept scaled by the VAE's scaling factor, as the UNet sees them; `scale` multiplies that factor
+    (ContinuitySeq's --vae-scale).
     """
 
-    def __init__(self, vae):
+    def __init__(self, vae, scale: float = 1.0):
         self.vae = vae
         self.managed = ManagedModule(vae)
-        self.scaling_factor = float(vae.config.scaling_factor)
+        self.scaling_factor = float(vae.config.scaling_factor) * scale
         self.latent_channels = vae.config.latent_channels
         self.downscale = 2 ** (len(vae.config.block_out_channels) - 1)
 

@@ -2,12 +2,14 @@
 
 from .attention import LongVideoTemporalAttention
 from .conditioning import LongVideoTextEncode
+from .context_windows import LongVideoContextWindows
 from .continuation import LongVideoContinuationSampler, LongVideoPromptSchedule
 from .interpolation import LongVideoFlowInterpolate, LongVideoLatentInterpolate
 from .hierarchy import LongVideoHierarchicalSampler, LongVideoInfiNetLoader
 from .latents import LongVideoDecode, LongVideoEmptyLatent, LongVideoEncode
 from .loaders import LongVideoModelLoader
 from .sampler import LongVideoSampler
+from .upscale import LongVideoLatentUpscale, LongVideoLatentUpscaleModelLoader
 from .video import LongVideoSaveVideo
 
 NODE_CLASS_MAPPINGS = {
@@ -25,6 +27,9 @@ NODE_CLASS_MAPPINGS = {
     "LongVideoFlowInterpolate": LongVideoFlowInterpolate,
     "LongVideoInfiNetLoader": LongVideoInfiNetLoader,
     "LongVideoHierarchicalSampler": LongVideoHierarchicalSampler,
+    "LongVideoLatentUpscale": LongVideoLatentUpscale,
+    "LongVideoLatentUpscaleModelLoader": LongVideoLatentUpscaleModelLoader,
+    "LongVideoContextWindows": LongVideoContextWindows,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -42,4 +47,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LongVideoFlowInterpolate": "LongVideo Flow Interpolate",
     "LongVideoInfiNetLoader": "LongVideo InfiNet Loader",
     "LongVideoHierarchicalSampler": "LongVideo Hierarchical Sampler",
+    "LongVideoLatentUpscale": "LongVideo Latent Upscale",
+    "LongVideoLatentUpscaleModelLoader": "LongVideo Latent Upscale Model Loader",
+    "LongVideoContextWindows": "LongVideo Context Windows",
 }

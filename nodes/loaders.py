@@ -1,4 +1,4 @@
-from ..models.loader import DTYPES, load_text_to_video, resolve_dtype
+from ..models.loader import ATTENTION_BACKENDS, DTYPES, load_text_to_video, resolve_dtype
 from ..utils.comfy import find_model_folder, list_model_folders
 from .common import CATEGORY, CLIP, MODEL, VAE, NodeInputError
 
@@ -40,10 +40,21 @@ class LongVideoModelLoader:
                      "real conditioning frames and attends to the zero padding (an inverted mask). On masks the "
                      "padding instead: an experiment, the checkpoint never saw it."},
                 ),
+                "attention": (
+                    list(ATTENTION_BACKENDS),
+                    {"default": "sdpa", "tooltip": "How attention runs: sdpa (PyTorch's fused attention, the default) or "
+                                                   "xformers (needs the xformers package and an NVIDIA GPU)."},
+                ),
+                "vae_scale": (
+                    "FLOAT",
+                    {"default": 1.0, "min": 0.01, "max": 100.0, "step": 0.01,
+                     "tooltip": "Multiplies the VAE's scaling factor (ContinuitySeq's --vae-scale): latents are encoded "
+                                "times scaling_factor * vae_scale and decoded divided by it. 1 for most models."},
+                ),
             },
         }
 
-    def load(self, model, dtype, model_path="", corrected_padding_mask=False):
+    def load(self, model, dtype, model_path="", corrected_padding_mask=False, attention="sdpa", vae_scale=1.0):
         name = model_path.strip() or model
         if name == NO_MODEL_FOUND:
             raise NodeInputError(
@@ -56,5 +67,10 @@ class LongVideoModelLoader:
                 f"LongVideoModelLoader: model '{name}' was not found: check the folder exists under models/diffusers, "
                 "or type its full path in model_path"
             )
-        loaded = load_text_to_video(folder, resolve_dtype(dtype), corrected_padding_mask)
+        if attention not in ATTENTION_BACKENDS:
+            raise NodeInputError(f"LongVideoModelLoader: attention '{attention}' is unknown: choose one of {', '.join(ATTENTION_BACKENDS)}")
+        if not vae_scale > 0:
+            raise NodeInputError(f"LongVideoModelLoader: vae_scale must be above 0, got {vae_scale}: use 1 for the VAE's own scale")
+        loaded = load_text_to_video(folder, resolve_dtype(dtype), corrected_padding_mask=corrected_padding_mask,
+                                    attention=attention, vae_scale=vae_scale)
         return (loaded.denoiser, loaded.text_encoder, loaded.vae)

@@ -1,0 +1,95 @@
+"""Context windows: a Denoiser that runs its model on overlapping windows of frames and blends the predictions.
+
+At every step the model sees at most `frames_per_window` frames at a time, so its activations (the memory that
+grows with frames: spatial layers, temporal convolutions, temporal attention) stay bounded however long the
+video is; only the latents themselves are full length. Windows overlap by `overlap` frames, and in the overlap
+the two predictions are cross-faded with linear weights, so a frame near a window edge leans on the window that
+sees it in the middle. The denoising loop is unchanged: it steps the whole video with the blended prediction.
+This is how a refine pass (denoise < 1 on an upscaled latent) runs on a long video.
+"""
+
+import torch
+
+from ..models.denoiser import Denoiser, KnownFrames
+from ..utils.comfy import throw_if_interrupted
+
+
+def window_starts(frames: int, frames_per_window: int, overlap: int) -> list[int]:
+    """First frames of the windows covering `frames` frames; the last window ends at the last frame."""
+    if frames <= frames_per_window:
+        return [0]
+    stride = frames_per_window - overlap
+    starts = list(range(0, frames - frames_per_window, stride))
+    return starts + [frames - frames_per_window]
+
+
+def window_weights(length: int, overlap_before: int, overlap_after: int) -> torch.Tensor:
+    """Per-frame blend weights [length]: rising over the frames shared with the previous window, falling over those
+    shared with the next one, 1 elsewhere."""
+    weights = torch.ones(length)
+    if overlap_before:
+        weights[:overlap_before] = torch.arange(1, overlap_before + 1) / (overlap_before + 1)
+    if overlap_after:
+        weights[length - overlap_after :] = torch.minimum(
+            weights[length - overlap_after :], torch.arange(overlap_after, 0, -1) / (overlap_after + 1)
+        )
+    return weights
+
+
+class WindowedDenoiser(Denoiser):
+    """`inner` called on windows of at most `frames_per_window` frames, overlapping by `overlap` frames."""
+
+    def __init__(self, inner: Denoiser, frames_per_window: int, overlap: int):
+        if frames_per_window < 1:
+            raise ValueError(f"frames_per_window must be at least 1, got {frames_per_window}")
+        if not 0 <= overlap < frames_per_window:
+            raise ValueError(f"overlap must be between 0 and frames_per_window - 1 ({frames_per_window - 1}), got {overlap}")
+        self.inner = inner
+        self.frames_per_window = frames_per_window
+        self.overlap = overlap
+        self.latent_channels = inner.latent_channels
+        self.scheduler_config = inner.scheduler_config
+        self.takes_known_frames = inner.takes_known_frames
+
+    def __getattr__(self, name):
+        # Everything else the model offers (context_width, unet, ...) is the inner model's.
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def with_temporal_attention(self, scope) -> "WindowedDenoiser":
+        return WindowedDenoiser(self.inner.with_temporal_attention(scope), self.frames_per_window, self.overlap)
+
+    def load(self) -> torch.device:
+        return self.inner.load()
+
+    def __call__(self, latents, timestep, context, known=None):
+        frames = latents.shape[2]
+        if frames <= self.frames_per_window:
+            return self.inner(latents, timestep, context, known=known)
+        starts = window_starts(frames, self.frames_per_window, self.overlap)
+        blended = None
+        total_weight = torch.zeros(frames, device=latents.device)
+        for number, start in enumerate(starts):
+            stop = start + self.frames_per_window
+            if number:
+                throw_if_interrupted()
+            prediction = self.inner(latents[:, :, start:stop], timestep, context, known=_known_in(known, start, stop))
+            if blended is None:
+                blended = torch.zeros_like(latents, dtype=prediction.dtype)
+            before = starts[number - 1] + self.frames_per_window - start if number else 0
+            after = stop - starts[number + 1] if number + 1 < len(starts) else 0
+            weights = window_weights(stop - start, before, after).to(latents.device)
+            blended[:, :, start:stop] += prediction * weights.to(prediction.dtype)[:, None, None]
+            total_weight[start:stop] += weights
+        return blended / total_weight.to(blended.dtype)[:, None, None]
+
+
+def _known_in(known: KnownFrames | None, start: int, stop: int) -> KnownFrames | None:
+    """The known frames inside frames start..stop-1, re-indexed to the window; None when there are none."""
+    if known is None:
+        return None
+    inside = [position for position, index in enumerate(known.indices) if start <= index < stop]
+    if not inside:
+        return None
+    return KnownFrames([known.indices[p] - start for p in inside], known.latents[:, :, inside])
