@@ -6,6 +6,7 @@ from .continuation import LongVideoContinuationSampler, LongVideoPromptSchedule
 from .latents import LongVideoDecode, LongVideoEmptyLatent, LongVideoEncode
 from .loaders import LongVideoModelLoader
 from .sampler import LongVideoSampler
+from .vdp import LongVideoVDPCondition, LongVideoVDPLoader
 from .video import LongVideoSaveVideo
 
 NODE_CLASS_MAPPINGS = {
@@ -19,6 +20,8 @@ NODE_CLASS_MAPPINGS = {
     "LongVideoTemporalAttention": LongVideoTemporalAttention,
     "LongVideoContinuationSampler": LongVideoContinuationSampler,
     "LongVideoPromptSchedule": LongVideoPromptSchedule,
+    "LongVideoVDPLoader": LongVideoVDPLoader,
+    "LongVideoVDPCondition": LongVideoVDPCondition,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -32,4 +35,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LongVideoTemporalAttention": "LongVideo Temporal Attention",
     "LongVideoContinuationSampler": "LongVideo Continuation Sampler",
     "LongVideoPromptSchedule": "LongVideo Prompt Schedule",
+    "LongVideoVDPLoader": "LongVideo VDP Loader (video-diffusion-pytorch)",
+    "LongVideoVDPCondition": "LongVideo VDP Condition",
 }
