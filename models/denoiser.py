@@ -43,12 +43,17 @@ class Denoiser:
     takes_known_frames: whether the model was trained to take known frames itself (frame conditioning `learned`:
                         ContinuitySeq's conditioning stream, InfiNet's keyframe masks, hint channels).
     requires_known_frames: whether it cannot sample without them (ContinuitySeq only continues frames).
+    downscale:          pixels per latent pixel along height and width (the VAE's factor; 1 for pixel-space models).
+    sample_range:       when set, clean samples lie in [-sample_range, sample_range] and the loop clips the model's
+                        clean estimate to it every step (pixel-space models, as their original samplers do).
     """
 
     latent_channels: int
     scheduler_config: dict
     takes_known_frames: bool = False
     requires_known_frames: bool = False
+    downscale: int = 8
+    sample_range: float | None = None
 
     @property
     def prediction_type(self) -> str:

@@ -47,3 +47,41 @@ class VideoVAE:
             posterior = self.vae.encode(pixels.to(device, dtype)).latent_dist
             latents.append((posterior.mode() * self.scaling_factor).float().cpu())
         return torch.cat(latents).transpose(0, 1).unsqueeze(0)
+
+
+class PixelVAE:
+    """The "VAE" of pixel-space models: latents are the frames themselves in [-1, 1] (downscale 1).
+
+    channels 3 is RGB, 1 greyscale (encoded as ITU-R 601 luma, as PIL's convert("L") does; decoded to grey RGB),
+    4 RGBA (alpha 1 when encoding, dropped when decoding).
+    """
+
+    scaling_factor = 1.0
+    downscale = 1
+    LUMA = (0.299, 0.587, 0.114)
+
+    def __init__(self, channels: int = 3):
+        if channels not in (1, 3, 4):
+            raise ValueError(f"a pixel-space model with {channels} channels has no image meaning: expected 1, 3 or 4")
+        self.latent_channels = channels
+
+    def decode_batches(self, latents: torch.Tensor, frames_per_batch: int) -> Iterator[torch.Tensor]:
+        """Yield IMAGE batches [n, H, W, 3] (float32, 0..1, CPU), video after video, (x + 1) / 2 clamped."""
+        batch, _, frames = latents.shape[:3]
+        for b in range(batch):
+            for start in range(0, frames, frames_per_batch):
+                pixels = latents[b, :, start : start + frames_per_batch].float().cpu()
+                pixels = ((pixels + 1) / 2).clamp(0, 1)
+                pixels = pixels.expand(3, -1, -1, -1) if self.latent_channels == 1 else pixels[:3]
+                yield pixels.permute(1, 2, 3, 0).contiguous()
+
+    def encode(self, images: torch.Tensor, frames_per_batch: int) -> torch.Tensor:
+        """Latents [1, C, T, H, W] (float32, CPU) of IMAGE frames [T, H, W, 3]: pixels * 2 - 1."""
+        rgb = images[..., :3].float().cpu()
+        if self.latent_channels == 1:
+            pixels = (rgb * torch.tensor(self.LUMA)).sum(dim=-1, keepdim=True)
+        elif self.latent_channels == 4:
+            pixels = torch.cat([rgb, torch.ones_like(rgb[..., :1])], dim=-1)
+        else:
+            pixels = rgb
+        return (pixels * 2 - 1).permute(3, 0, 1, 2).unsqueeze(0).contiguous()

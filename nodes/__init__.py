@@ -10,6 +10,7 @@ from .latents import LongVideoDecode, LongVideoEmptyLatent, LongVideoEncode
 from .loaders import LongVideoModelLoader
 from .sampler import LongVideoSampler
 from .upscale import LongVideoLatentUpscale, LongVideoLatentUpscaleModelLoader
+from .vdp import LongVideoVDPCondition, LongVideoVDPLoader
 from .video import LongVideoSaveVideo
 
 NODE_CLASS_MAPPINGS = {
@@ -30,6 +31,8 @@ NODE_CLASS_MAPPINGS = {
     "LongVideoLatentUpscale": LongVideoLatentUpscale,
     "LongVideoLatentUpscaleModelLoader": LongVideoLatentUpscaleModelLoader,
     "LongVideoContextWindows": LongVideoContextWindows,
+    "LongVideoVDPLoader": LongVideoVDPLoader,
+    "LongVideoVDPCondition": LongVideoVDPCondition,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -50,4 +53,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LongVideoLatentUpscale": "LongVideo Latent Upscale",
     "LongVideoLatentUpscaleModelLoader": "LongVideo Latent Upscale Model Loader",
     "LongVideoContextWindows": "LongVideo Context Windows",
+    "LongVideoVDPLoader": "LongVideo VDP Loader (video-diffusion-pytorch)",
+    "LongVideoVDPCondition": "LongVideo VDP Condition",
 }

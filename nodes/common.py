@@ -30,6 +30,17 @@ def check_frame_size(node: str, width: int, height: int) -> None:
             )
 
 
+def latent_downscale(model) -> int:
+    """Pixels per latent pixel of `model` (a Denoiser's `downscale`): 8 for VAE latents, 1 for pixel-space models."""
+    return getattr(model, "downscale", LATENT_DOWNSCALE)
+
+
+def latent_frame_size(model, width: int, height: int) -> tuple[int, int]:
+    """(height, width) of `model`'s latents for frames of width x height pixels."""
+    downscale = latent_downscale(model)
+    return height // downscale, width // downscale
+
+
 def conditioning_embeddings(conditioning, node: str, name: str, width: int) -> torch.Tensor:
     """The token embeddings [batch, tokens, width] (float32) of a ComfyUI CONDITIONING list."""
     if not isinstance(conditioning, (list, tuple)) or not conditioning:
@@ -43,7 +54,8 @@ def conditioning_embeddings(conditioning, node: str, name: str, width: int) -> t
     if embeddings.dim() != 3 or embeddings.shape[-1] != width:
         raise NodeInputError(
             f"{node}: '{name}' has embeddings of shape {tuple(embeddings.shape)} but the model expects width {width}: "
-            "encode the prompt with this model's text encoder (LongVideoTextEncode)"
+            "encode the prompt with this model's text encoder (LongVideoTextEncode; for video-diffusion-pytorch "
+            "models LongVideoVDPCondition)"
         )
     return embeddings.float()
 
@@ -60,6 +72,6 @@ def video_latents(latent, node: str, name: str = "latent", channels: int | None 
     if channels is not None and samples.shape[1] != channels:
         raise NodeInputError(
             f"{node}: '{name}' has {samples.shape[1]} channels but the model works on {channels}: "
-            "make the latent for this model (LongVideoEmptyLatent or LongVideoEncode with its VAE)"
+            "make the latent for this model (LongVideoEmptyLatent with its vae connected, or LongVideoEncode with its VAE)"
         )
     return samples

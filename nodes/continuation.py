@@ -9,8 +9,8 @@ from ..sampling.denoise import TextGuidance
 from ..utils.comfy import Progress, intermediate_device, output_directory
 from ..utils.video_io import resolve_output_path
 from .common import (
-    CATEGORY, CLIP, LATENT_DOWNSCALE, MODEL, VAE, NodeInputError, check_frame_size, conditioning_embeddings,
-    frame_size_input, video_latents,
+    CATEGORY, CLIP, MODEL, VAE, NodeInputError, check_frame_size, conditioning_embeddings, frame_size_input,
+    latent_downscale, latent_frame_size, video_latents,
 )
 from .sampler import CFG, SCHEDULER, SEED, STEPS
 
@@ -117,7 +117,7 @@ class LongVideoContinuationSampler:
         with Progress(chunks * steps, "continuation") as progress:
             try:
                 latents = continuation.continue_video(
-                    model, prompts, settings, size=(batch, height // LATENT_DOWNSCALE, width // LATENT_DOWNSCALE), steps=steps, seed=seed,
+                    model, prompts, settings, size=(batch, *latent_frame_size(model, width, height)), steps=steps, seed=seed,
                     scheduler=scheduler, start=start, on_step=lambda chunk, step: progress.update(),
                 )
             except continuation.ChunksInterrupted as interrupted:
@@ -130,8 +130,9 @@ class LongVideoContinuationSampler:
     def _start(node, model, start_image, vae, start_latent, width, height):
         if start_latent is not None:
             start = video_latents(start_latent, node, "start_latent", model.latent_channels)
-            if start.shape[3:] != (height // LATENT_DOWNSCALE, width // LATENT_DOWNSCALE):
-                size = f"{start.shape[4] * LATENT_DOWNSCALE}x{start.shape[3] * LATENT_DOWNSCALE}"
+            if start.shape[3:] != latent_frame_size(model, width, height):
+                downscale = latent_downscale(model)
+                size = f"{start.shape[4] * downscale}x{start.shape[3] * downscale}"
                 raise NodeInputError(f"{node}: start_latent is {size}; set width and height to match")
             return start
         if start_image is None:

@@ -10,7 +10,7 @@ from ..sampling import hierarchy
 from ..utils.comfy import Progress, intermediate_device, model_search_folders, output_directory
 from ..utils.video_io import resolve_output_path
 from .common import (
-    CATEGORY, LATENT_DOWNSCALE, MODEL, NodeInputError, check_frame_size, conditioning_embeddings, frame_size_input,
+    CATEGORY, MODEL, NodeInputError, check_frame_size, conditioning_embeddings, frame_size_input, latent_downscale, latent_frame_size,
     video_latents,
 )
 from .continuation import PROMPT_SCHEDULE
@@ -147,7 +147,7 @@ class LongVideoHierarchicalSampler:
             raise NodeInputError(f"{node}: {error}") from None
         if prompt_layout not in PROMPT_LAYOUTS:
             raise NodeInputError(f"{node}: prompt_layout '{prompt_layout}' is unknown: choose {' or '.join(PROMPT_LAYOUTS)}")
-        size = (height // LATENT_DOWNSCALE, width // LATENT_DOWNSCALE)
+        size = latent_frame_size(model, width, height)
         _check_memory(node, plan, model.latent_channels, size)
         denoiser = self._denoiser(node, model, method, infinet)
 
@@ -193,7 +193,7 @@ class LongVideoHierarchicalSampler:
         if start.shape[0] != 1:
             raise NodeInputError(f"{node}: start_latent holds {start.shape[0]} videos; this sampler makes one: pick one first")
         if tuple(start.shape[3:]) != size:
-            raise NodeInputError(f"{node}: start_latent is {start.shape[4] * LATENT_DOWNSCALE}x{start.shape[3] * LATENT_DOWNSCALE}; "
+            raise NodeInputError(f"{node}: start_latent is {start.shape[4] * latent_downscale(model)}x{start.shape[3] * latent_downscale(model)}; "
                                  "set width and height to match")
         try:
             plan.level_of_start(start.shape[2])

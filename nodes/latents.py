@@ -12,7 +12,10 @@ LATENT_CHANNELS = 4
 
 
 class LongVideoEmptyLatent:
-    DESCRIPTION = "An empty video latent [batch, 4, frames, height/8, width/8] for UNet3D text-to-video models."
+    DESCRIPTION = (
+        "An empty video latent [batch, 4, frames, height/8, width/8] for UNet3D text-to-video models; with a vae "
+        "connected, the latent that VAE makes (e.g. pixels [batch, 3, frames, height, width] for LongVideoVDPLoader)."
+    )
     CATEGORY = CATEGORY
     FUNCTION = "generate"
     RETURN_TYPES = ("LATENT",)
@@ -25,16 +28,21 @@ class LongVideoEmptyLatent:
                 "height": frame_size_input("height"),
                 "frames": ("INT", {"default": 16, "min": 1, "max": 100000, "tooltip": "Number of frames."}),
                 "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Videos sampled side by side."}),
-            }
+            },
+            "optional": {
+                "vae": (VAE, {"tooltip": "Size the latent for this VAE's channels and downscale (needed for pixel-space "
+                                         "models); without it: 4 channels at 1/8 size."}),
+            },
         }
 
-    def generate(self, width, height, frames, batch_size):
+    def generate(self, width, height, frames, batch_size, vae=None):
         check_frame_size("LongVideoEmptyLatent", width, height)
         if frames < 1:
             raise NodeInputError(f"LongVideoEmptyLatent: frames must be at least 1, got {frames}")
         if batch_size < 1:
             raise NodeInputError(f"LongVideoEmptyLatent: batch_size must be at least 1, got {batch_size}")
-        shape = (batch_size, LATENT_CHANNELS, frames, height // LATENT_DOWNSCALE, width // LATENT_DOWNSCALE)
+        channels, downscale = (LATENT_CHANNELS, LATENT_DOWNSCALE) if vae is None else (vae.latent_channels, vae.downscale)
+        shape = (batch_size, channels, frames, height // downscale, width // downscale)
         return ({"samples": torch.zeros(shape, device=intermediate_device())},)
 
 

@@ -4,7 +4,8 @@ With the same model, scheduler, steps and seed it reproduces diffusers' TextToVi
 noise is drawn from one CPU generator seeded with `seed` (as ComfyUI does, so results do not depend on
 the device), the initial noise is scaled by the scheduler's `init_noise_sigma`, classifier-free guidance
 runs the unconditional and conditional passes as one batch, and the scheduler steps on frames folded
-into the batch, which is what makes ancestral schedulers draw the same noise as the pipeline.
+into the batch, which is what makes ancestral schedulers draw the same noise as the pipeline. For pixel-space
+models (`Denoiser.sample_range`) the guided prediction's clean estimate is clipped to that range every step.
 
 `seed` may instead be a list with one seed per batch item: then every item draws its initial noise and its
 ancestral step noise from its own CPU generator, so an item comes out the same whether it is sampled alone or
@@ -139,11 +140,16 @@ def denoise(
         model_input = torch.cat([x] * 2) if guidance.uses_cfg else x
         model_input = sampler.scale_model_input(model_input, timestep)
         if known is None:
-            return guidance.combine(denoiser(model_input, timestep, context))
-        if guidance.uses_cfg:
-            # Both halves see the same known frames; only the text differs (as ContinuitySeq does).
-            known = KnownFrames(known.indices, torch.cat([known.latents] * 2))
-        return guidance.combine(denoiser(model_input, timestep, context, known=known))
+            prediction = guidance.combine(denoiser(model_input, timestep, context))
+        else:
+            if guidance.uses_cfg:
+                # Both halves see the same known frames; only the text differs (as ContinuitySeq does).
+                known = KnownFrames(known.indices, torch.cat([known.latents] * 2))
+            prediction = guidance.combine(denoiser(model_input, timestep, context, known=known))
+        if denoiser.sample_range is None:
+            return prediction
+        return clip_prediction(prediction, sampler.scale_model_input(x, timestep), alpha_bar(sampler, timestep),
+                               denoiser.prediction_type, denoiser.sample_range)
 
     if conditioning is not None:
         conditioning.prepare(sampler, noise, device)
@@ -159,6 +165,37 @@ def denoise(
     if conditioning is not None:
         latents = conditioning.finish(latents)
     return latents.cpu()
+
+
+def alpha_bar(sampler, timestep: torch.Tensor) -> torch.Tensor:
+    """The scheduler's alpha-bar at `timestep`; between training timesteps (Euler's spacing) from its sigma interpolated
+    linearly, as the scheduler itself does."""
+    alphas = sampler.alphas_cumprod.cpu().double()
+    t = float(timestep)
+    low = min(int(t), len(alphas) - 1)
+    if t == low:
+        return alphas[low].float().to(timestep.device)
+    sigmas = ((1 - alphas) / alphas).sqrt()
+    sigma = torch.lerp(sigmas[low], sigmas[low + 1], t - low)
+    return (1 / (1 + sigma**2)).float().to(timestep.device)
+
+
+def clip_prediction(prediction, x, alpha, prediction_type: str, limit: float) -> torch.Tensor:
+    """The prediction whose clean estimate from `x` (the model input at alpha-bar `alpha`) is clipped to [-limit, limit].
+
+    Every scheduler reads the clean estimate off the prediction the same way, so each then steps with the clipped one:
+    with DDPM this is the original ancestral sampler of pixel-space models (clipped p_mean_variance).
+    """
+    a, s = alpha.sqrt(), (1 - alpha).sqrt()
+    if prediction_type == "epsilon":
+        clean = ((x - s * prediction) / a).clamp(-limit, limit)
+        return (x - a * clean) / s
+    if prediction_type == "v_prediction":
+        clean = (a * x - s * prediction).clamp(-limit, limit)
+        return (a * x - clean) / s
+    if prediction_type == "sample":
+        return prediction.clamp(-limit, limit)
+    raise ValueError(f"cannot clip the clean estimate of a {prediction_type} prediction")
 
 
 def _scheduler_step(sampler, prediction, timestep, latents, step_arguments):

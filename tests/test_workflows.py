@@ -11,18 +11,21 @@ import av
 import pytest
 
 from longvideo import NODE_CLASS_MAPPINGS
+from tiny_models import save_tiny_vdp
 from longvideo.utils.workflow import WorkflowError, is_ui_format, load_workflow, run_workflow, ui_to_api, validate_workflow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 API_WORKFLOWS = sorted(glob.glob(os.path.join(ROOT, "workflows", "api", "*.json")))
 UI_WORKFLOWS = sorted(glob.glob(os.path.join(ROOT, "workflows", "*.json")))
 MODEL_NAME = "tiny-random-t2v"
+VDP_NAME = "tiny-random-vdp.pt"
 
 
 @pytest.fixture
 def models_dir(tiny_model_folder, tmp_path, monkeypatch):
     folder = tmp_path / "shipped-models"
     shutil.copytree(tiny_model_folder, folder / MODEL_NAME)
+    save_tiny_vdp(str(folder / VDP_NAME))
     monkeypatch.setenv("LONGVIDEO_MODELS_DIR", str(folder))
     return folder
 

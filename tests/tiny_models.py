@@ -246,3 +246,14 @@ def save_tiny_continuityseq(folder: str, seed: int = 0, safe_serialization: bool
     else:
         torch.save(state, os.path.join(unet, "diffusion_pytorch_model.bin"))
     return folder
+def save_tiny_vdp(path: str, seed: int = 0) -> str:
+    """Write a tiny random video-diffusion-pytorch Trainer checkpoint (model-N.pt layout: GaussianDiffusion state
+    dicts under 'model' and 'ema'); a pixel-space model on RGB with an 8-wide condition vector."""
+    from longvideo.models.vdp import VDPConfig, VDPUnet3D, cosine_betas
+
+    torch.manual_seed(seed)
+    network = VDPUnet3D(VDPConfig(dim=8, dim_mults=(1, 2), cond_dim=8, attn_heads=2, attn_dim_head=8))
+    state = {f"denoise_fn.{key}": value.clone() for key, value in network.state_dict().items()}
+    state["betas"] = cosine_betas(1000).float()
+    torch.save({"step": 0, "model": state, "ema": state, "scaler": {}}, path)
+    return os.path.abspath(path)

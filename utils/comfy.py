@@ -212,3 +212,29 @@ def find_model_folder(name: str) -> str | None:
         if os.path.isdir(candidate):
             return candidate
     return None
+
+
+def list_model_files(extensions: tuple[str, ...]) -> list[str]:
+    """Names of single-file checkpoints ending in `extensions` in the search folders, outside diffusers model folders."""
+    names = []
+    for folder in model_search_folders():
+        if not os.path.isdir(folder):
+            continue
+        for root, dirs, files in os.walk(folder, followlinks=True):
+            if "model_index.json" in files or "unet" in dirs:
+                dirs.clear()
+                continue
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            names += [os.path.relpath(os.path.join(root, f), folder).replace(os.sep, "/") for f in files if f.endswith(extensions)]
+    return sorted(set(names))
+
+
+def find_model_file(name: str) -> str | None:
+    """Full path of a checkpoint file given by name (as listed) or by path; None when there is none."""
+    if os.path.isabs(name) or os.path.isfile(name):
+        return os.path.abspath(name) if os.path.isfile(name) else None
+    for folder in model_search_folders():
+        candidate = os.path.join(folder, name)
+        if os.path.isfile(candidate):
+            return candidate
+    return None
