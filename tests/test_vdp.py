@@ -24,6 +24,8 @@ from longvideo.models.vdp import RelativePositionBias, VDPConfig, VDPUnet3D, cos
 from longvideo.models.vdp_checkpoint import infer_config, load_vdp, split_state_dict
 from longvideo.nodes.common import NodeInputError
 from longvideo.nodes.continuation import LongVideoContinuationSampler
+from longvideo.nodes.hierarchy import LongVideoHierarchicalSampler
+from longvideo.nodes.interpolation import LongVideoLatentInterpolate
 from longvideo.nodes.latents import LongVideoDecode, LongVideoEmptyLatent, LongVideoEncode
 from longvideo.nodes.sampler import LongVideoSampler
 from longvideo.nodes.vdp import LongVideoVDPCondition, LongVideoVDPLoader
@@ -339,6 +341,26 @@ def test_known_endpoints_as_in_hierarchical_infill(vdp, method):
     assert latents.shape == (1, 3, 6, 8, 8) and torch.isfinite(latents).all()
     if method == "replace":
         assert torch.equal(latents[:, :, [0, 5]], ends)
+
+
+def test_hierarchical_sampler_runs_a_pixel_space_model(vdp):
+    """Keyframes then infill on pixels: the latent size follows the model (downscale 1), parents stay exact."""
+    model, _ = vdp
+    prompts = [condition(model, seed=s) for s in range(3)]
+    shallow = LongVideoHierarchicalSampler().sample(model, prompts, condition(model, "null"), "timeline", 8, 8, 4, 1,
+                                                    "replace", 3, 2, 2.0, "ddim", 8)[0]["samples"]
+    deep = LongVideoHierarchicalSampler().sample(model, prompts, condition(model, "null"), "timeline", 8, 8, 4, 2,
+                                                 "replace", 3, 2, 2.0, "ddim", 8)[0]["samples"]
+    assert shallow.shape == (1, 3, 4, 8, 8) and deep.shape == (1, 3, 10, 8, 8)
+    assert torch.equal(deep[:, :, ::3], shallow) and deep.abs().max() <= 1.0 + 1e-5
+
+
+def test_latent_interpolation_runs_a_pixel_space_model(vdp):
+    model, _ = vdp
+    keyframes = torch.rand(1, 3, 3, 8, 8) * 2 - 1
+    out = LongVideoLatentInterpolate().interpolate(model, condition(model), condition(model, "null"), {"samples": keyframes},
+                                                   4, 1, "replace", 1, 2, 2.0, "ddim")[0]["samples"]
+    assert out.shape == (1, 3, 9, 8, 8) and torch.equal(out[:, :, ::4], keyframes)
 
 
 def test_pixel_vae_round_trip():
