@@ -1,6 +1,11 @@
 """What every node shares: type names, the menu category, and turning ComfyUI values into plain tensors."""
 
+import os
+
 import torch
+
+from ..utils.comfy import output_directory
+from ..utils.video_io import resolve_output_path
 
 CATEGORY = "LongVideo"
 MODEL = "LV_MODEL"
@@ -75,3 +80,15 @@ def video_latents(latent, node: str, name: str = "latent", channels: int | None 
             "make the latent for this model (LongVideoEmptyLatent with its vae connected, or LongVideoEncode with its VAE)"
         )
     return samples
+
+
+def save_partial_latent(latents: torch.Tensor, prefix: str) -> str:
+    """Write finished frames in ComfyUI's .latent format under the output folder (LoadLatent reads it, and the long
+    samplers take it back as start_latent); the file appears complete or not at all. Returns its path."""
+    from safetensors.torch import save_file
+
+    path, _, _ = resolve_output_path(output_directory(), prefix, "latent")
+    temporary = path + ".partial"
+    save_file({"latent_tensor": latents.contiguous(), "latent_format_version_0": torch.tensor([])}, temporary)
+    os.replace(temporary, path)
+    return path

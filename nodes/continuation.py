@@ -1,14 +1,13 @@
 import logging
-import os
 
 import torch
 import torch.nn.functional as F
 
 from ..sampling import continuation
 from ..sampling.denoise import TextGuidance
-from ..utils.comfy import Progress, intermediate_device, output_directory
-from ..utils.video_io import resolve_output_path
+from ..utils.comfy import Progress, intermediate_device
 from .common import (
+    save_partial_latent,
     CATEGORY, CLIP, MODEL, VAE, NodeInputError, check_frame_size, conditioning_embeddings, frame_size_input,
     latent_downscale, latent_frame_size, video_latents,
 )
@@ -145,11 +144,5 @@ class LongVideoContinuationSampler:
 
 
 def _save_partial(latents: torch.Tensor) -> None:
-    """Write finished frames in ComfyUI's .latent format (LoadLatent reads it; feed it back as start_latent)."""
-    from safetensors.torch import save_file
-
-    path, _, _ = resolve_output_path(output_directory(), PARTIAL_PREFIX, "latent")
-    temporary = path + ".partial"
-    save_file({"latent_tensor": latents.contiguous(), "latent_format_version_0": torch.tensor([])}, temporary)
-    os.replace(temporary, path)
+    path = save_partial_latent(latents, PARTIAL_PREFIX)
     log.warning("LongVideoContinuationSampler stopped; the %d finished frames are in %s", latents.shape[2], path)

@@ -7,9 +7,9 @@ from ..models.denoiser import UNet3DDenoiser
 from ..models.infinet import CONDITIONS, InfiNetDenoiser, load_infinet
 from ..models.loader import ModelLoadError
 from ..sampling import hierarchy
-from ..utils.comfy import Progress, intermediate_device, model_search_folders, output_directory
-from ..utils.video_io import resolve_output_path
+from ..utils.comfy import Progress, intermediate_device, model_search_folders
 from .common import (
+    save_partial_latent,
     CATEGORY, MODEL, NodeInputError, check_frame_size, conditioning_embeddings, frame_size_input, latent_downscale, latent_frame_size,
     video_latents,
 )
@@ -215,11 +215,5 @@ def _check_memory(node, plan, channels, size) -> None:
 
 
 def _save_partial(latents: torch.Tensor) -> None:
-    """Write the finished levels in ComfyUI's .latent format (LoadLatent reads it; feed it back as start_latent)."""
-    from safetensors.torch import save_file
-
-    path, _, _ = resolve_output_path(output_directory(), PARTIAL_PREFIX, "latent")
-    temporary = path + ".partial"
-    save_file({"latent_tensor": latents.contiguous(), "latent_format_version_0": torch.tensor([])}, temporary)
-    os.replace(temporary, path)
+    path = save_partial_latent(latents, PARTIAL_PREFIX)
     log.warning("LongVideoHierarchicalSampler stopped; the %d frames of the finished levels are in %s", latents.shape[2], path)

@@ -189,52 +189,47 @@ def model_search_folders() -> list[str]:
     return [PACK_WEIGHTS_FOLDER]
 
 
+def _model_tree(folder: str):
+    """os.walk over one search folder that does not descend into diffusers model folders; yields
+    (root, files, is_model_folder)."""
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        is_model_folder = "model_index.json" in files or "unet" in dirs
+        dirs[:] = [] if is_model_folder else sorted(d for d in dirs if not d.startswith("."))
+        yield root, files, is_model_folder
+
+
+def _relative_name(path: str, folder: str) -> str:
+    return os.path.relpath(path, folder).replace(os.sep, "/")
+
+
 def list_model_folders() -> list[str]:
     """Names of the model folders (those holding a model_index.json or a unet/ folder) in the search folders."""
-    names = []
-    for folder in model_search_folders():
-        if not os.path.isdir(folder):
-            continue
-        for root, dirs, files in os.walk(folder, followlinks=True):
-            if "model_index.json" in files or "unet" in dirs:
-                names.append(os.path.relpath(root, folder).replace(os.sep, "/"))
-                dirs.clear()
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-    return sorted(set(names))
-
-
-def find_model_folder(name: str) -> str | None:
-    """Full path of a model folder given by name (as listed) or by path; None when there is none."""
-    if os.path.isabs(name) or os.path.isdir(name):
-        return os.path.abspath(name) if os.path.isdir(name) else None
-    for folder in model_search_folders():
-        candidate = os.path.join(folder, name)
-        if os.path.isdir(candidate):
-            return candidate
-    return None
+    return sorted({_relative_name(root, folder) for folder in model_search_folders() if os.path.isdir(folder)
+                   for root, _, is_model_folder in _model_tree(folder) if is_model_folder})
 
 
 def list_model_files(extensions: tuple[str, ...]) -> list[str]:
     """Names of single-file checkpoints ending in `extensions` in the search folders, outside diffusers model folders."""
-    names = []
-    for folder in model_search_folders():
-        if not os.path.isdir(folder):
-            continue
-        for root, dirs, files in os.walk(folder, followlinks=True):
-            if "model_index.json" in files or "unet" in dirs:
-                dirs.clear()
-                continue
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            names += [os.path.relpath(os.path.join(root, f), folder).replace(os.sep, "/") for f in files if f.endswith(extensions)]
-    return sorted(set(names))
+    return sorted({_relative_name(os.path.join(root, name), folder) for folder in model_search_folders() if os.path.isdir(folder)
+                   for root, files, is_model_folder in _model_tree(folder) if not is_model_folder
+                   for name in files if name.endswith(extensions)})
+
+
+def find_model_folder(name: str) -> str | None:
+    """Full path of a model folder given by name (as listed) or by path; None when there is none."""
+    return _find_in_search_folders(name, os.path.isdir)
 
 
 def find_model_file(name: str) -> str | None:
     """Full path of a checkpoint file given by name (as listed) or by path; None when there is none."""
-    if os.path.isabs(name) or os.path.isfile(name):
-        return os.path.abspath(name) if os.path.isfile(name) else None
+    return _find_in_search_folders(name, os.path.isfile)
+
+
+def _find_in_search_folders(name: str, exists) -> str | None:
+    if os.path.isabs(name) or exists(name):
+        return os.path.abspath(name) if exists(name) else None
     for folder in model_search_folders():
         candidate = os.path.join(folder, name)
-        if os.path.isfile(candidate):
+        if exists(candidate):
             return candidate
     return None
