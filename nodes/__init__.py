@@ -3,6 +3,7 @@
 from .attention import LongVideoTemporalAttention
 from .conditioning import LongVideoTextEncode
 from .continuation import LongVideoContinuationSampler, LongVideoPromptSchedule
+from .distributed import LongVideoDistributedSampler
 from .latents import LongVideoDecode, LongVideoEmptyLatent, LongVideoEncode
 from .loaders import LongVideoModelLoader
 from .sampler import LongVideoSampler
@@ -19,6 +20,7 @@ NODE_CLASS_MAPPINGS = {
     "LongVideoTemporalAttention": LongVideoTemporalAttention,
     "LongVideoContinuationSampler": LongVideoContinuationSampler,
     "LongVideoPromptSchedule": LongVideoPromptSchedule,
+    "LongVideoDistributedSampler": LongVideoDistributedSampler,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -32,4 +34,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LongVideoTemporalAttention": "LongVideo Temporal Attention",
     "LongVideoContinuationSampler": "LongVideo Continuation Sampler",
     "LongVideoPromptSchedule": "LongVideo Prompt Schedule",
+    "LongVideoDistributedSampler": "LongVideo Distributed Sampler (Video-Infinity)",
 }
