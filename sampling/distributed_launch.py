@@ -14,9 +14,8 @@ importable by name nor the host program's __main__ (ComfyUI's main.py) run again
 """
 
 import datetime
-import multiprocessing
+import multiprocessing.connection
 import os
-import queue
 import resource
 import runpy
 import sys
@@ -101,11 +100,12 @@ def run_ranks(devices, job: str, payload: dict, *, on_step: Callable[[int, int],
     store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False,
                           timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
     context = torch.multiprocessing.get_context("spawn")
-    events = context.Queue()
+    # One pipe per worker (no queue: no feeder threads or semaphores to leak when a worker is killed).
+    pipes = [context.Pipe(duplex=False) for _ in devices]
     processes = []
     for rank, device in enumerate(devices):
         arguments = {"rank": rank, "world_size": world, "device": str(device), "port": store.port, "job": job,
-                     "payload": payload, "events": events, "parent_pid": os.getpid()}
+                     "payload": payload, "events": pipes[rank][1], "parent_pid": os.getpid()}
         processes.append(context.Process(
             target=runpy.run_path, args=(WORKER_ENTRY,), kwargs={"init_globals": {"WORKER_ARGUMENTS": arguments},
                                                                 "run_name": "__longvideo_worker__"},
@@ -115,59 +115,63 @@ def run_ranks(devices, job: str, payload: dict, *, on_step: Callable[[int, int],
         with _host_main_hidden():
             for process in processes:
                 process.start()
+        for _, writer in pipes:
+            writer.close()  # the workers hold theirs: a worker's pipe reads EOF once it is gone
         if on_start is not None:
             on_start([p.pid for p in processes])
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        return _collect(processes, events, on_step, check_cancel, deadline)
+        return _collect(processes, [reader for reader, _ in pipes], on_step, check_cancel, deadline)
     finally:
         _stop(processes)
-        events.close()
+        for reader, writer in pipes:
+            reader.close()
+            writer.close()
         del store
 
 
-def _collect(processes, events, on_step, check_cancel, deadline) -> list:
+def _collect(processes, readers, on_step, check_cancel, deadline) -> list:
     world = len(processes)
     results: dict[int, object] = {}
     errors: dict[int, tuple[str, bool]] = {}
+    open_readers = dict(zip(readers, range(world)))
     failed_at = None
 
-    def handle(event) -> None:
-        kind, rank = event[0], event[1]
-        if kind == "step" and rank == 0 and on_step is not None:
-            on_step(*event[2:])
-        elif kind == "done":
-            results[rank] = event[2]
-        elif kind == "error":
-            errors[rank] = (event[2], event[3])
+    def receive(timeout: float) -> None:
+        for reader in multiprocessing.connection.wait(list(open_readers), timeout):
+            try:
+                event = reader.recv()
+            except (EOFError, OSError):
+                del open_readers[reader]
+                continue
+            kind, rank = event[0], event[1]
+            if kind == "step" and rank == 0 and on_step is not None:
+                on_step(*event[2:])
+            elif kind == "done":
+                results[rank] = event[2]
+            elif kind == "error":
+                errors[rank] = (event[2], event[3])
 
     while len(results) < world:
         if check_cancel is not None:
             check_cancel()
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"the clip-parallel run did not finish in time; ranks {sorted(set(range(world)) - set(results))} were still running")
-        try:
-            handle(events.get(timeout=0.1))
-        except queue.Empty:
-            pass
-        # A worker that exits with an error code has written everything it had to say before exiting.
-        if failed_at is None and (errors or any(p.exitcode not in (None, 0) for p in processes)):
+        receive(0.1)
+        gone = [r for r in range(world) if r not in results and r not in open_readers.values()]
+        if failed_at is None and (errors or gone):
             failed_at = time.monotonic()
-        if failed_at is not None and (time.monotonic() - failed_at > BLAME_GRACE_S
-                                      or all(p.exitcode is not None for p in processes)):
-            while True:
-                try:
-                    handle(events.get(timeout=0.05))
-                except queue.Empty:
-                    break
+        if failed_at is not None and (time.monotonic() - failed_at > BLAME_GRACE_S or not open_readers):
             _raise_failure(processes, results, errors)
     return [results[rank] for rank in range(world)]
 
 
 def _raise_failure(processes, results, errors) -> None:
     """Blame a rank that raised on its own, else one that died without a word, else one that lost its peer."""
+    for process in processes:
+        process.join(0.5)  # a rank whose pipe closed is exiting: let its exit code arrive
     own = [r for r, (_, peer_lost) in errors.items() if not peer_lost]
-    dead = [r for r, p in enumerate(processes) if r not in results and r not in errors and p.exitcode is not None]
-    rank = min(own or dead or list(errors))
+    dead = [r for r, p in enumerate(processes) if r not in results and r not in errors and p.exitcode not in (None, 0)]
+    rank = min(own or dead or list(errors) or [r for r in range(len(processes)) if r not in results])
     if rank in errors:
         message = errors[rank][0]
     else:
@@ -178,7 +182,9 @@ def _raise_failure(processes, results, errors) -> None:
     raise DistributedRunError(rank, message)
 
 
-def _describe_exit(code: int) -> str:
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "no exit code yet"
     if code < 0:
         import signal
 
@@ -238,11 +244,14 @@ def worker_main(rank: int, world_size: int, device: str, port: int, job: str, pa
         module_name, function_name = job.split(":")
         function = getattr(importlib.import_module(f"{package.__name__}.{module_name}"), function_name)
         context = RankContext(rank, world_size, device, TorchCommunicator(device),
-                              lambda step, total: events.put(("step", rank, step, total)))
+                              lambda step, total: events.send(("step", rank, step, total)))
         result = function(context, payload)
-        events.put(("done", rank, result))
+        events.send(("done", rank, result))
     except BaseException as error:
-        events.put(("error", rank, f"{type(error).__name__}: {error}\n{traceback.format_exc()[-4000:]}", _peer_lost(error)))
+        try:
+            events.send(("error", rank, f"{type(error).__name__}: {error}\n{traceback.format_exc()[-4000:]}", _peer_lost(error)))
+        except OSError:
+            pass  # the launching process is gone; nobody is left to tell
         raise SystemExit(1) from None
     finally:
         if dist.is_initialized():
@@ -287,12 +296,14 @@ def sample_job(context: RankContext, payload: dict) -> dict:
     prompts = payload["prompts"]
     positive, negative = prompts[clip_prompt_index(context.rank, context.world_size, len(prompts))]
     guidance = TextGuidance(torch.from_numpy(positive), None if negative is None else torch.from_numpy(negative), payload["cfg"])
+    context.comm.all_gather(torch.zeros(1, device=context.device))  # start the clock together: loading times differ
+    started = time.perf_counter()
     with clip_parallel_hooks(denoiser.unet):
         result = sample_clip(denoiser, context.comm, settings, guidance, size=tuple(payload["size"]), steps=payload["steps"],
                              seed=payload["seed"], scheduler=payload["scheduler"], device=context.device,
                              callback=lambda step, total, _: context.report_step(step, total))
     return {"latents": result.latents.numpy(), "timesteps": result.timesteps, "bytes_received": result.bytes_received,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "seconds": time.perf_counter() - started, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def video_job(context: RankContext, payload: dict) -> str | None:
