@@ -82,7 +82,7 @@ def main() -> None:
             print(f"{count:>10}{args.frames // count:>13}{seconds:9.2f}{args.frames / seconds:10.2f}{seconds_one / seconds:10.2f}"
                   f"{cpu:9.2f}{cpu_one / cpu:17.2f}")
 
-        print(f"\nbytes received per step by each rank (2 ranks, padding 8, 16 global frames, 64x64 px, CFG), small model")
+        print("\nbytes received per step by each rank (2 ranks, padding 8, 16 global frames, 64x64 px, CFG), small model")
         print(f"{'F':>6}{'rank 0 KB/step':>16}{'rank 1 KB/step':>16}")
         memory = {}
         for frames in (16, 32, 64):
@@ -91,7 +91,7 @@ def main() -> None:
                 memory[2] = results
             print(f"{frames:>6}" + "".join(f"{r['bytes_received'] / 2 / 1024:16.1f}" for r in results))
 
-        print(f"\npeak RSS per rank (F = 16, small model, 2 steps)")
+        print("\npeak RSS per rank (F = 16, small model, 2 steps)")
         print(f"{'ranks':>6}{'max MB':>10}{'min MB':>10}{'received KB/step (max)':>24}")
         for ranks in (1, 2, 4):
             results = memory.get(ranks) or run(small, ranks, 16, 8, 2)

@@ -16,7 +16,6 @@ importable by name nor the host program's __main__ (ComfyUI's main.py) run again
 import datetime
 import multiprocessing.connection
 import os
-import resource
 import runpy
 import sys
 import threading
@@ -314,7 +313,16 @@ def sample_job(context: RankContext, payload: dict) -> dict:
                              seed=payload["seed"], scheduler=payload["scheduler"], device=context.device,
                              callback=lambda step, total, _: context.report_step(step, total))
     return {"latents": result.latents.numpy(), "timesteps": result.timesteps, "bytes_received": result.bytes_received,
-            "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - started_cpu, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - started_cpu,
+            "peak_rss_mb": _peak_rss_mb()}
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        import resource  # not on Windows
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def video_job(context: RankContext, payload: dict) -> str | None:
