@@ -57,18 +57,34 @@ class BandedAttention:
         return False
 
     def attend(self, query, key, value, timestep: float):
-        frames = query.shape[-2]
+        extra = torch.tensor(sorted(set(self.extra_frames(query.shape[-2]))), dtype=torch.long, device=query.device)
+        return self.attend_with_context(
+            query, key, value, timestep, key_offset=0,
+            extra_key=key.index_select(-2, extra), extra_value=value.index_select(-2, extra), extra_positions=extra,
+        )
+
+    def attend_with_context(self, query, key, value, timestep: float, *, key_offset: int, extra_key, extra_value,
+                            extra_positions):
+        """Attention of `query` frames to keys that reach beyond them, plus extra keys given from outside.
+
+        key/value hold `key_offset` frames before the query frames (query i is key frame i + key_offset) and may
+        hold frames after them: the halos of a clip inside a longer video. extra_key/extra_value are the extra frames
+        (e.g. the global frames gathered from every clip); extra_positions their frame positions counted like the
+        queries, used to hide extras inside the band when the band is not repeated.
+        """
+        frames, key_frames = query.shape[-2], key.shape[-2]
         half = self.band_half_width()
-        extra = torch.tensor(sorted(set(self.extra_frames(frames))), dtype=torch.long, device=query.device)
+        extra_positions = torch.as_tensor(extra_positions, dtype=torch.long, device=query.device)
         band_bias, extra_bias = self.biases(timestep)
         block = max(self.block_size, 1)
         output = torch.empty_like(query)
         for start in range(0, frames, block):
             stop = min(start + block, frames)
-            first, last = max(0, start - half), min(frames, stop + half)
-            keys = torch.cat([key[..., first:last, :], key.index_select(-2, extra)], dim=-2)
-            values = torch.cat([value[..., first:last, :], value.index_select(-2, extra)], dim=-2)
-            bias, visible = self._block_bias(start, stop, first, last, extra, half, band_bias, extra_bias, query.dtype)
+            first, last = max(0, start + key_offset - half), min(key_frames, stop + key_offset + half)
+            keys = torch.cat([key[..., first:last, :], extra_key], dim=-2)
+            values = torch.cat([value[..., first:last, :], extra_value], dim=-2)
+            bias, visible = self._block_bias(start, stop, first - key_offset, last - key_offset, extra_positions, half,
+                                             band_bias, extra_bias, query.dtype)
             block_query = query[..., start:stop, :]
             if self.scales_with_key_count():
                 scale = visible.to(torch.float32).log() / (math.log(16) * math.sqrt(query.shape[-1]))
@@ -76,11 +92,16 @@ class BandedAttention:
                     block_query * scale[:, None].to(query.dtype), keys, values, attn_mask=bias, scale=1.0
                 )
             else:
-                output[..., start:stop, :] = F.scaled_dot_product_attention(block_query, keys, values, attn_mask=bias)
+                # A block that sees every key with one bias is plain attention (a constant logit shift changes nothing).
+                plain = bool(torch.isfinite(bias).all()) and bool((bias == bias[0, 0]).all())
+                output[..., start:stop, :] = F.scaled_dot_product_attention(block_query, keys, values, attn_mask=None if plain else bias)
         return output
 
     def _block_bias(self, start, stop, first, last, extra, half, band_bias, extra_bias, dtype):
-        """The additive logit bias [queries, band keys + extra keys] of one block, and each row's visible key count."""
+        """The additive logit bias [queries, band keys + extra keys] of one block, and each row's visible key count.
+
+        Queries are frames start..stop-1, band keys frames first..last-1 and extra keys frames `extra`, all counted alike.
+        """
         device = extra.device
         rows = torch.arange(start, stop, device=device)[:, None]
         band_keys = torch.arange(first, last, device=device)[None, :]
@@ -180,9 +201,13 @@ class TemporalAttentionProcessor:
         def heads(x):
             return x.view(batch, frames, attn.heads, head_dim).transpose(1, 2)
 
-        attended = self.scope.attend(heads(query), heads(key), heads(value), self.timestep)
+        attended = self.attend(heads(query), heads(key), heads(value))
         attended = attended.transpose(1, 2).reshape(batch, frames, attn.heads * head_dim).to(query.dtype)
         return attn.to_out[1](attn.to_out[0](attended))
+
+    def attend(self, query, key, value):
+        """Attention over frames of per-head query/key/value [batch, heads, frames, head_dim]."""
+        return self.scope.attend(query, key, value, self.timestep)
 
 
 def temporal_attention_names(unet) -> list[str]:

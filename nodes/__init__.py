@@ -6,6 +6,7 @@ from .context_windows import LongVideoContextWindows
 from .continuation import LongVideoContinuationSampler, LongVideoPromptSchedule
 from .interpolation import LongVideoFlowInterpolate, LongVideoLatentInterpolate
 from .hierarchy import LongVideoHierarchicalSampler, LongVideoInfiNetLoader
+from .distributed import LongVideoDistributedSampler
 from .latents import LongVideoDecode, LongVideoEmptyLatent, LongVideoEncode
 from .loaders import LongVideoModelLoader
 from .sampler import LongVideoSampler
@@ -33,6 +34,7 @@ NODE_CLASS_MAPPINGS = {
     "LongVideoContextWindows": LongVideoContextWindows,
     "LongVideoVDPLoader": LongVideoVDPLoader,
     "LongVideoVDPCondition": LongVideoVDPCondition,
+    "LongVideoDistributedSampler": LongVideoDistributedSampler,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -55,4 +57,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LongVideoContextWindows": "LongVideo Context Windows",
     "LongVideoVDPLoader": "LongVideo VDP Loader (video-diffusion-pytorch)",
     "LongVideoVDPCondition": "LongVideo VDP Condition",
+    "LongVideoDistributedSampler": "LongVideo Distributed Sampler (Video-Infinity)",
 }
