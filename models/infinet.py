@@ -308,10 +308,20 @@ class InfiNetDenoiser(Denoiser):
 
         return fold(condition), fold(mask)
 
-    def __call__(self, latents, timestep, context, known=None):
-        if known is None:
-            return self.base(latents, timestep, context)
+    @contextmanager
+    def conditioned(self, latents: torch.Tensor, known: KnownFrames):
+        """Within the block, calls of `self.base` on `latents` are modulated by the known frames.
+
+        A call does just this around one forward pass; training (tools/train_infinet.py) keeps the block open through
+        the backward pass too, because gradient checkpointing recomputes the blocks, modulation included, there.
+        """
         dtype = self.base.unet.dtype
         condition, mask = self.condition_inputs(latents, known)
         with self.infinet.attached(self.base.unet, condition.to(dtype), mask.to(dtype)):
+            yield
+
+    def __call__(self, latents, timestep, context, known=None):
+        if known is None:
+            return self.base(latents, timestep, context)
+        with self.conditioned(latents, known):
             return self.base(latents, timestep, context)
