@@ -12,7 +12,8 @@ sets. The loop calls `model_step` instead of the model at every step and `finish
   error, through the model, steers every frame (weight `weight`; 1 is the natural setting). It costs a
   backward pass through the model at every step.
 - LearnedConditioning: the model takes the known frames itself (ContinuitySeq's conditioning stream, InfiNet's
-  keyframe masks, hint channels; see Denoiser.takes_known_frames); at the end they are exactly the given latents.
+  keyframe masks, hint channels; see Denoiser.takes_known_frames); as with replace, the sample carries them re-noised
+  to the current level every step, and at the end they are exactly the given latents.
 """
 
 from collections.abc import Callable
@@ -47,9 +48,13 @@ class FrameConditioning:
 
 class ReplaceConditioning(FrameConditioning):
     def model_step(self, predict, latents, timestep):
+        latents = self.with_known_noised(latents, timestep)
+        return latents, predict(latents, timestep)
+
+    def with_known_noised(self, latents, timestep):
         latents = latents.clone()
         latents[:, :, self.index] = self.sampler.add_noise(self.clean, self.noise, timestep.reshape(1))
-        return latents, predict(latents, timestep)
+        return latents
 
     def finish(self, latents):
         latents = latents.clone()
@@ -63,6 +68,9 @@ class LearnedConditioning(ReplaceConditioning):
         self.on_device = KnownFrames(self.known.indices, self.clean)
 
     def model_step(self, predict, latents, timestep):
+        # The sample also carries the known frames, noised to the current level, as in training (where the whole clip
+        # is noised): InfiNet's 'noisy' condition reads them from the sample, hint UNets see them beside the hint.
+        latents = self.with_known_noised(latents, timestep)
         return latents, predict(latents, timestep, known=self.on_device)
 
 
