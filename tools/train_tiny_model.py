@@ -1,6 +1,6 @@
 """Train the embedded default model: a tiny text-to-video diffusers folder that draws moving coloured shapes.
 
-    python tools/train_tiny_model.py                               # ~35 min on 2 CPU cores, writes checkpoints/longvideo-shapes
+    python tools/train_tiny_model.py                               # ~35 min on 2 idle CPU cores: checkpoints/longvideo-shapes
     python tools/train_tiny_model.py --config micro --out /tmp/m   # a few seconds: the smoke test's configuration
 
 Four parts, all in the layout `models/loader.py` reads (ModelScope / Zeroscope):
@@ -64,7 +64,7 @@ class TrainConfig:
     vae_batch: int = 16
     vae_lr: float = 2e-3
     clips: int = 1024             # training clips, encoded once after the VAE is trained
-    unet_steps: int = 1200
+    unet_steps: int = 5000
     unet_batch: int = 8
     unet_lr: float = 1e-3
     warmup: int = 50
@@ -88,11 +88,9 @@ def prompt_words() -> list[str]:
     return sorted({"a", "moving", *SHAPES, *COLOURS, *DIRECTIONS})
 
 
-def build_tokenizer(max_length: int = 77):
-    """A CLIPTokenizer: every byte-level character (and character + "</w>") is a token, and BPE merges learnt on the
-    prompt words make each of those words a single token."""
-    from transformers import CLIPTokenizer
-
+def tokenizer_vocabulary() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """The vocabulary and merges of the CLIP BPE: every byte-level character (and character + "</w>") is a token, and
+    merges learnt on the prompt words make each of those words a single token."""
     characters = [chr(c) for c in range(ord("!"), ord("~") + 1)] + [chr(c) for c in range(161, 161 + 94)]
     vocab = {c: i for i, c in enumerate(characters)}
     for c in characters:
@@ -110,6 +108,13 @@ def build_tokenizer(max_length: int = 77):
         words = [_merge(w, pair) for w in words]
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
+    return vocab, merges
+
+
+def build_tokenizer(max_length: int = 77):
+    from transformers import CLIPTokenizer
+
+    vocab, merges = tokenizer_vocabulary()
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
 
 
@@ -374,6 +379,12 @@ def save_folder(out: str, vae, text_encoder, tokenizer, unet) -> None:
     scheduler = DDIMScheduler.from_config(SCHEDULER_CONFIG)
     pipeline = TextToVideoSDPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
     pipeline.save_pretrained(out, safe_serialization=True)
+    # vocab.json + merges.txt beside tokenizer.json: what CLIPTokenizer of transformers 4.x reads.
+    vocab, merges = tokenizer_vocabulary()
+    with open(os.path.join(out, "tokenizer", "vocab.json"), "w", encoding="utf-8") as handle:
+        json.dump(vocab, handle, ensure_ascii=False)
+    with open(os.path.join(out, "tokenizer", "merges.txt"), "w", encoding="utf-8") as handle:
+        handle.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
 
 
 def train(out: str, work: str, config: TrainConfig, seed: int = 0, every: int = 250, log=print) -> str:
@@ -408,7 +419,7 @@ def main() -> None:
     parser.add_argument("--vae-steps", type=int, help="override the configuration's VAE steps")
     parser.add_argument("--unet-steps", type=int, help="override the configuration's UNet steps")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch (1 on a machine busy with other jobs: oversubscribed threads crawl)")
     parser.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
