@@ -1,5 +1,5 @@
 from ..models.loader import ATTENTION_BACKENDS, DTYPES, load_text_to_video, resolve_dtype
-from ..utils.comfy import find_model_folder, list_model_folders
+from ..utils.comfy import EMBEDDED_MODEL, find_model_folder, list_model_folders
 from .common import CATEGORY, CLIP, MODEL, VAE, NodeInputError
 
 NO_MODEL_FOUND = "(no model folder found: type a path in model_path)"
@@ -20,9 +20,12 @@ class LongVideoModelLoader:
     @classmethod
     def INPUT_TYPES(cls):
         folders = list_model_folders() or [NO_MODEL_FOUND]
+        default = EMBEDDED_MODEL if EMBEDDED_MODEL in folders else folders[0]
         return {
             "required": {
-                "model": (folders, {"tooltip": "A model folder found under models/diffusers or models/longvideo."}),
+                "model": (folders, {"default": default, "tooltip": (
+                    "A model folder found under models/diffusers or models/longvideo. "
+                    f"{EMBEDDED_MODEL} is the pack's own tiny model of moving coloured shapes (64x64).")}),
                 "dtype": (
                     ["auto", *DTYPES],
                     {"default": "auto", "tooltip": "Weights precision. auto: fp16 on NVIDIA GPUs, fp32 on the CPU."},

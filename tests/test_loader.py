@@ -25,7 +25,7 @@ def test_loader_lists_and_loads_from_the_models_folder(tiny_model_folder, tmp_pa
     copy_model(tiny_model_folder, models, "tiny-t2v")
     monkeypatch.setenv("LONGVIDEO_MODELS_DIR", str(models))
     options = LongVideoModelLoader.INPUT_TYPES()["required"]["model"][0]
-    assert options == ["tiny-t2v"]
+    assert options == ["longvideo-shapes", "tiny-t2v"]  # the embedded model is always offered
     model, clip, vae = load(model="tiny-t2v")
     assert model.latent_channels == 4 and model.context_width == clip.width == 32
     assert vae.downscale == 8 and vae.scaling_factor == pytest.approx(0.18215)

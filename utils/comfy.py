@@ -15,7 +15,11 @@ import torch
 MODEL_FOLDER_NAME = "longvideo"
 HEADLESS_OUTPUT_ENV = "LONGVIDEO_OUTPUT_DIR"
 HEADLESS_MODELS_ENV = "LONGVIDEO_MODELS_DIR"
-PACK_WEIGHTS_FOLDER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
+PACK_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACK_WEIGHTS_FOLDER = os.path.join(PACK_ROOT, "weights")
+# The embedded default model ships in the repository (tools/train_tiny_model.py made it); searched last everywhere.
+PACK_CHECKPOINTS_FOLDER = os.path.join(PACK_ROOT, "checkpoints")
+EMBEDDED_MODEL = "longvideo-shapes"
 
 
 def in_comfyui() -> bool:
@@ -175,18 +179,19 @@ def model_search_folders() -> list[str]:
     """Folders searched for diffusers-format model folders, in order.
 
     In ComfyUI: models/diffusers, then models/longvideo. Headless: $LONGVIDEO_MODELS_DIR (os.pathsep-separated),
-    else the pack's own weights/ folder.
+    else the pack's own weights/ folder. Last, always, the pack's checkpoints/ folder with the embedded model, so a
+    model of the same name in a user folder comes first.
     """
     if in_comfyui():
         folder_paths = _folder_paths()
         folders = list(folder_paths.get_folder_paths("diffusers"))
         if MODEL_FOLDER_NAME in folder_paths.folder_names_and_paths:
             folders += folder_paths.get_folder_paths(MODEL_FOLDER_NAME)
-        return folders
+        return folders + [PACK_CHECKPOINTS_FOLDER]
     configured = os.environ.get(HEADLESS_MODELS_ENV)
     if configured:
-        return [os.path.abspath(p) for p in configured.split(os.pathsep) if p]
-    return [PACK_WEIGHTS_FOLDER]
+        return [os.path.abspath(p) for p in configured.split(os.pathsep) if p] + [PACK_CHECKPOINTS_FOLDER]
+    return [PACK_WEIGHTS_FOLDER, PACK_CHECKPOINTS_FOLDER]
 
 
 def _model_tree(folder: str):

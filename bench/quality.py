@@ -1,0 +1,280 @@
+"""Does the video show what the prompt says, and does a long video hold together? Measured on generated frames.
+
+    python bench/quality.py [--model checkpoints/longvideo-shapes] [--seeds 20] [--modes sampler continuation]
+
+Every mode generates one video per (prompt, seed) with the shipped model (or --model), decodes it, and reads the
+object's colour and centroid back from every frame (tools/synthetic_shapes.py `find_shape`, colour thresholding
+against the grey background). Printed per mode, over all videos:
+
+- colour right: the most frequent colour over the frames is the prompt's colour;
+- direction right: the least-squares velocity of the centroid over each stretch of frames made for one prompt
+  points the prompt's way (its component along that way is positive, at least 0.3 px per frame, and larger than
+  the component across it); the share of stretches;
+- identity: the share of all frames in which the object is found with the prompt's colour (stays the same object,
+  does not vanish or change colour over the whole video);
+- seam / interior: the mean centroid step across chunk or segment seams over the median step inside them (1 is
+  seamless; a jump at the seam makes it larger).
+
+A "drawn" row measures videos rendered by synthetic_shapes itself: what a perfect model scores.
+A mode is one function in MODES returning the frames and where its seams and prompt stretches are; add a row there.
+"""
+
+import argparse
+import os
+import random
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_MODEL = os.path.join(ROOT, "checkpoints", "longvideo-shapes")
+DEFAULT_PROMPTS = ["a red circle moving right", "a green square moving left", "a blue triangle moving up",
+                   "a yellow circle moving down"]
+CLOCKWISE = {"right": "down", "down": "left", "left": "up", "up": "right"}
+MIN_SPEED = 0.3
+
+
+@dataclass
+class Stretch:
+    """Frames [first, first + frames) were made for a prompt saying `direction`."""
+
+    first: int
+    frames: int
+    direction: str
+
+
+@dataclass
+class Generated:
+    video: np.ndarray                                  # uint8 [T, H, W, 3]
+    stretches: list[Stretch]
+    seams: list[int] = field(default_factory=list)     # frame t: the step t-1 -> t crosses a seam
+
+
+@dataclass
+class Options:
+    frames: int = 16
+    steps: int = 20
+    cfg: float = 7.5
+    scheduler: str = "dpmpp_2m"
+    chunks: int = 4
+    known: int = 4
+    method: str = "replace"
+
+
+def prompt_parts(prompt: str) -> tuple[str, str, str]:
+    """(colour, shape, direction) of "a <colour> <shape> moving <direction>"."""
+    words = prompt.split()
+    if len(words) != 5 or words[0] != "a" or words[3] != "moving":
+        raise SystemExit(f"prompt '{prompt}' is not of the form 'a <colour> <shape> moving <direction>'")
+    return words[1], words[2], words[4]
+
+
+# ---------------------------------------------------------------------------------------------------
+# modes: (model, prompt, seed, options) -> Generated
+
+
+def encode(model, text: str):
+    return model.text_encoder.encode([text])[0]
+
+
+def guidance(model, prompt: str, options: Options):
+    from longvideo.sampling.denoise import TextGuidance
+
+    return TextGuidance(encode(model, prompt), encode(model, ""), options.cfg)
+
+
+def decode(model, latents) -> np.ndarray:
+    frames = np.concatenate([batch.numpy() for batch in model.vae.decode_batches(latents, 16)])
+    return (frames * 255).round().astype(np.uint8)
+
+
+def drawn(model, prompt, seed, options) -> Generated:
+    from longvideo.tools.synthetic_shapes import DIRECTIONS, ShapeClip, random_clip, render
+
+    colour, shape, direction = prompt_parts(prompt)
+    clip = random_clip(random.Random(seed), options.frames)
+    dx, dy = DIRECTIONS[direction]
+    start = clip.start
+    if (dx, dy) != DIRECTIONS[clip.direction]:  # same size and speed, start moved so that it stays on screen
+        r, size, travel = clip.radius, clip.size, clip.speed * (options.frames - 1)
+        along = r + 1 + (size - 2 * r - 2 - travel) / 2
+        along = along if dx + dy > 0 else size - along
+        start = (along, size / 2) if dx else (size / 2, along)
+    clip = ShapeClip(shape, colour, direction, start, clip.speed, clip.radius, clip.size)
+    return Generated(render(clip, options.frames), [Stretch(0, options.frames, direction)])
+
+
+def plain_sampler(model, prompt, seed, options) -> Generated:
+    from longvideo.sampling.denoise import denoise
+
+    shape = (1, model.denoiser.latent_channels, options.frames, 8, 8)
+    latents = denoise(model.denoiser, guidance(model, prompt, options), shape, steps=options.steps, seed=seed,
+                      scheduler=options.scheduler)
+    return Generated(decode(model, latents), [Stretch(0, options.frames, prompt_parts(prompt)[2])])
+
+
+def continuation(model, prompt, seed, options) -> Generated:
+    """Chunk c is prompted with the direction turned clockwise c times (right, down, left, up: the object circles
+    and stays on screen), as workflows/api/continuation.json does."""
+    from longvideo.sampling.continuation import ContinuationSettings, continue_video, known_frame_counts
+
+    colour, shape, direction = prompt_parts(prompt)
+    directions = [direction]
+    while len(directions) < options.chunks:
+        directions.append(CLOCKWISE[directions[-1]])
+    settings = ContinuationSettings(options.frames, options.chunks, options.known, options.known, options.method)
+    prompts = [guidance(model, f"a {colour} {shape} moving {d}", options) for d in directions]
+    latents = continue_video(model.denoiser, prompts, settings, size=(1, 8, 8), steps=options.steps, seed=seed,
+                             scheduler=options.scheduler)
+    stretches, seams, made = [], [], 0
+    for k, d in zip(known_frame_counts(settings, seed, 0), directions):
+        if made:
+            seams.append(made)
+        stretches.append(Stretch(made, options.frames - k, d))
+        made += options.frames - k
+    return Generated(decode(model, latents), stretches, seams)
+
+
+MODES = {"drawn": drawn, "sampler": plain_sampler, "continuation": continuation}
+
+
+# ---------------------------------------------------------------------------------------------------
+# measures
+
+
+@dataclass
+class Measured:
+    colour_right: bool
+    directions_right: list[bool]
+    identity: float
+    seam_steps: list[float]
+    interior_steps: list[float]
+
+
+def velocity(track: list[tuple[int, tuple[float, float]]]) -> np.ndarray | None:
+    """Least-squares (vx, vy) in pixels per frame of (frame, centre) points; None with fewer than 3."""
+    if len(track) < 3:
+        return None
+    t = np.array([f for f, _ in track], np.float64)
+    xy = np.array([c for _, c in track], np.float64)
+    t = t - t.mean()
+    return (t[:, None] * (xy - xy.mean(0))).sum(0) / (t * t).sum()
+
+
+def direction_right(v: np.ndarray | None, direction: str) -> bool:
+    from longvideo.tools.synthetic_shapes import DIRECTIONS
+
+    if v is None:
+        return False
+    d = np.array(DIRECTIONS[direction])
+    along, across = float(v @ d), abs(float(v @ np.array([-d[1], d[0]])))
+    return along >= MIN_SPEED and along > across
+
+
+def measure(generated: Generated, colour: str) -> Measured:
+    from longvideo.tools.synthetic_shapes import find_shape
+
+    found = [find_shape(frame) for frame in generated.video]
+    colours = Counter(f.colour for f in found if f.colour is not None)
+    directions = []
+    for stretch in generated.stretches:
+        track = [(t, found[t].centre) for t in range(stretch.first, stretch.first + stretch.frames) if found[t].centre]
+        directions.append(direction_right(velocity(track), stretch.direction))
+    seam_steps, interior_steps = [], []
+    for t in range(1, len(found)):
+        if found[t].centre and found[t - 1].centre:
+            step = float(np.hypot(*np.subtract(found[t].centre, found[t - 1].centre)))
+            (seam_steps if t in generated.seams else interior_steps).append(step)
+    return Measured(
+        colour_right=bool(colours) and colours.most_common(1)[0][0] == colour,
+        directions_right=directions,
+        identity=sum(f.colour == colour for f in found) / len(found),
+        seam_steps=seam_steps,
+        interior_steps=interior_steps,
+    )
+
+
+def summarise(results: list[Measured]) -> dict:
+    directions = [d for r in results for d in r.directions_right]
+    seams = [s for r in results for s in r.seam_steps]
+    interior = [s for r in results for s in r.interior_steps]
+    return {
+        "videos": len(results),
+        "colour": 100 * np.mean([r.colour_right for r in results]),
+        "direction": 100 * np.mean(directions) if directions else float("nan"),
+        "identity": 100 * np.mean([r.identity for r in results]),
+        "seam": np.mean(seams) / np.median(interior) if seams and interior else float("nan"),
+        "interior": np.median(interior) if interior else float("nan"),
+    }
+
+
+def save_strip(path: str, videos: list[np.ndarray]) -> None:
+    """One row of frames per video, for looking at what was measured."""
+    import cv2
+
+    rows = [np.concatenate(list(v), axis=1) for v in videos]
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
+    cv2.imwrite(path, cv2.cvtColor(np.concatenate(rows), cv2.COLOR_RGB2BGR))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="a diffusers text-to-video folder")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--prompts", nargs="+", default=DEFAULT_PROMPTS)
+    parser.add_argument("--seeds", type=int, default=20, help="seeds first-seed .. first-seed + seeds - 1 per prompt")
+    parser.add_argument("--first-seed", type=int, default=0)
+    defaults = Options()
+    for name, value in vars(defaults).items():
+        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+    parser.add_argument("--strips", default=None, help="folder to write a PNG of each mode's first videos into")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args()
+
+    sys.path[:0] = [ROOT]
+    import torch
+
+    from pack_import import import_pack
+
+    import_pack()
+    from longvideo.models.loader import load_text_to_video
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    options = Options(**{name: getattr(args, name) for name in vars(defaults)})
+    for prompt in args.prompts:
+        prompt_parts(prompt)
+    model = load_text_to_video(args.model)
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    rows = {}
+    for mode in args.modes:
+        began, results, videos = time.perf_counter(), [], []
+        for prompt in args.prompts:
+            for seed in seeds:
+                generated = MODES[mode](model, prompt, seed, options)
+                results.append(measure(generated, prompt_parts(prompt)[0]))
+                if len(videos) < 8 and seed < args.first_seed + 2:
+                    videos.append(generated.video)
+        rows[mode] = {**summarise(results), "seconds": (time.perf_counter() - began) / len(results),
+                      "frames": generated.video.shape[0]}
+        print(f"{mode}: done in {time.perf_counter() - began:.0f}s", file=sys.stderr, flush=True)
+        if args.strips:
+            os.makedirs(args.strips, exist_ok=True)
+            save_strip(os.path.join(args.strips, f"{mode}.png"), videos)
+
+    print(f"model {os.path.relpath(args.model)}; {len(args.prompts)} prompts x {args.seeds} seeds; {options.frames}-frame "
+          f"clips, {options.steps} {options.scheduler} steps, CFG {options.cfg}; continuation: {options.chunks} chunks, "
+          f"{options.known} known frames, {options.method}")
+    print(f"{'mode':<14}{'videos':>7}{'frames':>7}{'colour right %':>16}{'direction right %':>19}{'identity %':>12}"
+          f"{'seam / interior':>17}{'interior px':>13}{'s / video':>11}")
+    for mode, row in rows.items():
+        print(f"{mode:<14}{row['videos']:>7}{row['frames']:>7}{row['colour']:>16.1f}{row['direction']:>19.1f}"
+              f"{row['identity']:>12.1f}{row['seam']:>17.2f}{row['interior']:>13.2f}{row['seconds']:>11.2f}")
+
+
+if __name__ == "__main__":
+    main()

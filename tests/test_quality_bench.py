@@ -1,0 +1,49 @@
+"""bench/quality.py's measures: right on drawn videos, and they catch a wrong colour, a wrong way and a jump at a seam."""
+
+
+import numpy as np
+import pytest
+
+from longvideo.bench.quality import MODES, Generated, Options, Stretch, measure, summarise
+from longvideo.tools.synthetic_shapes import ShapeClip, render
+
+
+def drawn(direction="right", colour="red", frames=16, start=(14.0, 30.0)):
+    if direction == "left":
+        start = (64 - start[0], start[1])
+    clip = ShapeClip("circle", colour, direction, start, 2.0, 7.0)
+    return render(clip, frames)
+
+
+def test_drawn_videos_score_full_marks():
+    for seed in range(4):
+        for prompt in ("a red circle moving right", "a green square moving left", "a blue triangle moving up",
+                       "a yellow circle moving down"):
+            generated = MODES["drawn"](None, prompt, seed, Options())
+            result = measure(generated, prompt.split()[1])
+            assert result.colour_right and result.directions_right == [True] and result.identity == 1.0
+
+
+def test_wrong_colour_and_wrong_way_are_caught():
+    video = drawn("right", "blue")
+    result = measure(Generated(video, [Stretch(0, 16, "right")]), "red")
+    assert not result.colour_right and result.identity == 0.0 and result.directions_right == [True]
+    result = measure(Generated(video[::-1].copy(), [Stretch(0, 16, "right")]), "blue")
+    assert result.directions_right == [False]
+    still = np.repeat(video[:1], 16, axis=0)
+    assert measure(Generated(still, [Stretch(0, 16, "right")]), "blue").directions_right == [False]
+
+
+def test_a_jump_at_a_seam_shows_in_the_seam_ratio():
+    smooth = drawn("right", frames=24)
+    seamless = measure(Generated(smooth, [Stretch(0, 12, "right"), Stretch(12, 12, "right")], seams=[12]), "red")
+    assert summarise([seamless])["seam"] == pytest.approx(1.0, abs=0.2)
+    jumped = np.concatenate([smooth[:12], np.roll(smooth[12:], 10, axis=1)])
+    result = measure(Generated(jumped, [Stretch(0, 12, "right"), Stretch(12, 12, "right")], seams=[12]), "red")
+    assert summarise([result])["seam"] > 5
+
+
+def test_an_empty_video_has_no_colour_and_no_direction():
+    grey = np.full((16, 64, 64, 3), 128, np.uint8)
+    result = measure(Generated(grey, [Stretch(0, 16, "up")]), "red")
+    assert not result.colour_right and result.directions_right == [False] and result.identity == 0.0

@@ -1,0 +1,104 @@
+"""The training script writes a folder the loader reads, resumes exactly, and the shipped model it made is usable."""
+
+import os
+
+import pytest
+import torch
+
+from longvideo.models.loader import load_text_to_video
+from longvideo.nodes.loaders import LongVideoModelLoader
+from longvideo.sampling.denoise import TextGuidance, denoise
+from longvideo.tools import train_tiny_model
+from longvideo.tools.synthetic_shapes import find_shape
+from longvideo.utils.comfy import EMBEDDED_MODEL, PACK_CHECKPOINTS_FOLDER, find_model_folder, list_model_folders
+
+MICRO = train_tiny_model.CONFIGS["micro"]
+SHIPPED = os.path.join(PACK_CHECKPOINTS_FOLDER, EMBEDDED_MODEL)
+
+
+def files_under(folder):
+    return sorted(os.path.relpath(os.path.join(root, f), folder) for root, _, files in os.walk(folder) for f in files)
+
+
+def test_training_writes_a_loadable_folder_of_safetensors(tmp_path):
+    out = train_tiny_model.train(str(tmp_path / "model"), str(tmp_path / "work"), MICRO, seed=0, log=lambda _: None)
+    weights = [f for f in files_under(out) + files_under(tmp_path / "work") if not f.endswith((".json", ".txt"))]
+    assert weights and all(f.endswith(".safetensors") for f in weights), weights
+    model = load_text_to_video(out)
+    assert model.vae.downscale == 8 and model.denoiser.latent_channels == 4
+    assert model.denoiser.prediction_type == "epsilon"
+    tokens, _ = model.text_encoder.encode(["a red circle moving right", ""])
+    latents = denoise(model.denoiser, TextGuidance(tokens[:1], tokens[1:], 5.0), (1, 4, 4, 8, 8), steps=2, seed=0)
+    frames = torch.cat(list(model.vae.decode_batches(latents, 4)))
+    assert frames.shape == (4, 64, 64, 3)
+
+
+def test_each_prompt_word_is_one_token():
+    tokenizer = train_tiny_model.build_tokenizer()
+    tokens = tokenizer.tokenize("a yellow triangle moving down")
+    assert tokens == ["a</w>", "yellow</w>", "triangle</w>", "moving</w>", "down</w>"]
+    assert len(tokenizer.tokenize("purple")) > 1  # other words fall back to characters and pieces
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    config = train_tiny_model.TrainConfig(**{**train_tiny_model.asdict(MICRO), "unet_steps": 4})
+    straight = train_tiny_model.train(str(tmp_path / "straight"), str(tmp_path / "work-a"), config, every=1, log=lambda _: None)
+
+    save = train_tiny_model.Checkpoint.save
+
+    def save_then_stop(self, name, tensors, **state):
+        save(self, name, tensors, **state)
+        if state.get("unet_step") == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_tiny_model.Checkpoint, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_tiny_model.train(str(tmp_path / "resumed"), str(tmp_path / "work-b"), config, every=1, log=lambda _: None)
+    monkeypatch.undo()
+    messages = []
+    resumed = train_tiny_model.train(str(tmp_path / "resumed"), str(tmp_path / "work-b"), config, every=1, log=messages.append)
+    assert not any(m.startswith(("vae step", "unet step 1/", "unet step 2/")) for m in messages), messages
+    a, b = load_text_to_video(straight), load_text_to_video(resumed)
+    for part in ("unet", "text_model", "vae"):
+        first = getattr(a.denoiser if part == "unet" else a.text_encoder if part == "text_model" else a.vae, part).state_dict()
+        second = getattr(b.denoiser if part == "unet" else b.text_encoder if part == "text_model" else b.vae, part).state_dict()
+        for key in first:
+            assert torch.equal(first[key], second[key]), (part, key)
+
+
+def test_other_settings_in_the_work_folder_are_refused(tmp_path):
+    train_tiny_model.train(str(tmp_path / "m"), str(tmp_path / "work"), MICRO, log=lambda _: None)
+    with pytest.raises(SystemExit, match="other settings"):
+        train_tiny_model.train(str(tmp_path / "m"), str(tmp_path / "work"), MICRO, seed=1, log=lambda _: None)
+
+
+def test_the_shipped_model_is_small_safetensors_and_offered_by_default():
+    files = files_under(SHIPPED)
+    assert sum(os.path.getsize(os.path.join(SHIPPED, f)) for f in files) <= 20 * 2**20
+    assert [f for f in files if not f.endswith((".json", ".txt"))] == [
+        "text_encoder/model.safetensors", "unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+    ]
+    assert EMBEDDED_MODEL in list_model_folders()  # beside the test's own (empty) models folder
+    assert find_model_folder(EMBEDDED_MODEL) == SHIPPED
+    options, settings = LongVideoModelLoader.INPUT_TYPES()["required"]["model"]
+    assert settings["default"] == EMBEDDED_MODEL and EMBEDDED_MODEL in options
+
+
+def test_a_user_model_of_the_same_name_comes_first(tiny_model_folder, tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copytree(tiny_model_folder, tmp_path / "mine" / EMBEDDED_MODEL)
+    monkeypatch.setenv("LONGVIDEO_MODELS_DIR", str(tmp_path / "mine"))
+    assert find_model_folder(EMBEDDED_MODEL) == str(tmp_path / "mine" / EMBEDDED_MODEL)
+
+
+@pytest.mark.parametrize("prompt", ["a red circle moving right", "a blue square moving up"])
+def test_the_shipped_model_draws_the_prompted_colour(prompt):
+    """The shipped weights do what bench/quality.py measures at scale: one seed, the prompt's colour in most frames."""
+    model = load_text_to_video(SHIPPED)
+    tokens, _ = model.text_encoder.encode([prompt, ""])
+    latents = denoise(model.denoiser, TextGuidance(tokens[:1], tokens[1:], 7.5), (1, 4, 16, 8, 8), steps=20, seed=0,
+                      scheduler="dpmpp_2m")
+    frames = torch.cat(list(model.vae.decode_batches(latents, 16))).numpy()
+    colours = [find_shape(frame).colour for frame in frames]
+    assert sum(c == prompt.split()[1] for c in colours) >= 12, colours

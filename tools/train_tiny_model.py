@@ -1,0 +1,434 @@
+"""Train the embedded default model: a tiny text-to-video diffusers folder that draws moving coloured shapes.
+
+    python tools/train_tiny_model.py                               # ~35 min on 2 idle CPU cores: checkpoints/longvideo-shapes
+    python tools/train_tiny_model.py --config micro --out /tmp/m   # a few seconds: the smoke test's configuration
+
+Four parts, all in the layout `models/loader.py` reads (ModelScope / Zeroscope):
+- tokenizer/: a CLIP BPE whose merges make each prompt word ("red", "circle", "moving", ...) one token; any other
+  text falls back to one token per character.
+- vae/: an AutoencoderKL, 64x64 RGB -> 8x8x4 (the 8x downscale the nodes assume), trained first on single frames
+  (reconstruction + a tiny KL term); its scaling factor makes the latents of the training videos unit-variance.
+- text_encoder/ + unet/: a CLIPTextModel and a UNet3DConditionModel trained together on the VAE latents of
+  16-frame clips from tools/synthetic_shapes.py (epsilon prediction, min-SNR weighting, the prompt dropped 10%
+  of the time so that classifier-free guidance works, time reversal with the direction word swapped as free
+  augmentation). The UNet is saved as the exponential moving average of its weights.
+- scheduler/: the linear DDPM schedule it was trained with (DDIM, DPM-Solver++ and the rest are built from it).
+
+Everything is seeded: the same command gives the same model on the same machine. Progress is checkpointed in
+--work every --checkpoint-every steps (safetensors and a JSON state file; the Adam moments included), so an
+interrupted run continues where it stopped when started again with the same arguments.
+"""
+
+import argparse
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+try:
+    from .synthetic_shapes import BACKGROUND, COLOURS, DIRECTIONS, SHAPES, draw_frame, find_shape, random_clip, render
+except ImportError:  # run as a script: tools/ is sys.path[0]
+    from synthetic_shapes import BACKGROUND, COLOURS, DIRECTIONS, SHAPES, draw_frame, find_shape, random_clip, render
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_OUT = os.path.join(ROOT, "checkpoints", "longvideo-shapes")
+REVERSED = {"left": "right", "right": "left", "up": "down", "down": "up"}
+SCHEDULER_CONFIG = {
+    "_class_name": "DDIMScheduler",
+    "num_train_timesteps": 1000,
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "beta_schedule": "linear",
+    "prediction_type": "epsilon",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    vae_channels: tuple[int, ...] = (16, 32, 64, 64)
+    unet_channels: tuple[int, ...] = (16, 32, 64)
+    unet_heads: int = 4
+    text_width: int = 64
+    text_layers: int = 2
+    frames: int = 16
+    vae_steps: int = 400
+    vae_batch: int = 16
+    vae_lr: float = 2e-3
+    clips: int = 1024             # training clips, encoded once after the VAE is trained
+    unet_steps: int = 5000
+    unet_batch: int = 8
+    unet_lr: float = 1e-3
+    warmup: int = 50
+    ema_decay: float = 0.995
+    drop_prompt: float = 0.1
+    min_snr_gamma: float = 5.0
+
+
+CONFIGS = {
+    "default": TrainConfig(),
+    "micro": TrainConfig(vae_channels=(8, 8, 8, 8), unet_channels=(8, 16), unet_heads=2, text_width=16, text_layers=1, frames=4,
+                         vae_steps=3, vae_batch=4, clips=4, unet_steps=3, unet_batch=2, warmup=1),
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# the networks
+
+
+def prompt_words() -> list[str]:
+    return sorted({"a", "moving", *SHAPES, *COLOURS, *DIRECTIONS})
+
+
+def tokenizer_vocabulary() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """The vocabulary and merges of the CLIP BPE: every byte-level character (and character + "</w>") is a token, and
+    merges learnt on the prompt words make each of those words a single token."""
+    characters = [chr(c) for c in range(ord("!"), ord("~") + 1)] + [chr(c) for c in range(161, 161 + 94)]
+    vocab = {c: i for i, c in enumerate(characters)}
+    for c in characters:
+        vocab[c + "</w>"] = len(vocab)
+    words = [list(w[:-1]) + [w[-1] + "</w>"] for w in prompt_words()]
+    merges = []
+    while any(len(w) > 1 for w in words):
+        counts = {}
+        for w in words:
+            for pair in zip(w, w[1:]):
+                counts[pair] = counts.get(pair, 0) + 1
+        pair = max(counts, key=lambda p: (counts[p], p))
+        merges.append(pair)
+        vocab.setdefault(pair[0] + pair[1], len(vocab))
+        words = [_merge(w, pair) for w in words]
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return vocab, merges
+
+
+def build_tokenizer(max_length: int = 77):
+    from transformers import CLIPTokenizer
+
+    vocab, merges = tokenizer_vocabulary()
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+
+
+def _merge(word: list[str], pair: tuple[str, str]) -> list[str]:
+    out, i = [], 0
+    while i < len(word):
+        if i + 1 < len(word) and (word[i], word[i + 1]) == pair:
+            out.append(word[i] + word[i + 1])
+            i += 2
+        else:
+            out.append(word[i])
+            i += 1
+    return out
+
+
+def build_models(config: TrainConfig, tokenizer):
+    from diffusers import AutoencoderKL, UNet3DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, sample_size=64, layers_per_block=1,
+        block_out_channels=config.vae_channels, norm_num_groups=min(8, config.vae_channels[0]),
+        down_block_types=("DownEncoderBlock2D",) * len(config.vae_channels),
+        up_block_types=("UpDecoderBlock2D",) * len(config.vae_channels),
+    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        hidden_size=config.text_width, intermediate_size=config.text_width * 4, num_attention_heads=4,
+        num_hidden_layers=config.text_layers, vocab_size=len(tokenizer), max_position_embeddings=tokenizer.model_max_length,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    ))
+    levels = len(config.unet_channels)
+    unet = UNet3DConditionModel(
+        in_channels=4, out_channels=4, sample_size=8, layers_per_block=1, block_out_channels=config.unet_channels,
+        down_block_types=("CrossAttnDownBlock3D",) * (levels - 1) + ("DownBlock3D",),
+        up_block_types=("UpBlock3D",) + ("CrossAttnUpBlock3D",) * (levels - 1),
+        cross_attention_dim=config.text_width, attention_head_dim=config.unet_heads, norm_num_groups=min(8, config.unet_channels[0]),
+    )
+    return vae, text_encoder, unet
+
+
+# ---------------------------------------------------------------------------------------------------
+# checkpoints: safetensors for tensors (weights, EMA, Adam moments), JSON for the rest
+
+
+class Checkpoint:
+    def __init__(self, folder: str, config: TrainConfig, seed: int):
+        self.folder = folder
+        self.state_file = os.path.join(folder, "state.json")
+        # Step counts are left out so that a finished run can be continued with more steps.
+        self.identity = {"config": {k: v for k, v in asdict(config).items() if not k.endswith("_steps")}, "seed": seed}
+        os.makedirs(folder, exist_ok=True)
+
+    def state(self) -> dict:
+        if not os.path.exists(self.state_file):
+            return {}
+        with open(self.state_file) as handle:
+            state = json.load(handle)
+        if state.get("identity") != json.loads(json.dumps(self.identity)):
+            raise SystemExit(f"{self.folder} holds a run with other settings: give another --work folder or delete it")
+        return state
+
+    def save(self, name: str, tensors: dict, **state) -> None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, os.path.join(self.folder, name + ".safetensors.tmp"))
+        os.replace(os.path.join(self.folder, name + ".safetensors.tmp"), os.path.join(self.folder, name + ".safetensors"))
+        merged = {**self.state(), **state, "identity": self.identity}
+        with open(self.state_file + ".tmp", "w") as handle:
+            json.dump(merged, handle, indent=1)
+        os.replace(self.state_file + ".tmp", self.state_file)
+
+    def load(self, name: str) -> dict:
+        from safetensors.torch import load_file
+
+        return load_file(os.path.join(self.folder, name + ".safetensors"))
+
+
+def training_tensors(modules: dict, optimizer, ema: dict | None = None) -> dict:
+    """Weights, EMA weights and Adam moments of named modules, flat for safetensors."""
+    tensors = {}
+    for prefix, module in modules.items():
+        for name, parameter in module.named_parameters():
+            key = f"{prefix}.{name}"
+            tensors[key] = parameter
+            moments = optimizer.state.get(parameter, {})
+            for moment in ("exp_avg", "exp_avg_sq", "step"):
+                if moment in moments:
+                    tensors[f"adam.{moment}.{key}"] = torch.as_tensor(moments[moment], dtype=torch.float32)
+    for key, value in (ema or {}).items():
+        tensors[f"ema.{key}"] = value
+    return tensors
+
+
+def restore_training_tensors(tensors: dict, modules: dict, optimizer, ema: dict | None = None) -> None:
+    with torch.no_grad():
+        for prefix, module in modules.items():
+            for name, parameter in module.named_parameters():
+                key = f"{prefix}.{name}"
+                parameter.copy_(tensors[key])
+                if f"adam.exp_avg.{key}" in tensors:
+                    optimizer.state[parameter] = {
+                        "step": tensors[f"adam.step.{key}"].reshape(()),
+                        "exp_avg": tensors[f"adam.exp_avg.{key}"].clone(),
+                        "exp_avg_sq": tensors[f"adam.exp_avg_sq.{key}"].clone(),
+                    }
+        for key in ema or {}:
+            ema[key].copy_(tensors[f"ema.{key}"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# training
+
+
+def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def to_pixels(frames: np.ndarray) -> torch.Tensor:
+    """uint8 [N, H, W, 3] -> float [N, 3, H, W] in -1..1."""
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def train_vae(vae, config: TrainConfig, seed: int, checkpoint: Checkpoint, every: int, log) -> None:
+    """Reconstruction of single frames; the object's pixels weigh 5x so that the grey background cannot dominate."""
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
+    start = checkpoint.state().get("vae_step", 0)
+    if start:
+        restore_training_tensors(checkpoint.load("vae"), {"vae": vae}, optimizer)
+    background = torch.tensor(BACKGROUND, dtype=torch.float32).view(1, 3, 1, 1) / 127.5 - 1
+    vae.train()
+    began = time.time()
+    for step in range(start, config.vae_steps):
+        rng = random.Random(seed * 1_000_003 + step)
+        frames = np.stack([draw_frame(random_clip(rng, config.frames), rng.uniform(0, config.frames - 1))
+                           for _ in range(config.vae_batch)])
+        pixels = to_pixels(frames)
+        torch.manual_seed(seed * 1_000_003 + step)
+        posterior = vae.encode(pixels).latent_dist
+        decoded = vae.decode(posterior.sample()).sample
+        weight = 1 + 4 * ((pixels - background).abs().amax(1, keepdim=True) > 0.05).float()
+        error = decoded - pixels
+        loss = (weight * (error.square() + 0.1 * error.abs())).mean() + 1e-6 * posterior.kl().mean()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config.vae_steps, config.vae_lr, config.warmup)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        if (step + 1) % 25 == 0 or step + 1 == config.vae_steps:
+            log(f"vae step {step + 1}/{config.vae_steps} loss {loss.item():.4f} ({time.time() - began:.0f}s)")
+        if (step + 1) % every == 0 or step + 1 == config.vae_steps:
+            checkpoint.save("vae", training_tensors({"vae": vae}, optimizer), vae_step=step + 1)
+    vae.eval()
+
+
+@torch.no_grad()
+def encode_clips(vae, config: TrainConfig, seed: int, checkpoint: Checkpoint, log):
+    """The latents [N, 4, T, 8, 8] (unscaled posterior means) and prompt parts of the training clips, made once."""
+    if checkpoint.state().get("clips_encoded"):
+        tensors = checkpoint.load("clips")
+        return tensors["latents"], tensors["labels"]
+    rng = random.Random(seed + 17)
+    latents, labels = [], []
+    began = time.time()
+    for first in range(0, config.clips, 4):
+        clips = [random_clip(rng, config.frames) for _ in range(min(4, config.clips - first))]
+        pixels = to_pixels(np.concatenate([render(clip, config.frames) for clip in clips]))
+        encoded = vae.encode(pixels).latent_dist.mode().unflatten(0, (len(clips), config.frames))
+        latents.append(encoded.transpose(1, 2))
+        labels += [[SHAPES.index(c.shape), list(COLOURS).index(c.colour), list(DIRECTIONS).index(c.direction)] for c in clips]
+        if (first + len(clips)) % 256 == 0:
+            log(f"encoded {first + len(clips)}/{config.clips} clips ({time.time() - began:.0f}s)")
+    latents, labels = torch.cat(latents).contiguous(), torch.tensor(labels)  # as loaded back: same std to the bit
+    checkpoint.save("clips", {"latents": latents, "labels": labels}, clips_encoded=True)
+    return latents, labels
+
+
+def label_prompt(label, reverse: bool) -> str:
+    shape, colour, direction = SHAPES[label[0]], list(COLOURS)[label[1]], list(DIRECTIONS)[label[2]]
+    return f"a {colour} {shape} moving {REVERSED[direction] if reverse else direction}"
+
+
+def train_unet(unet, text_encoder, tokenizer, latents, labels, scaling: float, config: TrainConfig, seed: int,
+               checkpoint: Checkpoint, every: int, log) -> dict:
+    """Epsilon prediction on scaled clip latents; returns the EMA weights of the UNet."""
+    from diffusers import DDPMScheduler
+
+    schedule = DDPMScheduler.from_config(SCHEDULER_CONFIG)
+    alphas = schedule.alphas_cumprod
+    snr = alphas / (1 - alphas)
+    loss_weight = torch.clamp(snr, max=config.min_snr_gamma) / snr
+    modules = {"unet": unet, "text_encoder": text_encoder}
+    parameters = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=config.unet_lr, weight_decay=0.01)
+    ema = {k: v.detach().clone() for k, v in unet.state_dict().items()}
+    start = checkpoint.state().get("unet_step", 0)
+    if start:
+        restore_training_tensors(checkpoint.load("unet"), modules, optimizer, ema)
+    unet.train()
+    text_encoder.train()
+    began, running = time.time(), []
+    for step in range(start, config.unet_steps):
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        torch.manual_seed(seed * 1_000_003 + step)  # the UNet's temporal convolutions use dropout
+        picks = torch.randint(0, len(latents), (config.unet_batch,), generator=generator)
+        reverse = torch.rand(config.unet_batch, generator=generator) < 0.5
+        drop = torch.rand(config.unet_batch, generator=generator) < config.drop_prompt
+        clean = latents[picks] * scaling
+        clean = torch.where(reverse.view(-1, 1, 1, 1, 1), clean.flip(2), clean)
+        prompts = ["" if d else label_prompt(labels[i].tolist(), bool(r)) for i, r, d in zip(picks, reverse, drop)]
+        tokens = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
+        context = text_encoder(tokens.input_ids)[0]
+        timesteps = torch.randint(0, len(alphas), (config.unet_batch,), generator=generator)
+        noise = torch.randn(clean.shape, generator=generator)
+        noisy = schedule.add_noise(clean, noise, timesteps)
+        predicted = unet(noisy, timesteps, context).sample
+        loss = (loss_weight[timesteps] * (predicted - noise).square().mean(dim=(1, 2, 3, 4))).mean()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config.unet_steps, config.unet_lr, config.warmup)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        decay = min(config.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for key, value in unet.state_dict().items():
+                ema[key].lerp_(value, 1 - decay) if value.is_floating_point() else ema[key].copy_(value)
+        running.append(loss.item())
+        if (step + 1) % 25 == 0 or step + 1 == config.unet_steps:
+            log(f"unet step {step + 1}/{config.unet_steps} loss {np.mean(running):.4f} ({time.time() - began:.0f}s)")
+            running = []
+        if (step + 1) % every == 0 or step + 1 == config.unet_steps:
+            checkpoint.save("unet", training_tensors(modules, optimizer, ema), unet_step=step + 1)
+    unet.eval()
+    text_encoder.eval()
+    return ema
+
+
+@torch.no_grad()
+def reconstruction_report(vae, config: TrainConfig, seed: int, count: int = 64) -> str:
+    """How well the VAE alone keeps what bench/quality.py measures: colour and centroid of reconstructed frames."""
+    rng = random.Random(seed + 29)
+    right, offsets = 0, []
+    for _ in range(count):
+        clip = random_clip(rng, config.frames)
+        frame = render(clip, 1, first=rng.randrange(config.frames))
+        decoded = vae.decode(vae.encode(to_pixels(frame)).latent_dist.mode()).sample
+        image = ((decoded[0].permute(1, 2, 0) + 1) * 127.5).clamp(0, 255).round().byte().numpy()
+        found, truth = find_shape(image), find_shape(frame[0])
+        right += found.colour == truth.colour
+        if found.centre and truth.centre:
+            offsets.append(math.dist(found.centre, truth.centre))
+    return f"VAE reconstructions: colour right {right}/{count}, centroid off by {np.mean(offsets):.2f} px on average"
+
+
+def save_folder(out: str, vae, text_encoder, tokenizer, unet) -> None:
+    from diffusers import DDIMScheduler, TextToVideoSDPipeline
+
+    scheduler = DDIMScheduler.from_config(SCHEDULER_CONFIG)
+    pipeline = TextToVideoSDPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
+    pipeline.save_pretrained(out, safe_serialization=True)
+    # vocab.json + merges.txt beside tokenizer.json: what CLIPTokenizer of transformers 4.x reads.
+    vocab, merges = tokenizer_vocabulary()
+    with open(os.path.join(out, "tokenizer", "vocab.json"), "w", encoding="utf-8") as handle:
+        json.dump(vocab, handle, ensure_ascii=False)
+    with open(os.path.join(out, "tokenizer", "merges.txt"), "w", encoding="utf-8") as handle:
+        handle.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+
+
+def train(out: str, work: str, config: TrainConfig, seed: int = 0, every: int = 250, log=print) -> str:
+    """Train every part (resuming from `work`) and write the diffusers folder `out`; returns its path."""
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+    vae, text_encoder, unet = build_models(config, tokenizer)
+    checkpoint = Checkpoint(work, config, seed)
+    began = time.time()
+    train_vae(vae, config, seed, checkpoint, every, log)
+    log(reconstruction_report(vae, config, seed))
+    latents, labels = encode_clips(vae, config, seed, checkpoint, log)
+    scaling = 1.0 / float(latents.std())
+    vae.register_to_config(scaling_factor=scaling)
+    log(f"latent scaling factor {scaling:.4f}")
+    ema = train_unet(unet, text_encoder, tokenizer, latents, labels, scaling, config, seed, checkpoint, every, log)
+    unet.load_state_dict(ema)
+    save_folder(out, vae, text_encoder, tokenizer, unet)
+    log(f"wrote {out} ({folder_megabytes(out):.1f} MB) in {time.time() - began:.0f}s")
+    return os.path.abspath(out)
+
+
+def folder_megabytes(folder: str) -> float:
+    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(folder) for f in files) / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=DEFAULT_OUT, help="the model folder to write")
+    parser.add_argument("--work", default=None, help="checkpoint folder (default: <out>.work); a run resumes from it")
+    parser.add_argument("--config", default="default", choices=sorted(CONFIGS), help="network sizes and step counts")
+    parser.add_argument("--vae-steps", type=int, help="override the configuration's VAE steps")
+    parser.add_argument("--unet-steps", type=int, help="override the configuration's UNet steps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch (1 on a machine busy with other jobs: oversubscribed threads crawl)")
+    parser.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    config = CONFIGS[args.config]
+    overrides = {k: v for k, v in (("vae_steps", args.vae_steps), ("unet_steps", args.unet_steps)) if v is not None}
+    config = TrainConfig(**{**asdict(config), **overrides})
+    train(args.out, args.work or args.out.rstrip("/\\") + ".work", config, args.seed, args.checkpoint_every,
+          log=lambda message: print(message, flush=True))
+
+
+if __name__ == "__main__":
+    main()
