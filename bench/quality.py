@@ -61,6 +61,7 @@ class Options:
     scheduler: str = "dpmpp_2m"
     chunks: int = 4
     known: int = 4
+    keyframes: int = 6
     method: str = "replace"
 
 
@@ -138,7 +139,41 @@ def continuation(model, prompt, seed, options) -> Generated:
     return Generated(decode(model, latents), stretches, seams)
 
 
-MODES = {"drawn": drawn, "sampler": plain_sampler, "continuation": continuation}
+def steps_beside(known: list[int], frames: int) -> list[int]:
+    """The steps t-1 -> t that enter or leave a known (parent / key) frame: where sampled frames meet given ones."""
+    known = set(known)
+    return [t for t in range(1, frames) if t in known or t - 1 in known]
+
+
+def hierarchical(model, prompt, seed, options) -> Generated:
+    """L = options.keyframes keyframes, then one infill level (replace endpoints): (L - 1)^2 + 1 frames, one prompt."""
+    from longvideo.sampling.hierarchy import HierarchyPlan, HierarchySettings, level_prompts, sample_hierarchy
+
+    plan = HierarchyPlan(options.keyframes, 2)
+    text = guidance(model, prompt, options)
+    latents = sample_hierarchy(model.denoiser, plan, level_prompts(plan, [text.positive]), text.negative, options.cfg,
+                               HierarchySettings(method=options.method), size=(8, 8), steps=options.steps, seed=seed,
+                               scheduler=options.scheduler)
+    keys = plan.level_frames(0)
+    return Generated(decode(model, latents), [Stretch(0, plan.frames, prompt_parts(prompt)[2])], steps_beside(keys, plan.frames))
+
+
+def interpolation(model, prompt, seed, options) -> Generated:
+    """5 keyframes from the plain sampler, then one latent interpolation pass x4 (replace): 17 frames."""
+    from longvideo.sampling.denoise import denoise
+    from longvideo.sampling.interpolation import InterpolationSettings, interpolate_latents
+
+    text = guidance(model, prompt, options)
+    keyframes = denoise(model.denoiser, text, (1, model.denoiser.latent_channels, 5, 8, 8), steps=options.steps,
+                        seed=seed, scheduler=options.scheduler)
+    latents = interpolate_latents(model.denoiser, text, keyframes, InterpolationSettings(factor=4, method=options.method),
+                                  steps=options.steps, seed=seed, scheduler=options.scheduler)
+    frames = latents.shape[2]
+    return Generated(decode(model, latents), [Stretch(0, frames, prompt_parts(prompt)[2])], steps_beside(range(0, frames, 4), frames))
+
+
+MODES = {"drawn": drawn, "sampler": plain_sampler, "continuation": continuation, "hierarchical": hierarchical,
+         "interpolation": interpolation}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -268,7 +303,8 @@ def main() -> None:
 
     print(f"model {os.path.relpath(args.model)}; {len(args.prompts)} prompts x {args.seeds} seeds; {options.frames}-frame "
           f"clips, {options.steps} {options.scheduler} steps, CFG {options.cfg}; continuation: {options.chunks} chunks, "
-          f"{options.known} known frames, {options.method}")
+          f"{options.known} known frames; hierarchical: {options.keyframes} keyframes, depth 2; interpolation: 5 keyframes x4; "
+          f"frame conditioning {options.method}")
     print(f"{'mode':<14}{'videos':>7}{'frames':>7}{'colour right %':>16}{'direction right %':>19}{'identity %':>12}"
           f"{'seam / interior':>17}{'interior px':>13}{'s / video':>11}")
     for mode, row in rows.items():
