@@ -285,7 +285,12 @@ def main() -> None:
         prompt_parts(prompt)
     model = load_text_to_video(args.model)
     seeds = range(args.first_seed, args.first_seed + args.seeds)
-    rows = {}
+    print(f"model {os.path.relpath(args.model)}; {len(args.prompts)} prompts x {args.seeds} seeds; {options.frames}-frame "
+          f"clips, {options.steps} {options.scheduler} steps, CFG {options.cfg}; continuation: {options.chunks} chunks, "
+          f"{options.known} known frames; hierarchical: {options.keyframes} keyframes, depth 2; interpolation: 5 keyframes x4; "
+          f"frame conditioning {options.method}")
+    print(f"{'mode':<14}{'videos':>7}{'frames':>7}{'colour right %':>16}{'direction right %':>19}{'identity %':>12}"
+          f"{'seam / interior':>17}{'interior px':>13}{'s / video':>11}", flush=True)
     for mode in args.modes:
         began, results, videos = time.perf_counter(), [], []
         for prompt in args.prompts:
@@ -294,22 +299,12 @@ def main() -> None:
                 results.append(measure(generated, prompt_parts(prompt)[0]))
                 if len(videos) < 8 and seed < args.first_seed + 2:
                     videos.append(generated.video)
-        rows[mode] = {**summarise(results), "seconds": (time.perf_counter() - began) / len(results),
-                      "frames": generated.video.shape[0]}
-        print(f"{mode}: done in {time.perf_counter() - began:.0f}s", file=sys.stderr, flush=True)
+        row = {**summarise(results), "seconds": (time.perf_counter() - began) / len(results), "frames": generated.video.shape[0]}
+        print(f"{mode:<14}{row['videos']:>7}{row['frames']:>7}{row['colour']:>16.1f}{row['direction']:>19.1f}"
+              f"{row['identity']:>12.1f}{row['seam']:>17.2f}{row['interior']:>13.2f}{row['seconds']:>11.2f}", flush=True)
         if args.strips:
             os.makedirs(args.strips, exist_ok=True)
             save_strip(os.path.join(args.strips, f"{mode}.png"), videos)
-
-    print(f"model {os.path.relpath(args.model)}; {len(args.prompts)} prompts x {args.seeds} seeds; {options.frames}-frame "
-          f"clips, {options.steps} {options.scheduler} steps, CFG {options.cfg}; continuation: {options.chunks} chunks, "
-          f"{options.known} known frames; hierarchical: {options.keyframes} keyframes, depth 2; interpolation: 5 keyframes x4; "
-          f"frame conditioning {options.method}")
-    print(f"{'mode':<14}{'videos':>7}{'frames':>7}{'colour right %':>16}{'direction right %':>19}{'identity %':>12}"
-          f"{'seam / interior':>17}{'interior px':>13}{'s / video':>11}")
-    for mode, row in rows.items():
-        print(f"{mode:<14}{row['videos']:>7}{row['frames']:>7}{row['colour']:>16.1f}{row['direction']:>19.1f}"
-              f"{row['identity']:>12.1f}{row['seam']:>17.2f}{row['interior']:>13.2f}{row['seconds']:>11.2f}")
 
 
 if __name__ == "__main__":
