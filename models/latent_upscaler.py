@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from ..utils.comfy import ManagedModule
-from .loader import ModelLoadError, _load_weights, _read_config, set_attention_backend
+from .loader import ModelLoadError, _load_weights, _read_config, check_model_folder, set_attention_backend
 
 PIPELINE_CLASS = "StableDiffusionLatentUpscalePipeline"
 
@@ -51,18 +51,13 @@ class LatentUpscaler:
 
 def load_latent_upscaler(path: str, dtype: torch.dtype = torch.float32, attention: str = "sdpa") -> LatentUpscaler:
     """Load a latent upscaler folder (StableDiffusionLatentUpscalePipeline layout) without its VAE weights."""
-    if not os.path.isdir(path):
-        raise ModelLoadError(f"upscaler folder '{path}' does not exist: put sd-x2-latent-upscaler under models/diffusers or give its full path")
-    for part in ("unet", "text_encoder", "tokenizer", "scheduler"):
-        if not os.path.isdir(os.path.join(path, part)):
-            raise ModelLoadError(
-                f"upscaler folder '{path}' has no {part}/ subfolder: a latent upscaler folder needs unet/, text_encoder/, "
-                "tokenizer/ and scheduler/ (e.g. a complete copy of sd-x2-latent-upscaler)"
-            )
+    check_model_folder(path, ("unet", "text_encoder", "tokenizer", "scheduler"), "upscaler", "latent upscaler",
+                       "sd-x2-latent-upscaler")
     index_file = os.path.join(path, "model_index.json")
-    if os.path.exists(index_file) and _read_config(index_file).get("_class_name") != PIPELINE_CLASS:
+    pipeline_class = _read_config(index_file).get("_class_name", "unknown") if os.path.exists(index_file) else PIPELINE_CLASS
+    if pipeline_class != PIPELINE_CLASS:
         raise ModelLoadError(
-            f"{index_file} describes a {_read_config(index_file).get('_class_name', 'unknown')}: the latent upscaler needs a "
+            f"{index_file} describes a {pipeline_class}: the latent upscaler needs a "
             f"{PIPELINE_CLASS} folder such as sd-x2-latent-upscaler (text-to-video models go to LongVideoModelLoader)"
         )
     unet_config = _read_config(os.path.join(path, "unet", "config.json"))

@@ -78,14 +78,8 @@ def load_text_to_video(path: str, dtype: torch.dtype = torch.float32, *, correct
         raise ModelLoadError(f"attention '{attention}' is unknown: choose one of {', '.join(ATTENTION_BACKENDS)}")
     if not vae_scale > 0:
         raise ModelLoadError(f"vae_scale must be above 0, got {vae_scale}: 1 keeps the VAE's own scaling factor")
-    if not os.path.isdir(path):
-        raise ModelLoadError(f"model folder '{path}' does not exist: put a diffusers folder under models/diffusers or give its full path")
-    for part in ("unet", "vae", "text_encoder", "tokenizer"):
-        if not os.path.isdir(os.path.join(path, part)):
-            raise ModelLoadError(
-                f"model folder '{path}' has no {part}/ subfolder: a text-to-video diffusers folder needs "
-                "unet/, vae/, text_encoder/ and tokenizer/ (e.g. a complete copy of zeroscope_v2_576w)"
-            )
+    check_model_folder(path, ("unet", "vae", "text_encoder", "tokenizer"), "model", "text-to-video diffusers",
+                       "zeroscope_v2_576w")
 
     unet_config = _read_config(os.path.join(path, "unet", "config.json"))
     if unet_config.get("_class_name") != "UNet3DConditionModel":
@@ -142,6 +136,17 @@ def load_text_to_video(path: str, dtype: torch.dtype = torch.float32, *, correct
         text_encoder=TextEncoder(tokenizer, text_model),
         vae=VideoVAE(vae, scale=vae_scale),
     )
+
+
+def check_model_folder(path: str, parts: tuple[str, ...], name: str, kind: str, example: str) -> None:
+    """Raise a ModelLoadError saying what to fix when `path` is not a folder holding every one of `parts`."""
+    if not os.path.isdir(path):
+        raise ModelLoadError(f"{name} folder '{path}' does not exist: put a {kind} folder under models/diffusers or give its full path")
+    needed = ", ".join(f"{part}/" for part in parts[:-1]) + f" and {parts[-1]}/"
+    for part in parts:
+        if not os.path.isdir(os.path.join(path, part)):
+            raise ModelLoadError(f"{name} folder '{path}' has no {part}/ subfolder: a {kind} folder needs {needed} "
+                                 f"(e.g. a complete copy of {example})")
 
 
 def set_attention_backend(modules, backend: str) -> None:
