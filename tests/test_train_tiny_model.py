@@ -26,7 +26,7 @@ def test_training_writes_a_loadable_folder_of_safetensors(tmp_path):
     assert weights and all(f.endswith(".safetensors") for f in weights), weights
     model = load_text_to_video(out)
     assert model.vae.downscale == 8 and model.denoiser.latent_channels == 4
-    assert model.denoiser.prediction_type == "epsilon"
+    assert model.denoiser.prediction_type == train_tiny_model.SCHEDULER_CONFIG["prediction_type"] == "v_prediction"
     tokens, _ = model.text_encoder.encode(["a red circle moving right", ""])
     latents = denoise(model.denoiser, TextGuidance(tokens[:1], tokens[1:], 5.0), (1, 4, 4, 8, 8), steps=2, seed=0)
     frames = torch.cat(list(model.vae.decode_batches(latents, 4)))
