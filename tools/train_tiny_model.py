@@ -22,6 +22,8 @@ latents down to a signal-to-noise ratio (SNR) of about 1e-3, so the direction wo
 the noisiest timesteps. An epsilon loss weighs clean-latent errors there by the SNR (~1e-3): a model trained so
 ignored the direction word and drew motion in a random direction. The v loss below weighs clean-latent errors by
 min(SNR + 1, cap): 1 at high noise, capped at low noise (min-SNR style) so that fine detail does not dominate.
+Trained so, the model moves the object along the prompt's axis, but which way along it is still mostly set by the
+seed (README, "The embedded model").
 
 Everything is seeded: the same command gives the same model on the same machine. Progress is checkpointed in
 --work every --checkpoint-every steps (safetensors and a JSON state file; the Adam moments included), so an
