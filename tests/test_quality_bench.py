@@ -47,3 +47,14 @@ def test_an_empty_video_has_no_colour_and_no_direction():
     grey = np.full((16, 64, 64, 3), 128, np.uint8)
     result = measure(Generated(grey, [Stretch(0, 16, "up")]), "red")
     assert not result.colour_right and result.directions_right == [False] and result.identity == 0.0
+
+
+def test_direction_probe_sees_the_direction_in_the_drawn_clips_and_measures_a_model(tiny_model_folder):
+    from longvideo.bench.direction_probe import probe, reversed_prompt
+
+    assert reversed_prompt("a red circle moving up") == "a red circle moving down"
+    result = probe(tiny_model_folder, clips=48, held_out=4, frames=8)
+    best_right, best_reversed = result["best"]
+    assert best_reversed > best_right  # a drawn clip starts on the side its direction leaves from
+    assert all(np.isfinite(result["model"]))
+    assert probe(tiny_model_folder, clips=48, held_out=4, frames=8) == result

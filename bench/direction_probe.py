@@ -1,0 +1,142 @@
+"""Does the model use the direction word where nothing but the prompt can tell it where the object is?
+
+    python bench/direction_probe.py [--model checkpoints/longvideo-shapes] [--clips 1024] [--held-out 128]
+
+At the noisiest timestep the noisy latents say next to nothing about the clip, so the best clean-latent prediction
+is the mean clip of the prompt: frame by frame, the object sits towards the side it starts from for its direction
+(it stays on screen, so a clip moving right starts on the left). Two rows are printed, each the mean squared
+clean-latent error on held-out drawn clips with the prompt's own direction word and with the reversed one:
+
+- best possible: the per-frame mean latents of --clips drawn clips of the same prompt (a clip played backwards
+  counts for the reversed direction) as the prediction;
+- model: the model's own prediction at that timestep, for the same noise.
+
+The gap is how much worse the reversed word does. A model that uses the direction word comes near the best gap;
+0% means it ignores the word there, and the direction of the motion is then left to the seed (bench/quality.py).
+"""
+
+import argparse
+import os
+import random
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_MODEL = os.path.join(ROOT, "checkpoints", "longvideo-shapes")
+REVERSED = {"left": "right", "right": "left", "up": "down", "down": "up"}
+
+
+def reversed_prompt(prompt: str) -> str:
+    words = prompt.split()
+    return " ".join(words[:-1] + [REVERSED[words[-1]]])
+
+
+def load(folder: str):
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet3DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    parts = {"unet": UNet3DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel, "tokenizer": CLIPTokenizer,
+             "scheduler": DDPMScheduler}
+    missing = [name for name in parts if not os.path.isdir(os.path.join(folder, name))]
+    if missing:
+        raise SystemExit(f"--model {folder} is not a diffusers text-to-video folder: it has no {', '.join(missing)}")
+    loaded = {name: cls.from_pretrained(folder, subfolder=name) for name, cls in parts.items()}
+    for name in ("unet", "vae", "text_encoder"):
+        loaded[name].eval()
+    return loaded
+
+
+def encode_clips(vae, clips, frames: int):
+    import torch
+
+    from longvideo.tools.synthetic_shapes import render
+
+    latents = []
+    for clip in clips:
+        pixels = torch.from_numpy(render(clip, frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
+        latents.append(vae.encode(pixels).latent_dist.mode().transpose(0, 1))  # [C, T, h, w]
+    return torch.stack(latents) * vae.config.scaling_factor
+
+
+def probe(folder: str, clips: int = 1024, held_out: int = 128, timestep: int = 999, frames: int = 16, seed: int = 0) -> dict:
+    """{"best": (right, reversed), "model": (right, reversed)}: clean-latent mean squared errors."""
+    import torch
+
+    from longvideo.tools.synthetic_shapes import random_clip
+
+    model = load(folder)
+    rng = random.Random(seed)
+    speed = (1.5, 3.0)  # tools/train_tiny_model.py TrainConfig.speed
+    with torch.no_grad():
+        seen = [random_clip(rng, frames, speed=speed) for _ in range(clips)]
+        test = [random_clip(rng, frames, speed=speed) for _ in range(held_out)]
+        seen_latents, test_latents = encode_clips(model["vae"], seen, frames), encode_clips(model["vae"], test, frames)
+
+        sums, counts = {}, {}
+        for clip, latent in zip(seen, seen_latents):
+            for prompt, video in ((clip.prompt, latent), (reversed_prompt(clip.prompt), latent.flip(1))):
+                sums[prompt] = sums.get(prompt, 0) + video
+                counts[prompt] = counts.get(prompt, 0) + 1
+        fallback = seen_latents.mean(0)
+
+        def mean_of(prompt):
+            return sums[prompt] / counts[prompt] if prompt in sums else fallback
+
+        best = [torch.stack([mean_of(p) for p in prompts]) for prompts in
+                ([c.prompt for c in test], [reversed_prompt(c.prompt) for c in test])]
+
+        generator = torch.Generator().manual_seed(seed)
+        noise = torch.randn(test_latents.shape, generator=generator)
+        steps = torch.full((held_out,), timestep)
+        noisy = model["scheduler"].add_noise(test_latents, noise, steps)
+        alpha = model["scheduler"].alphas_cumprod[timestep]
+        predicted = []
+        for prompts in ([c.prompt for c in test], [reversed_prompt(c.prompt) for c in test]):
+            tokens = model["tokenizer"](prompts, padding="max_length", max_length=model["tokenizer"].model_max_length,
+                                        truncation=True, return_tensors="pt")
+            output = model["unet"](noisy, steps, model["text_encoder"](tokens.input_ids)[0]).sample
+            if model["scheduler"].config.prediction_type == "v_prediction":
+                clean = alpha.sqrt() * noisy - (1 - alpha).sqrt() * output
+            else:
+                clean = (noisy - (1 - alpha).sqrt() * output) / alpha.sqrt()
+            predicted.append(clean)
+
+    def errors(predictions):
+        return tuple(float((p - test_latents).square().mean()) for p in predictions)
+
+    return {"best": errors(best), "model": errors(predicted)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="a diffusers text-to-video folder trained on synthetic shapes")
+    parser.add_argument("--clips", type=int, default=1024, help="drawn clips for the per-prompt mean latents")
+    parser.add_argument("--held-out", type=int, default=128, help="drawn clips the errors are measured on")
+    parser.add_argument("--timestep", type=int, default=999)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args()
+    if args.clips < 1 or args.held_out < 1:
+        raise SystemExit("--clips and --held-out must be at least 1")
+
+    sys.path[:0] = [ROOT]
+    import torch
+
+    from pack_import import import_pack
+
+    import_pack()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = probe(args.model, args.clips, args.held_out, args.timestep, args.frames, args.seed)
+    print(f"model {os.path.relpath(args.model)}; timestep {args.timestep}; {args.held_out} held-out {args.frames}-frame "
+          f"clips; means from {args.clips} clips; clean-latent mean squared error")
+    print(f"{'':<16}{'right word':>12}{'reversed word':>15}{'gap':>9}")
+    for row, (right, wrong) in result.items():
+        name = "best possible" if row == "best" else "model"
+        print(f"{name:<16}{right:>12.4f}{wrong:>15.4f}{100 * (wrong - right) / right:>+8.1f}%")
+
+
+if __name__ == "__main__":
+    main()
