@@ -23,11 +23,12 @@ the noisiest timesteps. An epsilon loss weighs clean-latent errors there by the 
 ignored the direction word and drew motion in a random direction. The v loss below weighs clean-latent errors by
 min(SNR + 1, cap): 1 at high noise, capped at low noise (min-SNR style) so that fine detail does not dominate.
 
-That is not enough for the sign of the motion. At the noisiest timesteps, knowing which way the object moves lowers the best possible clean-latent
-error by about 9% (measured on the training latents: per-frame means by direction vs time-symmetric means), but
-only for a network that knows which frame comes first, and UNet3DConditionModel's only clue to that is the zero
-padding of its temporal convolutions (its temporal attention has no positional encoding). The shipped model keeps
-the colour and ignores the direction word (README, "The embedded model").
+That is not enough for the sign of the motion. At the noisiest timesteps, knowing which way the object moves lowers
+the best possible clean-latent error by about 9% (measured on the training latents: per-frame means by direction vs
+time-symmetric means), but only for a network that ties the word to which frame comes first (UNet3DConditionModel's
+only clue to frame order is the zero padding of its temporal convolutions; adding positions to its temporal
+attention did not help in a short test: README). The shipped model keeps the colour and ignores the direction word
+(README, "The embedded model"; bench/direction_probe.py).
 
 Everything is seeded: the same command gives the same model on the same machine. Progress is checkpointed in
 --work every --checkpoint-every steps (safetensors and a JSON state file; the Adam moments included), so an
