@@ -24,10 +24,11 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MODEL = os.path.join(ROOT, "checkpoints", "longvideo-shapes")
-REVERSED = {"left": "right", "right": "left", "up": "down", "down": "up"}
 
 
 def reversed_prompt(prompt: str) -> str:
+    from longvideo.tools.train_tiny_model import REVERSED
+
     words = prompt.split()
     return " ".join(words[:-1] + [REVERSED[words[-1]]])
 
@@ -51,11 +52,11 @@ def encode_clips(vae, clips, frames: int):
     import torch
 
     from longvideo.tools.synthetic_shapes import render
+    from longvideo.tools.train_tiny_model import to_pixels
 
     latents = []
     for clip in clips:
-        pixels = torch.from_numpy(render(clip, frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
-        latents.append(vae.encode(pixels).latent_dist.mode().transpose(0, 1))  # [C, T, h, w]
+        latents.append(vae.encode(to_pixels(render(clip, frames))).latent_dist.mode().transpose(0, 1))  # [C, T, h, w]
     return torch.stack(latents) * vae.config.scaling_factor
 
 
@@ -64,10 +65,11 @@ def probe(folder: str, clips: int = 1024, held_out: int = 128, timestep: int = 9
     import torch
 
     from longvideo.tools.synthetic_shapes import random_clip
+    from longvideo.tools.train_tiny_model import PromptContexts, TrainConfig
 
     model = load(folder)
     rng = random.Random(seed)
-    speed = (1.5, 3.0)  # tools/train_tiny_model.py TrainConfig.speed
+    speed = TrainConfig().speed  # the clips the model was trained on
     with torch.no_grad():
         seen = [random_clip(rng, frames, speed=speed) for _ in range(clips)]
         test = [random_clip(rng, frames, speed=speed) for _ in range(held_out)]
@@ -83,19 +85,18 @@ def probe(folder: str, clips: int = 1024, held_out: int = 128, timestep: int = 9
         def mean_of(prompt):
             return sums[prompt] / counts[prompt] if prompt in sums else fallback
 
-        best = [torch.stack([mean_of(p) for p in prompts]) for prompts in
-                ([c.prompt for c in test], [reversed_prompt(c.prompt) for c in test])]
+        prompt_sets = ([c.prompt for c in test], [reversed_prompt(c.prompt) for c in test])
+        best = [torch.stack([mean_of(p) for p in prompts]) for prompts in prompt_sets]
 
         generator = torch.Generator().manual_seed(seed)
         noise = torch.randn(test_latents.shape, generator=generator)
         steps = torch.full((held_out,), timestep)
         noisy = model["scheduler"].add_noise(test_latents, noise, steps)
         alpha = model["scheduler"].alphas_cumprod[timestep]
+        contexts = PromptContexts(model["text_encoder"], model["tokenizer"])
         predicted = []
-        for prompts in ([c.prompt for c in test], [reversed_prompt(c.prompt) for c in test]):
-            tokens = model["tokenizer"](prompts, padding="max_length", max_length=model["tokenizer"].model_max_length,
-                                        truncation=True, return_tensors="pt")
-            output = model["unet"](noisy, steps, model["text_encoder"](tokens.input_ids)[0]).sample
+        for prompts in prompt_sets:
+            output = model["unet"](noisy, steps, contexts(prompts)).sample
             if model["scheduler"].config.prediction_type == "v_prediction":
                 clean = alpha.sqrt() * noisy - (1 - alpha).sqrt() * output
             else:
