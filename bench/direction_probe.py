@@ -33,47 +33,32 @@ def reversed_prompt(prompt: str) -> str:
     return " ".join(words[:-1] + [REVERSED[words[-1]]])
 
 
-def load(folder: str):
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet3DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    parts = {"unet": UNet3DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel, "tokenizer": CLIPTokenizer,
-             "scheduler": DDPMScheduler}
-    missing = [name for name in parts if not os.path.isdir(os.path.join(folder, name))]
-    if missing:
-        raise SystemExit(f"--model {folder} is not a diffusers text-to-video folder: it has no {', '.join(missing)}")
-    loaded = {name: cls.from_pretrained(folder, subfolder=name) for name, cls in parts.items()}
-    for name in ("unet", "vae", "text_encoder"):
-        loaded[name].eval()
-    return loaded
-
-
 def encode_clips(vae, clips, frames: int):
+    """Scaled latents [N, C, T, h, w] of drawn clips, through the pack's VideoVAE."""
     import torch
 
     from longvideo.tools.synthetic_shapes import render
-    from longvideo.tools.train_tiny_model import to_pixels
 
-    latents = []
-    for clip in clips:
-        latents.append(vae.encode(to_pixels(render(clip, frames))).latent_dist.mode().transpose(0, 1))  # [C, T, h, w]
-    return torch.stack(latents) * vae.config.scaling_factor
+    return torch.cat([vae.encode(torch.from_numpy(render(clip, frames)).float() / 255, frames) for clip in clips])
 
 
 def probe(folder: str, clips: int = 1024, held_out: int = 128, timestep: int = 999, frames: int = 16, seed: int = 0) -> dict:
     """{"best": (right, reversed), "model": (right, reversed)}: clean-latent mean squared errors."""
     import torch
+    from diffusers import DDPMScheduler
 
+    from longvideo.models.loader import load_text_to_video
+    from longvideo.sampling.denoise import clean_estimate
     from longvideo.tools.synthetic_shapes import random_clip
-    from longvideo.tools.train_tiny_model import PromptContexts, TrainConfig
+    from longvideo.tools.train_tiny_model import TrainConfig
 
-    model = load(folder)
+    model = load_text_to_video(folder)
     rng = random.Random(seed)
     speed = TrainConfig().speed  # the clips the model was trained on
     with torch.no_grad():
         seen = [random_clip(rng, frames, speed=speed) for _ in range(clips)]
         test = [random_clip(rng, frames, speed=speed) for _ in range(held_out)]
-        seen_latents, test_latents = encode_clips(model["vae"], seen, frames), encode_clips(model["vae"], test, frames)
+        seen_latents, test_latents = encode_clips(model.vae, seen, frames), encode_clips(model.vae, test, frames)
 
         sums, counts = {}, {}
         for clip, latent in zip(seen, seen_latents):
@@ -88,20 +73,17 @@ def probe(folder: str, clips: int = 1024, held_out: int = 128, timestep: int = 9
         prompt_sets = ([c.prompt for c in test], [reversed_prompt(c.prompt) for c in test])
         best = [torch.stack([mean_of(p) for p in prompts]) for prompts in prompt_sets]
 
+        schedule = DDPMScheduler.from_config(model.denoiser.scheduler_config)
         generator = torch.Generator().manual_seed(seed)
         noise = torch.randn(test_latents.shape, generator=generator)
         steps = torch.full((held_out,), timestep)
-        noisy = model["scheduler"].add_noise(test_latents, noise, steps)
-        alpha = model["scheduler"].alphas_cumprod[timestep]
-        contexts = PromptContexts(model["text_encoder"], model["tokenizer"])
-        predicted = []
-        for prompts in prompt_sets:
-            output = model["unet"](noisy, steps, contexts(prompts)).sample
-            if model["scheduler"].config.prediction_type == "v_prediction":
-                clean = alpha.sqrt() * noisy - (1 - alpha).sqrt() * output
-            else:
-                clean = (noisy - (1 - alpha).sqrt() * output) / alpha.sqrt()
-            predicted.append(clean)
+        noisy = schedule.add_noise(test_latents, noise, steps)
+        model.denoiser.load()
+        predicted = [
+            clean_estimate(model.denoiser(noisy, steps, model.text_encoder.encode(prompts)[0]), noisy,
+                           schedule.alphas_cumprod[timestep], model.denoiser.prediction_type)
+            for prompts in prompt_sets
+        ]
 
     def errors(predictions):
         return tuple(float((p - test_latents).square().mean()) for p in predictions)

@@ -180,21 +180,30 @@ def alpha_bar(sampler, timestep: torch.Tensor) -> torch.Tensor:
     return (1 / (1 + sigma**2)).float().to(timestep.device)
 
 
+def clean_estimate(prediction, x, alpha, prediction_type: str) -> torch.Tensor:
+    """The clean sample that a prediction from `x` (the model input at alpha-bar `alpha`) implies."""
+    a, s = alpha.sqrt(), (1 - alpha).sqrt()
+    if prediction_type == "epsilon":
+        return (x - s * prediction) / a
+    if prediction_type == "v_prediction":
+        return a * x - s * prediction
+    if prediction_type == "sample":
+        return prediction
+    raise ValueError(f"cannot read the clean estimate off a {prediction_type} prediction")
+
+
 def clip_prediction(prediction, x, alpha, prediction_type: str, limit: float) -> torch.Tensor:
     """The prediction whose clean estimate from `x` (the model input at alpha-bar `alpha`) is clipped to [-limit, limit].
 
     Every scheduler reads the clean estimate off the prediction the same way, so each then steps with the clipped one:
     with DDPM this is the original ancestral sampler of pixel-space models (clipped p_mean_variance).
     """
-    a, s = alpha.sqrt(), (1 - alpha).sqrt()
-    if prediction_type == "epsilon":
-        clean = ((x - s * prediction) / a).clamp(-limit, limit)
-        return (x - a * clean) / s
-    if prediction_type == "v_prediction":
-        clean = (a * x - s * prediction).clamp(-limit, limit)
-        return (a * x - clean) / s
     if prediction_type == "sample":
         return prediction.clamp(-limit, limit)
+    if prediction_type in ("epsilon", "v_prediction"):
+        clean = clean_estimate(prediction, x, alpha, prediction_type).clamp(-limit, limit)
+        a, s = alpha.sqrt(), (1 - alpha).sqrt()
+        return (x - a * clean) / s if prediction_type == "epsilon" else (a * x - clean) / s
     raise ValueError(f"cannot clip the clean estimate of a {prediction_type} prediction")
 
 
