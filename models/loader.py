@@ -7,8 +7,11 @@ variant. Everything is read locally: nothing is ever downloaded.
 The UNet's architecture is told by its weight keys and channels, not its config's class name:
 - ContinuitySeq checkpoints (b-f/ContinuitySeq-A) name diffusers' UNet3DConditionModel in unet/config.json but have
   a second, conditioning stream (`conv_in.conditioning_conv.weight`); they load strictly into models/continuityseq.py.
-- A UNet with in_channels = 2 * out_channels + 1 is an inpainting-style interpolation model ([noisy, mask, hint],
-  lxj616's setup) and loads as a HintUNet3DDenoiser (models/hint_unet.py), for frame conditioning 'learned'.
+- A UNet with in_channels = 2 * out_channels + 1 takes known frames through extra input channels ([noisy, mask, known],
+  the inpainting order), for frame conditioning 'learned'. `known_frames_input` in unet/config.json names the layout
+  (models/hint_unet.py): "mask" (the embedded model: mask of known frames + their latents, any pattern, text to video
+  without) loads as a MaskUNet3DDenoiser; absent or "hint" (lxj616's interpolation UNet: zero mask, hint = last
+  known frame) as a HintUNet3DDenoiser.
 """
 
 import json
@@ -21,7 +24,7 @@ import torch
 
 from ..utils.comfy import compute_device, default_dtype
 from .denoiser import Denoiser, UNet3DDenoiser
-from .hint_unet import HintUNet3DDenoiser, is_hint_unet
+from .hint_unet import MASK_LAYOUT, HintUNet3DDenoiser, MaskUNet3DDenoiser, is_hint_unet, known_frames_layout
 from .text_encoder import TextEncoder
 from .vae import VideoVAE
 
@@ -103,9 +106,13 @@ def load_text_to_video(path: str, dtype: torch.dtype = torch.float32, *, correct
     if not continuityseq and unet_config.get("in_channels", 4) != unet_config.get("out_channels", 4) and not is_hint_unet(unet_config):
         raise ModelLoadError(
             f"{os.path.join(path, 'unet', 'config.json')} has in_channels {unet_config.get('in_channels')} and out_channels "
-            f"{unet_config.get('out_channels')}: supported are plain models (equal) and hint-channel interpolation models "
-            "(in_channels = 2 * out_channels + 1: noisy latents, mask, hint)"
+            f"{unet_config.get('out_channels')}: supported are plain models (equal) and models that take known frames "
+            "(in_channels = 2 * out_channels + 1: noisy latents, mask, known latents)"
         )
+    try:
+        layout = known_frames_layout(unet_config) if not continuityseq and is_hint_unet(unet_config) else None
+    except ValueError as error:
+        raise ModelLoadError(f"{os.path.join(path, 'unet', 'config.json')}: {error}") from error
     if continuityseq:
         unet = _load_continuityseq(unet_folder, unet_config, unet_files, unet_safetensors, dtype)
     else:
@@ -127,7 +134,9 @@ def load_text_to_video(path: str, dtype: torch.dtype = torch.float32, *, correct
         from .continuityseq import ContinuitySeqDenoiser
 
         denoiser = ContinuitySeqDenoiser(unet, scheduler_config, corrected_padding_mask)
-    elif is_hint_unet(unet.config):
+    elif layout == MASK_LAYOUT:
+        denoiser = MaskUNet3DDenoiser(unet, scheduler_config)
+    elif layout:
         denoiser = HintUNet3DDenoiser(unet, scheduler_config)
     else:
         denoiser = UNet3DDenoiser(unet, scheduler_config)

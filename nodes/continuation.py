@@ -101,7 +101,7 @@ class LongVideoContinuationSampler:
             raise NodeInputError(f"{node}: {error}") from None
         if method == "learned" and not model.takes_known_frames:
             raise NodeInputError(f"{node}: method 'learned' needs a model trained to take conditioning frames (a ContinuitySeq "
-                                 "checkpoint); this model is not one: choose 'replace' or 'guidance'")
+                                 "checkpoint or the embedded longvideo-shapes); this model is not one: choose 'replace' or 'guidance'")
         if model.requires_known_frames and method != "learned":
             raise NodeInputError(f"{node}: this model (ContinuitySeq) takes its conditioning frames itself: choose method 'learned'")
         if model.requires_known_frames and start_image is None and start_latent is None:

@@ -62,9 +62,10 @@ class LongVideoLatentInterpolate:
         except ValueError as error:
             raise NodeInputError(f"{node}: {error}") from None
         if method == "learned" and not model.takes_known_frames:
-            raise NodeInputError(f"{node}: method 'learned' needs a hint-channel interpolation model (UNet3D with "
-                                 "in_channels = 2 x latent channels + 1); this model is not one: choose 'replace' or 'guidance'")
-        if method != "learned" and model.takes_known_frames:
+            raise NodeInputError(f"{node}: method 'learned' needs a model that takes known frames (UNet3D with "
+                                 "in_channels = 2 x latent channels + 1: a hint-channel interpolation UNet or the embedded "
+                                 "longvideo-shapes); this model is not one: choose 'replace' or 'guidance'")
+        if method != "learned" and model.requires_known_frames:
             raise NodeInputError(f"{node}: this model takes its known frames itself (hint channels): choose method 'learned'")
         total = interpolation.output_frames(latents.shape[2], factor, passes)
         if total > MAX_OUTPUT_FRAMES:

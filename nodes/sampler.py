@@ -37,8 +37,9 @@ class LongVideoSampler:
     def sample(self, model, positive, negative, latent_image, seed, steps, cfg, scheduler, denoise=1.0):
         node = "LongVideoSampler"
         if model.requires_known_frames:
-            raise NodeInputError(f"{node}: this model (ContinuitySeq) only continues frames: use LongVideoContinuationSampler "
-                                 "with method 'learned' and a start image or latent")
+            raise NodeInputError(f"{node}: this model only works from known frames (a ContinuitySeq model continues them: "
+                                 "use LongVideoContinuationSampler with method 'learned' and a start image or latent; a "
+                                 "hint-channel UNet interpolates them: use LongVideoLatentInterpolate)")
         latents = video_latents(latent_image, node, "latent_image", model.latent_channels)
         if not 0.0 < denoise <= 1.0:
             raise NodeInputError(f"{node}: denoise must be in (0, 1], got {denoise}")

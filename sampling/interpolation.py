@@ -130,8 +130,9 @@ def interpolate_latents(
     if latents.dim() != 5 or latents.shape[2] < 2:
         raise ValueError(f"interpolation needs latents [batch, channels, frames >= 2, height, width], got {tuple(latents.shape)}")
     if settings.method == "learned" and not denoiser.takes_known_frames:
-        raise ValueError("method 'learned' needs a model that takes known frames (a hint-channel interpolation UNet)")
-    if settings.method != "learned" and denoiser.takes_known_frames:
+        raise ValueError("method 'learned' needs a model that takes known frames (a hint-channel interpolation UNet, "
+                         "the embedded longvideo-shapes)")
+    if settings.method != "learned" and denoiser.requires_known_frames:
         raise ValueError("this model takes its known frames itself (hint channels): use method 'learned'")
     current = latents.float().cpu()
     for pass_index in range(settings.passes):

@@ -206,7 +206,7 @@ def test_progress_counts_every_step_of_every_window_and_cancel_stops(tiny, monke
 @pytest.mark.parametrize(("optional", "message"), [
     ({"factor": 1}, "factor must be at least 2"),
     ({"window": 4, "overlap": 4}, "overlap must be at least 1 and below the window"),
-    ({"method": "learned"}, "needs a hint-channel interpolation model"),
+    ({"method": "learned"}, "needs a model that takes known frames"),
 ])
 def test_bad_settings_are_clear_errors(tiny, optional, message):
     with pytest.raises(NodeInputError, match=message):

@@ -40,6 +40,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -89,12 +90,14 @@ class TrainConfig:
     drop_prompt: float = 0.1
     loss_weight_cap: float = 5.0  # clean-latent errors weigh min(SNR + 1, cap)
     high_noise_share: float = 0.5  # share of training timesteps drawn from the noisier half, where layout and motion are decided
+    known_frames_steps: int = 3000  # second stage: the UNet widened to take known frames (mask + known latents), fine-tuned
+    known_frames_lr: float = 3e-4
 
 
 CONFIGS = {
     "default": TrainConfig(),
     "micro": TrainConfig(vae_channels=(8, 8, 8, 8), unet_channels=(8, 16), unet_heads=2, text_width=16, text_layers=1, frames=4,
-                         vae_steps=3, vae_batch=4, clips=4, unet_steps=3, unet_batch=2, warmup=1),
+                         vae_steps=3, vae_batch=4, clips=4, unet_steps=3, unet_batch=2, warmup=1, known_frames_steps=3),
 }
 
 
@@ -318,8 +321,27 @@ def label_prompt(label, reverse: bool) -> str:
     return f"a {colour} {shape} moving {REVERSED[direction] if reverse else direction}"
 
 
+@dataclass(frozen=True)
+class UNetStage:
+    """One UNet training stage: its checkpoint name, length and peak learning rate, and whether the UNet takes known
+    frames (input [noisy, mask, known latents]; loss on the unknown frames only)."""
+
+    name: str
+    steps: int
+    lr: float
+    known_frames: bool = False
+
+
+def plain_stage(config: TrainConfig) -> UNetStage:
+    return UNetStage("unet", config.unet_steps, config.unet_lr)
+
+
+def known_frames_stage(config: TrainConfig) -> UNetStage:
+    return UNetStage("known_frames_unet", config.known_frames_steps, config.known_frames_lr, known_frames=True)
+
+
 def train_unet(unet, text_encoder, tokenizer, latents, labels, scaling: float, config: TrainConfig, seed: int,
-               checkpoint: Checkpoint, every: int, log) -> dict:
+               checkpoint: Checkpoint, every: int, log, stage: UNetStage) -> dict:
     """v prediction on scaled clip latents with the frozen text encoder; returns the EMA weights of the UNet."""
     from diffusers import DDPMScheduler
 
@@ -332,14 +354,15 @@ def train_unet(unet, text_encoder, tokenizer, latents, labels, scaling: float, c
     contexts = PromptContexts(text_encoder, tokenizer)
     modules = {"unet": unet}
     parameters = list(unet.parameters())
-    optimizer = torch.optim.AdamW(parameters, lr=config.unet_lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(parameters, lr=stage.lr, weight_decay=0.01)
     ema = {k: v.detach().clone() for k, v in unet.state_dict().items()}
-    start = checkpoint.state().get("unet_step", 0)
+    state_key = f"{stage.name}_step"
+    start = checkpoint.state().get(state_key, 0)
     if start:
-        restore_training_tensors(checkpoint.load("unet"), modules, optimizer, ema)
+        restore_training_tensors(checkpoint.load(stage.name), modules, optimizer, ema)
     unet.train()
     began, running = time.time(), []
-    for step in range(start, config.unet_steps):
+    for step in range(start, stage.steps):
         generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
         torch.manual_seed(seed * 1_000_003 + step)  # the UNet's temporal convolutions use dropout
         picks = torch.randint(0, len(latents), (config.unet_batch,), generator=generator)
@@ -347,17 +370,27 @@ def train_unet(unet, text_encoder, tokenizer, latents, labels, scaling: float, c
         drop = torch.rand(config.unet_batch, generator=generator) < config.drop_prompt
         clean = latents[picks] * scaling
         clean = torch.where(reverse.view(-1, 1, 1, 1, 1), clean.flip(2), clean)
+        if stage.known_frames:
+            clean = crop_frames(clean, generator)
         prompts = ["" if d else label_prompt(labels[i].tolist(), bool(r)) for i, r, d in zip(picks, reverse, drop)]
         timesteps = torch.where(torch.rand(config.unet_batch, generator=generator) < config.high_noise_share,
                                 torch.randint(len(alphas) // 2, len(alphas), (config.unet_batch,), generator=generator),
                                 torch.randint(0, len(alphas), (config.unet_batch,), generator=generator))
         noise = torch.randn(clean.shape, generator=generator)
         noisy = schedule.add_noise(clean, noise, timesteps)
+        unknown = torch.ones(clean.shape[0], 1, clean.shape[2], 1, 1)
+        if stage.known_frames:
+            known = torch.stack([known_frame_mask(clean.shape[2], generator) for _ in range(config.unet_batch)])
+            known = known.view(config.unet_batch, 1, -1, 1, 1)
+            noisy = known_frames_input(noisy, known.expand(-1, -1, -1, *clean.shape[3:]), clean)
+            unknown = 1 - known
         predicted = unet(noisy, timesteps, contexts(prompts)).sample
         target = schedule.get_velocity(clean, noise, timesteps)
-        loss = (loss_weight[timesteps] * (predicted - target).square().mean(dim=(1, 2, 3, 4))).mean()
+        error = (unknown * (predicted - target).square()).sum(dim=(1, 2, 3, 4))
+        error = error / (unknown.sum(dim=(1, 2, 3, 4)) * clean.shape[1] * clean.shape[3] * clean.shape[4]).clamp(min=1)
+        loss = (loss_weight[timesteps] * error).mean()
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, config.unet_steps, config.unet_lr, config.warmup)
+            group["lr"] = learning_rate(step, stage.steps, stage.lr, config.warmup)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -367,13 +400,77 @@ def train_unet(unet, text_encoder, tokenizer, latents, labels, scaling: float, c
             for key, value in unet.state_dict().items():
                 ema[key].lerp_(value, 1 - decay) if value.is_floating_point() else ema[key].copy_(value)
         running.append(loss.item())
-        if (step + 1) % 25 == 0 or step + 1 == config.unet_steps:
-            log(f"unet step {step + 1}/{config.unet_steps} loss {np.mean(running):.4f} ({time.time() - began:.0f}s)")
+        if (step + 1) % 25 == 0 or step + 1 == stage.steps:
+            log(f"{stage.name} step {step + 1}/{stage.steps} loss {np.mean(running):.4f} ({time.time() - began:.0f}s)")
             running = []
-        if (step + 1) % every == 0 or step + 1 == config.unet_steps:
-            checkpoint.save("unet", training_tensors(modules, optimizer, ema), unet_step=step + 1)
+        if (step + 1) % every == 0 or step + 1 == stage.steps:
+            checkpoint.save(stage.name, training_tensors(modules, optimizer, ema), **{state_key: step + 1})
     unet.eval()
     return ema
+
+
+# ---------------------------------------------------------------------------------------------------
+# known frames: the second UNet stage, one model for every long-video mode
+
+
+def widen_for_known_frames(unet):
+    """The UNet with in_channels 2C + 1 ([noisy latents, mask, known latents], the Stable Diffusion inpainting order)
+    whose new input channels start at zero, so that it computes exactly what the plain UNet computed until training
+    moves them (as SD inpainting was made from SD). unet/config.json records the layout (models/hint_unet.py)."""
+    from diffusers import UNet3DConditionModel
+
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    from pack_import import import_pack
+
+    import_pack()
+    from longvideo.models.hint_unet import KNOWN_FRAMES_INPUT_KEY, MASK_LAYOUT
+
+    channels = unet.config.in_channels
+    widened = UNet3DConditionModel.from_config({**unet.config, "in_channels": 2 * channels + 1})
+    state = unet.state_dict()
+    weight = state["conv_in.weight"]
+    state["conv_in.weight"] = torch.cat([weight, weight.new_zeros(weight.shape[0], channels + 1, *weight.shape[2:])], 1)
+    widened.load_state_dict(state)
+    widened.register_to_config(**{KNOWN_FRAMES_INPUT_KEY: MASK_LAYOUT})
+    return widened
+
+
+def known_frames_input(noisy: torch.Tensor, mask: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """[noisy, mask, clean latents where the mask is 1 and zero elsewhere]: the input models/hint_unet.py builds."""
+    return torch.cat([noisy, mask, clean * mask], dim=1)
+
+
+def known_frame_mask(frames: int, generator: torch.Generator) -> torch.Tensor:
+    """[frames] with 1 at known frames, in the patterns the long-video modes use: none (text to video), the first k
+    (continuation), both ends (hierarchical infill), every k-th (interpolation), or a few at random."""
+    def draw(low: int, high: int) -> int:  # low..high inclusive
+        return int(torch.randint(low, high + 1, (), generator=generator))
+
+    mask, pattern = torch.zeros(frames), float(torch.rand((), generator=generator))
+    if pattern < 0.25:
+        return mask
+    if pattern < 0.55:
+        mask[:draw(1, max(1, frames // 2))] = 1
+    elif pattern < 0.75:
+        mask[:draw(1, 2)] = 1
+        mask[frames - draw(1, 2):] = 1
+    elif pattern < 0.95:
+        step = draw(2, 5)
+        mask[draw(0, step - 1)::step] = 1
+    else:
+        mask = (torch.rand(frames, generator=generator) < 0.25).float()
+    return mask
+
+
+def crop_frames(clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Half the batches keep the whole clip; the others are cut to 6..T frames (an infill segment is short)."""
+    frames = clean.shape[2]
+    if frames <= 6 or float(torch.rand((), generator=generator)) < 0.5:
+        return clean
+    length = int(torch.randint(6, frames + 1, (), generator=generator))
+    first = int(torch.randint(0, frames - length + 1, (), generator=generator))
+    return clean[:, :, first:first + length]
 
 
 class PromptContexts:
@@ -426,24 +523,53 @@ def save_folder(out: str, vae, text_encoder, tokenizer, unet) -> None:
         handle.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
 
 
-def train(out: str, work: str, config: TrainConfig, seed: int = 0, every: int = 250, log=print) -> str:
-    """Train every part (resuming from `work`) and write the diffusers folder `out`; returns its path."""
+def train(out: str, work: str, config: TrainConfig, seed: int = 0, every: int = 250, log=print,
+          start_from: str | None = None) -> str:
+    """Train every part (resuming from `work`) and write the diffusers folder `out`; returns its path.
+
+    Two UNet stages: text to video, then the same UNet widened to take known frames (widen_for_known_frames) and
+    fine-tuned on the known-frame patterns of every long-video mode. `start_from` (a folder this script wrote with a
+    plain UNet) takes the tokenizer, text encoder, VAE and first-stage UNet from it and runs the second stage only.
+    """
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
-    vae, text_encoder, unet = build_models(config, tokenizer)
     checkpoint = Checkpoint(work, config, seed)
     began = time.time()
-    train_vae(vae, config, seed, checkpoint, every, log)
-    log(reconstruction_report(vae, config, seed))
+    if start_from:
+        vae, text_encoder, unet = load_folder(start_from)
+        log(f"first stage from {start_from}")
+    else:
+        vae, text_encoder, unet = build_models(config, tokenizer)
+        train_vae(vae, config, seed, checkpoint, every, log)
+        log(reconstruction_report(vae, config, seed))
     latents, labels = encode_clips(vae, config, seed, checkpoint, log)
-    scaling = 1.0 / float(latents.std())
-    vae.register_to_config(scaling_factor=scaling)
-    log(f"latent scaling factor {scaling:.4f}")
-    ema = train_unet(unet, text_encoder, tokenizer, latents, labels, scaling, config, seed, checkpoint, every, log)
-    unet.load_state_dict(ema)
+    if start_from:
+        scaling = vae.config.scaling_factor
+    else:
+        scaling = 1.0 / float(latents.std())
+        vae.register_to_config(scaling_factor=scaling)
+        log(f"latent scaling factor {scaling:.4f}")
+        unet.load_state_dict(train_unet(unet, text_encoder, tokenizer, latents, labels, scaling, config, seed, checkpoint,
+                                        every, log, plain_stage(config)))
+    unet = widen_for_known_frames(unet)
+    if config.known_frames_steps:
+        unet.load_state_dict(train_unet(unet, text_encoder, tokenizer, latents, labels, scaling, config, seed, checkpoint,
+                                        every, log, known_frames_stage(config)))
     save_folder(out, vae, text_encoder, tokenizer, unet)
     log(f"wrote {out} ({folder_megabytes(out):.1f} MB) in {time.time() - began:.0f}s")
     return os.path.abspath(out)
+
+
+def load_folder(folder: str):
+    """(VAE, text encoder, UNet) of a folder this script wrote."""
+    from diffusers import AutoencoderKL, UNet3DConditionModel
+    from transformers import CLIPTextModel
+
+    unet = UNet3DConditionModel.from_pretrained(os.path.join(folder, "unet"))
+    if unet.config.in_channels != unet.config.out_channels:
+        raise SystemExit(f"{folder} already takes known frames: start from a folder with a plain (text-to-video) UNet")
+    return (AutoencoderKL.from_pretrained(os.path.join(folder, "vae")),
+            CLIPTextModel.from_pretrained(os.path.join(folder, "text_encoder")), unet)
 
 
 def folder_megabytes(folder: str) -> float:
@@ -457,16 +583,19 @@ def main() -> None:
     parser.add_argument("--config", default="default", choices=sorted(CONFIGS), help="network sizes and step counts")
     parser.add_argument("--vae-steps", type=int, help="override the configuration's VAE steps")
     parser.add_argument("--unet-steps", type=int, help="override the configuration's UNet steps")
+    parser.add_argument("--known-frames-steps", type=int, help="override the configuration's known-frames (second stage) steps")
+    parser.add_argument("--start-from", help="a folder written by this script with a plain UNet: train the known-frames stage only")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch (1 on a machine busy with other jobs: oversubscribed threads crawl)")
     parser.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = CONFIGS[args.config]
-    overrides = {k: v for k, v in (("vae_steps", args.vae_steps), ("unet_steps", args.unet_steps)) if v is not None}
+    overrides = {k: v for k, v in (("vae_steps", args.vae_steps), ("unet_steps", args.unet_steps),
+                                                     ("known_frames_steps", args.known_frames_steps)) if v is not None}
     config = TrainConfig(**{**asdict(config), **overrides})
     train(args.out, args.work or args.out.rstrip("/\\") + ".work", config, args.seed, args.checkpoint_every,
-          log=lambda message: print(message, flush=True))
+          log=lambda message: print(message, flush=True), start_from=args.start_from)
 
 
 if __name__ == "__main__":
