@@ -1,6 +1,7 @@
 """ComfyUI node classes: thin wrappers that check inputs, call sampling/ and wrap results in ComfyUI types."""
 
 from .attention import LongVideoTemporalAttention
+from .co_denoise import LongVideoCoDenoiseSampler
 from .conditioning import LongVideoTextEncode
 from .context_windows import LongVideoContextWindows
 from .continuation import LongVideoContinuationSampler, LongVideoPromptSchedule
@@ -24,6 +25,7 @@ NODE_CLASS_MAPPINGS = {
     "LongVideoSaveVideo": LongVideoSaveVideo,
     "LongVideoTemporalAttention": LongVideoTemporalAttention,
     "LongVideoContinuationSampler": LongVideoContinuationSampler,
+    "LongVideoCoDenoiseSampler": LongVideoCoDenoiseSampler,
     "LongVideoPromptSchedule": LongVideoPromptSchedule,
     "LongVideoLatentInterpolate": LongVideoLatentInterpolate,
     "LongVideoFlowInterpolate": LongVideoFlowInterpolate,
@@ -47,6 +49,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LongVideoSaveVideo": "LongVideo Save Video",
     "LongVideoTemporalAttention": "LongVideo Temporal Attention",
     "LongVideoContinuationSampler": "LongVideo Continuation Sampler",
+    "LongVideoCoDenoiseSampler": "LongVideo Co-Denoise Sampler (overlapping windows)",
     "LongVideoPromptSchedule": "LongVideo Prompt Schedule",
     "LongVideoLatentInterpolate": "LongVideo Latent Interpolate",
     "LongVideoFlowInterpolate": "LongVideo Flow Interpolate",

@@ -5,8 +5,12 @@ grows with frames: spatial layers, temporal convolutions, temporal attention) st
 video is; only the latents themselves are full length. Windows overlap by `overlap` frames, and in the overlap
 the two predictions are cross-faded with linear weights, so a frame near a window edge leans on the window that
 sees it in the middle. The denoising loop is unchanged: it steps the whole video with the blended prediction.
-This is how a refine pass (denoise < 1 on an upscaled latent) runs on a long video.
+This is how a refine pass (denoise < 1 on an upscaled latent) runs on a long video, and, with the whole video's
+latents kept on the CPU and a prompt per stretch of the timeline, how co-denoising makes a long video at once
+(sampling/co_denoise.py).
 """
+
+from collections.abc import Callable
 
 import torch
 
@@ -36,10 +40,20 @@ def window_weights(length: int, overlap_before: int, overlap_after: int) -> torc
     return weights
 
 
-class WindowedDenoiser(Denoiser):
-    """`inner` called on windows of at most `frames_per_window` frames, overlapping by `overlap` frames."""
+WindowContext = Callable[[int, int], torch.Tensor]
+"""window_context(start, stop): the text context of the window over frames start..stop-1 (prompts along the timeline)."""
 
-    def __init__(self, inner: Denoiser, frames_per_window: int, overlap: int):
+
+class WindowedDenoiser(Denoiser):
+    """`inner` called on windows of at most `frames_per_window` frames, overlapping by `overlap` frames.
+
+    window_context: when given, each window's text context comes from it instead of the loop's.
+    latents_on_cpu: the loop keeps the whole video's latents on the CPU (`load` says so) and only one window at a time
+    goes to the model's device, so device memory does not grow with the video's length.
+    """
+
+    def __init__(self, inner: Denoiser, frames_per_window: int, overlap: int, *,
+                 window_context: WindowContext | None = None, latents_on_cpu: bool = False):
         if frames_per_window < 1:
             raise ValueError(f"frames_per_window must be at least 1, got {frames_per_window}")
         if not 0 <= overlap < frames_per_window:
@@ -50,6 +64,11 @@ class WindowedDenoiser(Denoiser):
         self.latent_channels = inner.latent_channels
         self.scheduler_config = inner.scheduler_config
         self.takes_known_frames = inner.takes_known_frames
+        self.sample_range = inner.sample_range
+        self.downscale = inner.downscale
+        self.window_context = window_context
+        self.latents_on_cpu = latents_on_cpu
+        self.model_device = None
 
     def __getattr__(self, name):
         # Everything else the model offers (context_width, unet, ...) is the inner model's.
@@ -58,23 +77,25 @@ class WindowedDenoiser(Denoiser):
         return getattr(self.inner, name)
 
     def with_temporal_attention(self, scope) -> "WindowedDenoiser":
-        return WindowedDenoiser(self.inner.with_temporal_attention(scope), self.frames_per_window, self.overlap)
+        return WindowedDenoiser(self.inner.with_temporal_attention(scope), self.frames_per_window, self.overlap,
+                                window_context=self.window_context, latents_on_cpu=self.latents_on_cpu)
 
     def load(self) -> torch.device:
-        return self.inner.load()
+        self.model_device = self.inner.load()
+        return torch.device("cpu") if self.latents_on_cpu else self.model_device
 
     def __call__(self, latents, timestep, context, known=None):
         frames = latents.shape[2]
-        if frames <= self.frames_per_window:
-            return self.inner(latents, timestep, context, known=known)
         starts = window_starts(frames, self.frames_per_window, self.overlap)
+        if len(starts) == 1 and not self.latents_on_cpu and self.window_context is None:
+            return self.inner(latents, timestep, context, known=known)
         blended = None
         total_weight = torch.zeros(frames, device=latents.device)
         for number, start in enumerate(starts):
-            stop = start + self.frames_per_window
+            stop = min(start + self.frames_per_window, frames)
             if number:
                 throw_if_interrupted()
-            prediction = self.inner(latents[:, :, start:stop], timestep, context, known=_known_in(known, start, stop))
+            prediction = self._window(latents[:, :, start:stop], timestep, context, _known_in(known, start, stop), start, stop)
             if blended is None:
                 blended = torch.zeros_like(latents, dtype=prediction.dtype)
             before = starts[number - 1] + self.frames_per_window - start if number else 0
@@ -83,6 +104,15 @@ class WindowedDenoiser(Denoiser):
             blended[:, :, start:stop] += prediction * weights.to(prediction.dtype)[:, None, None]
             total_weight[start:stop] += weights
         return blended / total_weight.to(blended.dtype)[:, None, None]
+
+    def _window(self, latents, timestep, context, known, start, stop):
+        if self.window_context is not None:
+            context = self.window_context(start, stop)
+        if not self.latents_on_cpu:
+            return self.inner(latents, timestep, context, known=known)
+        device = self.model_device or self.inner.load()
+        prediction = self.inner(latents.to(device), timestep.to(device), context.to(device), known=known)
+        return prediction.to(latents.device)
 
 
 def _known_in(known: KnownFrames | None, start: int, stop: int) -> KnownFrames | None:

@@ -1,0 +1,83 @@
+from ..sampling import co_denoise
+from ..sampling.denoise import TextGuidance
+from ..utils.comfy import Progress, intermediate_device
+from .common import CATEGORY, MODEL, VAE, NodeInputError, check_frame_size, conditioning_embeddings, frame_size_input, latent_frame_size
+from .continuation import PROMPT_SCHEDULE, LongVideoContinuationSampler
+from .sampler import CFG, SCHEDULER, SEED, STEPS
+
+
+class LongVideoCoDenoiseSampler:
+    DESCRIPTION = (
+        "Makes a long video in one pass: every step denoises the whole video as overlapping windows of the model's "
+        "length whose predictions are cross-faded (Gen-L-Video co-denoising, FreeNoise noise), so neighbouring windows "
+        "agree from the first step and there is no seam for the object to jump at. Works with any model, no training. "
+        "The video's latents stay on the CPU and one window at a time goes to the GPU, so GPU memory does not grow with "
+        "length. Prompts along the timeline come from prompt_schedule (line i covers the i-th stretch of frames). "
+        "Costs about frames_per_window / (frames_per_window - overlap) times the model calls of continuation."
+    )
+    CATEGORY = CATEGORY
+    FUNCTION = "sample"
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("The whole video's latents; decode with LongVideoDecode.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL, {"tooltip": "The video model (optionally through LongVideoTemporalAttention)."}),
+                "positive": ("CONDITIONING", {"tooltip": "The prompt of the whole video, unless prompt_schedule is connected."}),
+                "negative": ("CONDITIONING", {"tooltip": "What to steer away from (leave empty for the embedded model)."}),
+                "width": frame_size_input("width"),
+                "height": frame_size_input("height"),
+                "frames": ("INT", {"default": 64, "min": 1, "max": 100000, "tooltip": "Frames of the video (latent frames), start frames included."}),
+                "frames_per_window": ("INT", {"default": 16, "min": 2, "max": 1024,
+                                              "tooltip": "Frames the model sees at once: its training length (16 for the embedded model and ModelScope, 24 for Zeroscope v2)."}),
+                "overlap": ("INT", {"default": 8, "min": 0, "max": 1023,
+                                    "tooltip": "Frames shared by neighbouring windows. More overlap ties windows more tightly and costs more model calls; half the window is a good start."}),
+                "noise": (list(co_denoise.NOISE_KINDS), {"default": "freenoise",
+                                                         "tooltip": "freenoise: later frames reuse the first window's noise in a shuffled order, which keeps one object; independent: fresh noise for every frame."}),
+                "seed": SEED,
+                "steps": STEPS,
+                "cfg": CFG,
+                "scheduler": SCHEDULER,
+            },
+            "optional": {
+                "prompt_schedule": (PROMPT_SCHEDULE, {"tooltip": "Prompts along the timeline from LongVideoPromptSchedule: line i of m covers frames i*frames/m up to (i+1)*frames/m."}),
+                "start_image": ("IMAGE", {"tooltip": "Start from this image (its last frame, resized to width x height): frame 0, kept exactly; needs vae."}),
+                "vae": (VAE, {"tooltip": "Encodes start_image."}),
+                "start_latent": ("LATENT", {"tooltip": "Continue this clip: its frames are the first frames, kept exactly."}),
+                "method": (list(co_denoise.CO_DENOISE_METHODS), {"default": "replace",
+                                                                 "tooltip": "How start frames are kept (only with start_image or start_latent): replace re-noises them every step (any model); learned lets a model that takes known frames read them (the embedded model)."}),
+            },
+        }
+
+    def sample(self, model, positive, negative, width, height, frames, frames_per_window, overlap, noise, seed, steps, cfg,
+               scheduler, prompt_schedule=None, start_image=None, vae=None, start_latent=None, method="replace"):
+        node = "LongVideoCoDenoiseSampler"
+        check_frame_size(node, width, height)
+        if start_image is not None and start_latent is not None:
+            raise NodeInputError(f"{node}: connect start_image or start_latent, not both")
+        settings = co_denoise.CoDenoiseSettings(frames, frames_per_window, overlap, noise, method)
+        try:
+            settings.check()
+        except ValueError as error:
+            raise NodeInputError(f"{node}: {error}") from None
+        if model.requires_known_frames:
+            raise NodeInputError(f"{node}: this model only works from known frames: use LongVideoContinuationSampler")
+        if method == "learned" and not model.takes_known_frames:
+            raise NodeInputError(f"{node}: method 'learned' needs a model that takes known frames (the embedded "
+                                 "longvideo-shapes); this model is not one: choose 'replace'")
+        start = LongVideoContinuationSampler._start(node, model, start_image, vae, start_latent, width, height)
+        if start is not None and start.shape[2] >= frames:
+            raise NodeInputError(f"{node}: the start has {start.shape[2]} frames; set frames above that so that new frames follow")
+        negative_tokens = conditioning_embeddings(negative, node, "negative", model.context_width)
+        schedule = prompt_schedule if prompt_schedule is not None else [positive]
+        prompts = [TextGuidance(conditioning_embeddings(c, node, "prompt_schedule" if prompt_schedule else "positive",
+                                                        model.context_width), negative_tokens, cfg) for c in schedule]
+        batch = 1 if start is None else start.shape[0]
+        with Progress(steps, "co-denoising") as progress:
+            latents = co_denoise.co_denoise_video(
+                model, prompts, settings, size=(batch, *latent_frame_size(model, width, height)), steps=steps, seed=seed,
+                scheduler=scheduler, start=start, on_step=lambda step, total: progress.update(),
+            )
+        return ({"samples": latents.to(intermediate_device())},)
