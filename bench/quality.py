@@ -10,10 +10,20 @@ against the grey background). Printed per mode, over all videos:
 - direction right: the least-squares velocity of the centroid over each stretch of frames made for one prompt
   points the prompt's way (its component along that way is positive, at least 0.3 px per frame, and larger than
   the component across it); the share of stretches;
+- shape right: the most frequent shape over the frames is the prompt's shape (`find_shape` tells circle, square and
+  triangle by how much of its bounding box the object fills);
 - identity: the share of all frames in which the object is found with the prompt's colour (stays the same object,
   does not vanish or change colour over the whole video);
 - seam / interior: the mean centroid step across chunk or segment seams over the median step inside them (1 is
   seamless; a jump at the seam makes it larger).
+
+- ms / frame: wall time per generated frame (the cost of a method, side by side with the others in one run).
+
+Each long-video mode has a row per frame-conditioning method (METHODS): replace, guidance, learned (models that take
+known frames, such as the embedded one) and, for continuation, co-denoise (sampling/co_denoise.py: the same number of
+frames denoised at once in overlapping windows, no known frames; its seams are the window edges). The 'long' mode
+(ask for it with --modes long) is a 1,024-frame continuation that also prints identity and the centroid's distance
+from the middle per 128-frame block: drift over a long video.
 
 A "drawn" row measures videos rendered by synthetic_shapes itself: what a perfect model scores.
 A mode is one function in MODES returning the frames and where its seams and prompt stretches are; add a row there.
@@ -25,7 +35,7 @@ import random
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -62,6 +72,7 @@ class Options:
     chunks: int = 4
     known: int = 4
     keyframes: int = 6
+    overlap: int = 8
     method: str = "replace"
 
 
@@ -122,6 +133,8 @@ def continuation(model, prompt, seed, options) -> Generated:
     and stays on screen), as workflows/api/continuation.json does."""
     from longvideo.sampling.continuation import ContinuationSettings, continue_video, known_frame_counts
 
+    if options.method == "co-denoise":
+        return co_denoise(model, prompt, seed, options)
     colour, shape, direction = prompt_parts(prompt)
     directions = [direction]
     while len(directions) < options.chunks:
@@ -137,6 +150,29 @@ def continuation(model, prompt, seed, options) -> Generated:
         stretches.append(Stretch(made, options.frames - k, d))
         made += options.frames - k
     return Generated(decode(model, latents), stretches, seams)
+
+
+def co_denoise(model, prompt, seed, options) -> Generated:
+    """As many frames as `continuation` makes, denoised at once in overlapping windows of options.frames frames
+    (overlap options.overlap) with FreeNoise noise; the prompt turns clockwise along the timeline as continuation's
+    chunks do. Seams: the first and last frame of every window, where a window's edge could show."""
+    from longvideo.sampling.co_denoise import CoDenoiseSettings, co_denoise_video
+    from longvideo.sampling.context_windows import window_starts
+
+    colour, shape, direction = prompt_parts(prompt)
+    directions = [direction]
+    while len(directions) < options.chunks:
+        directions.append(CLOCKWISE[directions[-1]])
+    frames = options.frames + (options.chunks - 1) * (options.frames - options.known)
+    settings = CoDenoiseSettings(frames, options.frames, options.overlap)
+    prompts = [guidance(model, f"a {colour} {shape} moving {d}", options) for d in directions]
+    latents = co_denoise_video(model.denoiser, prompts, settings, size=(1, 8, 8), steps=options.steps, seed=seed,
+                               scheduler=options.scheduler)
+    stretch = frames / len(directions)
+    stretches = [Stretch(round(i * stretch), round((i + 1) * stretch) - round(i * stretch), d) for i, d in enumerate(directions)]
+    starts = window_starts(frames, options.frames, options.overlap)
+    edges = sorted({s for s in starts[1:]} | {s + options.frames for s in starts[:-1]})
+    return Generated(decode(model, latents), stretches, [e for e in edges if 0 < e < frames])
 
 
 def steps_beside(known: list[int], frames: int) -> list[int]:
@@ -173,7 +209,11 @@ def interpolation(model, prompt, seed, options) -> Generated:
 
 
 MODES = {"drawn": drawn, "sampler": plain_sampler, "continuation": continuation, "hierarchical": hierarchical,
-         "interpolation": interpolation}
+         "interpolation": interpolation, "long": continuation}
+METHODS = {"continuation": ("replace", "guidance", "learned", "co-denoise"), "hierarchical": ("replace", "guidance", "learned"),
+           "interpolation": ("replace", "guidance", "learned"), "long": ("learned", "co-denoise", "replace")}
+LONG_FRAMES = 1024
+BLOCK = 128
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -183,10 +223,12 @@ MODES = {"drawn": drawn, "sampler": plain_sampler, "continuation": continuation,
 @dataclass
 class Measured:
     colour_right: bool
+    shape_right: bool
     directions_right: list[bool]
     identity: float
     seam_steps: list[float]
     interior_steps: list[float]
+    blocks: list[tuple[float, float]]   # per BLOCK frames: (identity %, mean distance of the centroid from the frame centre)
 
 
 def velocity(track: list[tuple[int, tuple[float, float]]]) -> np.ndarray | None:
@@ -209,11 +251,12 @@ def direction_right(v: np.ndarray | None, direction: str) -> bool:
     return along >= MIN_SPEED and along > across
 
 
-def measure(generated: Generated, colour: str) -> Measured:
+def measure(generated: Generated, colour: str, shape: str | None = None) -> Measured:
     from longvideo.tools.synthetic_shapes import find_shape
 
     found = [find_shape(frame) for frame in generated.video]
     colours = Counter(f.colour for f in found if f.colour is not None)
+    shapes = Counter(f.shape for f in found if f.shape is not None)
     directions = []
     for stretch in generated.stretches:
         track = [(t, found[t].centre) for t in range(stretch.first, stretch.first + stretch.frames) if found[t].centre]
@@ -223,12 +266,20 @@ def measure(generated: Generated, colour: str) -> Measured:
         if found[t].centre and found[t - 1].centre:
             step = float(np.hypot(*np.subtract(found[t].centre, found[t - 1].centre)))
             (seam_steps if t in generated.seams else interior_steps).append(step)
+    middle = generated.video.shape[2] / 2
+    blocks = []
+    for first in range(0, len(found), BLOCK):
+        block = found[first:first + BLOCK]
+        offsets = [float(np.hypot(f.centre[0] - middle, f.centre[1] - middle)) for f in block if f.centre]
+        blocks.append((100 * sum(f.colour == colour for f in block) / len(block), np.mean(offsets) if offsets else float("nan")))
     return Measured(
         colour_right=bool(colours) and colours.most_common(1)[0][0] == colour,
+        shape_right=bool(shapes) and shapes.most_common(1)[0][0] == shape,
         directions_right=directions,
         identity=sum(f.colour == colour for f in found) / len(found),
         seam_steps=seam_steps,
         interior_steps=interior_steps,
+        blocks=blocks,
     )
 
 
@@ -239,34 +290,53 @@ def summarise(results: list[Measured]) -> dict:
     return {
         "videos": len(results),
         "colour": 100 * np.mean([r.colour_right for r in results]),
+        "shape": 100 * np.mean([r.shape_right for r in results]),
         "direction": 100 * np.mean(directions) if directions else float("nan"),
         "identity": 100 * np.mean([r.identity for r in results]),
         "seam": np.mean(seams) / np.median(interior) if seams and interior else float("nan"),
         "interior": np.median(interior) if interior else float("nan"),
+        "blocks": np.nanmean([r.blocks for r in results], axis=0).tolist() if len({len(r.blocks) for r in results}) == 1 else [],
     }
 
 
-def save_strip(path: str, videos: list[np.ndarray]) -> None:
-    """One row of frames per video, for looking at what was measured."""
+def save_strip(path: str, videos: list[np.ndarray], every: int = 1, most: int = 32) -> None:
+    """One row of frames per video (every `every`-th frame, at most `most`), for looking at what was measured."""
     import cv2
 
-    rows = [np.concatenate(list(v), axis=1) for v in videos]
+    rows = [np.concatenate(list(v[::every][:most]), axis=1) for v in videos]
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
     cv2.imwrite(path, cv2.cvtColor(np.concatenate(rows), cv2.COLOR_RGB2BGR))
 
 
+def rows_to_run(modes: list[str], methods: list[str] | None, denoiser) -> list[tuple[str, str]]:
+    """(mode, method) pairs; learned only for a model that takes known frames."""
+    rows = []
+    for mode in modes:
+        for method in METHODS.get(mode, ("-",)):
+            if methods and method != "-" and method not in methods:
+                continue
+            if method == "learned" and not denoiser.takes_known_frames:
+                continue
+            rows.append((mode, method))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=DEFAULT_MODEL, help="a diffusers text-to-video folder")
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--modes", nargs="+", default=[m for m in MODES if m != "long"], choices=list(MODES),
+                        help="'long' is the 1,024-frame continuation with drift per 128-frame block (slow: ask for it)")
+    parser.add_argument("--methods", nargs="+", default=None, help="only these frame-conditioning methods (default: all)")
     parser.add_argument("--prompts", nargs="+", default=DEFAULT_PROMPTS)
     parser.add_argument("--seeds", type=int, default=20, help="seeds first-seed .. first-seed + seeds - 1 per prompt")
+    parser.add_argument("--long-seeds", type=int, default=1, help="seeds per prompt for the 'long' mode")
     parser.add_argument("--first-seed", type=int, default=0)
     defaults = Options()
     for name, value in vars(defaults).items():
-        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
-    parser.add_argument("--strips", default=None, help="folder to write a PNG of each mode's first videos into")
+        if name != "method":
+            parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+    parser.add_argument("--strips", default=None, help="folder to write a PNG of each row's first videos into")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
 
@@ -280,31 +350,41 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    options = Options(**{name: getattr(args, name) for name in vars(defaults)})
+    options = Options(**{name: getattr(args, name) for name in vars(defaults) if name != "method"})
     for prompt in args.prompts:
         prompt_parts(prompt)
     model = load_text_to_video(args.model)
-    seeds = range(args.first_seed, args.first_seed + args.seeds)
     print(f"model {os.path.relpath(args.model)}; {len(args.prompts)} prompts x {args.seeds} seeds; {options.frames}-frame "
           f"clips, {options.steps} {options.scheduler} steps, CFG {options.cfg}; continuation: {options.chunks} chunks, "
-          f"{options.known} known frames; hierarchical: {options.keyframes} keyframes, depth 2; interpolation: 5 keyframes x4; "
-          f"frame conditioning {options.method}")
-    print(f"{'mode':<14}{'videos':>7}{'frames':>7}{'colour right %':>16}{'direction right %':>19}{'identity %':>12}"
-          f"{'seam / interior':>17}{'interior px':>13}{'s / video':>11}", flush=True)
-    for mode in args.modes:
-        began, results, videos = time.perf_counter(), [], []
+          f"{options.known} known frames; co-denoise: windows of {options.frames}, overlap {options.overlap}, FreeNoise noise; "
+          f"hierarchical: {options.keyframes} keyframes, depth 2; interpolation: 5 keyframes x4; long: {LONG_FRAMES} frames")
+    print(f"{'mode':<14}{'method':<12}{'videos':>7}{'frames':>7}{'colour %':>10}{'shape %':>9}{'direction %':>13}"
+          f"{'identity %':>12}{'seam / interior':>17}{'interior px':>13}{'ms / frame':>12}", flush=True)
+    for mode, method in rows_to_run(args.modes, args.methods, model.denoiser):
+        row_options = replace(options, method=method)
+        seeds = range(args.first_seed, args.first_seed + (args.long_seeds if mode == "long" else args.seeds))
+        if mode == "long":
+            row_options = replace(row_options, chunks=1 + -(-(LONG_FRAMES - options.frames) // (options.frames - options.known)))
+        began, results, videos, frames = time.perf_counter(), [], [], 0
         for prompt in args.prompts:
+            colour, shape, _ = prompt_parts(prompt)
             for seed in seeds:
-                generated = MODES[mode](model, prompt, seed, options)
-                results.append(measure(generated, prompt_parts(prompt)[0]))
+                generated = MODES[mode](model, prompt, seed, row_options)
+                results.append(measure(generated, colour, shape))
+                frames += generated.video.shape[0]
                 if len(videos) < 8 and seed < args.first_seed + 2:
                     videos.append(generated.video)
-        row = {**summarise(results), "seconds": (time.perf_counter() - began) / len(results), "frames": generated.video.shape[0]}
-        print(f"{mode:<14}{row['videos']:>7}{row['frames']:>7}{row['colour']:>16.1f}{row['direction']:>19.1f}"
-              f"{row['identity']:>12.1f}{row['seam']:>17.2f}{row['interior']:>13.2f}{row['seconds']:>11.2f}", flush=True)
+        row = {**summarise(results), "ms": 1000 * (time.perf_counter() - began) / frames, "frames": generated.video.shape[0]}
+        print(f"{mode:<14}{method:<12}{row['videos']:>7}{row['frames']:>7}{row['colour']:>10.1f}{row['shape']:>9.1f}"
+              f"{row['direction']:>13.1f}{row['identity']:>12.1f}{row['seam']:>17.2f}{row['interior']:>13.2f}{row['ms']:>12.1f}",
+              flush=True)
+        if mode == "long" and row["blocks"]:
+            print("    per 128 frames, identity %: " + " ".join(f"{b[0]:.0f}" for b in row["blocks"]))
+            print("    per 128 frames, centroid px from the middle: " + " ".join(f"{b[1]:.1f}" for b in row["blocks"]), flush=True)
         if args.strips:
             os.makedirs(args.strips, exist_ok=True)
-            save_strip(os.path.join(args.strips, f"{mode}.png"), videos)
+            every = 8 if mode == "long" else 1
+            save_strip(os.path.join(args.strips, f"{mode}-{method}.png".replace("--", "")), videos, every)
 
 
 if __name__ == "__main__":

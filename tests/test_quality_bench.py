@@ -20,8 +20,20 @@ def test_drawn_videos_score_full_marks():
         for prompt in ("a red circle moving right", "a green square moving left", "a blue triangle moving up",
                        "a yellow circle moving down"):
             generated = MODES["drawn"](None, prompt, seed, Options())
-            result = measure(generated, prompt.split()[1])
-            assert result.colour_right and result.directions_right == [True] and result.identity == 1.0
+            result = measure(generated, prompt.split()[1], prompt.split()[2])
+            assert result.colour_right and result.shape_right and result.directions_right == [True] and result.identity == 1.0
+
+
+def test_a_wrong_shape_is_caught():
+    assert not measure(Generated(drawn("right", "red"), [Stretch(0, 16, "right")]), "red", "square").shape_right
+
+
+def test_drift_is_measured_per_block():
+    from longvideo.bench.quality import BLOCK
+
+    video = np.concatenate([np.repeat(drawn("right", "red")[:1], BLOCK, axis=0), np.full((BLOCK, 64, 64, 3), 128, np.uint8)])
+    blocks = measure(Generated(video, [Stretch(0, 2 * BLOCK, "right")]), "red").blocks
+    assert blocks[0][0] == 100 and blocks[1][0] == 0 and np.isnan(blocks[1][1])
 
 
 def test_wrong_colour_and_wrong_way_are_caught():

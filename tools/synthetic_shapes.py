@@ -102,6 +102,7 @@ class FoundShape:
     colour: str | None        # nearest palette colour, None when no object is visible
     centre: tuple[float, float] | None
     pixels: int
+    shape: str | None = None  # circle, square or triangle, by how much of its bounding box the object fills
 
 
 def find_shape(frame: np.ndarray, min_pixels: int = 6, threshold: float = 60.0) -> FoundShape:
@@ -115,4 +116,10 @@ def find_shape(frame: np.ndarray, min_pixels: int = 6, threshold: float = 60.0) 
     mean = rgb[mask].mean(axis=0)
     colour = min(COLOURS, key=lambda name: float(np.linalg.norm(mean - np.array(COLOURS[name], np.float32))))
     ys, xs = np.nonzero(mask)
-    return FoundShape(colour, (float(xs.mean()), float(ys.mean())), count)
+    return FoundShape(colour, (float(xs.mean()), float(ys.mean())), count, shape_of(xs, ys))
+
+
+def shape_of(xs: np.ndarray, ys: np.ndarray) -> str:
+    """A square fills its (axis-aligned) bounding box, a circle pi / 4 of it, the upright triangle half of it."""
+    fill = len(xs) / float((np.ptp(xs) + 1) * (np.ptp(ys) + 1))
+    return "square" if fill > 0.9 else "circle" if fill > 0.64 else "triangle"
