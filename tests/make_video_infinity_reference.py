@@ -62,7 +62,7 @@ def worker(rank, world, port, checkout, folder):
         dist.destroy_process_group()
 
 
-def run(checkout: str, out: str) -> None:
+def run(checkout: str, out: str, commit: str = "") -> None:
     import torch
     import torch.multiprocessing as mp
     from safetensors.torch import load_file, save_file
@@ -78,10 +78,11 @@ def run(checkout: str, out: str) -> None:
         for rank in range(case.RANKS):
             outputs.update(load_file(os.path.join(folder, f"rank{rank}.safetensors")))
     latents, context = case.inputs()
-    try:
-        commit = subprocess.run(["git", "-C", checkout, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
+    if not commit:
+        try:
+            commit = subprocess.run(["git", "-C", checkout, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        except OSError:
+            commit = ""
     import diffusers
 
     save_file({"latents": latents, "context": context, **outputs}, out, metadata={
@@ -94,10 +95,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkout", required=True, help="a checkout of Yuanshi9815/Video-Infinity (holds src/video_infinity)")
     parser.add_argument("--out", default=os.path.join(HERE, "data", "video_infinity_reference.safetensors"))
+    parser.add_argument("--commit", default="", help="the checkout's commit, recorded in the file (read with git when omitted)")
     args = parser.parse_args()
     if not os.path.isfile(os.path.join(args.checkout, "src", "video_infinity", "plugins.py")):
         parser.error(f"{args.checkout} has no src/video_infinity/plugins.py: give a Video-Infinity checkout")
-    run(args.checkout, args.out)
+    run(args.checkout, args.out, args.commit)
     print(args.out)
     return 0
 
