@@ -15,6 +15,12 @@ code), so the convolutions pad as the full-video model does and no zero keys dil
 GroupNorm sync on and padding <= F, each clip's prediction equals that frame range of the full-video model
 with DualScopeAttention, up to float rounding.
 
+Reference mode (`reference=True`) computes what Video-Infinity's own plugins compute instead: zero frames as the
+halos at the video's two ends (unmasked attention keys and values, conv input frames; so every query keeps
+2 * padding + 1 local keys, which token_num_scale counts), a conv halo of 4 frames whatever the layer,
+GroupNorm statistics per rank (over the clip and its conv halos), and the global frames picked per rank
+(top_k // R frames at a stride over each clip, gathered and cut to top_k) rather than over the whole video.
+
 The network is not forked or edited: `clip_parallel_hooks(unet)` installs, for the duration of a run,
 attention processors and forward overrides that consult the exchange of the current call (a ContextVar set
 by `ClipDenoiser`), and behave exactly as before when there is none. One installation serves every virtual
@@ -46,14 +52,21 @@ class ClipExchange:
     scope: DualScopeAttention
     timestep: float
     sync_group_norm: bool = True
+    reference: bool = False
 
     def halos(self, tensor: torch.Tensor, frames: int, dim: int) -> tuple[torch.Tensor, int]:
-        """`tensor` with up to `frames` frames of each neighbour added along `dim`; returns it and the frames added before."""
+        """`tensor` with up to `frames` frames of each neighbour added along `dim`; returns it and the frames added before.
+
+        Where there is no neighbour the halo is empty, or zero frames in reference mode."""
         size = tensor.shape[dim]
         frames = min(frames, size)
-        if frames <= 0 or self.comm.world_size == 1:
+        if frames <= 0 or (self.comm.world_size == 1 and not self.reference):
             return tensor, 0
-        left, right = self.comm.exchange_halos(tensor.narrow(dim, 0, frames), tensor.narrow(dim, size - frames, frames))
+        first, last = tensor.narrow(dim, 0, frames), tensor.narrow(dim, size - frames, frames)
+        left, right = self.comm.exchange_halos(first, last) if self.comm.world_size > 1 else (None, None)
+        if self.reference:
+            left = torch.zeros_like(last) if left is None else left
+            right = torch.zeros_like(first) if right is None else right
         parts = [part for part in (left, tensor, right) if part is not None]
         return torch.cat(parts, dim=dim), 0 if left is None else left.shape[dim]
 
@@ -61,7 +74,10 @@ class ClipExchange:
         """The whole video's global frames of `tensor` (this clip's frames along `dim`) in video order, gathered from
         every clip, and their positions counted from this clip's first frame."""
         frames, rank, world = tensor.shape[dim], self.comm.rank, self.comm.world_size
-        chosen = global_frame_indices(frames * world, self.scope.global_frames)
+        if self.reference:
+            chosen = reference_global_frames(frames, self.scope.global_frames, world)
+        else:
+            chosen = global_frame_indices(frames * world, self.scope.global_frames)
         owned = [[i - r * frames for i in chosen if r * frames <= i < (r + 1) * frames] for r in range(world)]
         if world == 1:
             own = torch.tensor(owned[0], dtype=torch.long, device=tensor.device)
@@ -100,6 +116,17 @@ class ClipExchange:
             shape = (1, channels) + (1,) * (x.dim() - 2)
             normed = normed * norm.weight.float().view(shape) + norm.bias.float().view(shape)
         return normed.to(x.dtype)
+
+
+REFERENCE_CONV_HALO = 4  # Video-Infinity's ConvLayerPlugin.padding: the frames its temporal convolutions exchange
+
+
+def reference_global_frames(frames: int, count: int, world: int) -> list[int]:
+    """Video-Infinity's global frames (AttentionPlugin.get_topk) of a video of `world` clips of `frames` frames:
+    count // world frames of every clip at a per-clip stride (only frame 0 when that is 0), in rank order, cut to count."""
+    share = count // world
+    stride = max(frames // share, 1) if share else frames
+    return [r * frames + i for r in range(world) for i in range(0, frames, stride)][:count]
 
 
 def current_exchange() -> ClipExchange | None:
@@ -146,7 +173,7 @@ def _temporal_conv_forward(layer, original):
             return original(hidden_states, num_frames)
         x = hidden_states[None, :].reshape((-1, num_frames) + hidden_states.shape[1:]).permute(0, 2, 1, 3, 4)
         identity = x
-        x, before = exchange.halos(x, halo, dim=2)
+        x, before = exchange.halos(x, REFERENCE_CONV_HALO if exchange.reference else halo, dim=2)
         own = slice(before, before + num_frames)
         for block in (layer.conv1, layer.conv2, layer.conv3, layer.conv4):
             for part in block:
@@ -204,13 +231,16 @@ class ClipDenoiser(Denoiser):
     asks the model to load. Needs `clip_parallel_hooks(base.unet)` around the run.
     """
 
-    def __init__(self, base, comm, scope: DualScopeAttention, sync_group_norm: bool = True, device=None):
+    def __init__(self, base, comm, scope: DualScopeAttention, sync_group_norm: bool = True, device=None, reference: bool = False):
         if getattr(base, "temporal_scope", None) is not None:
             raise ValueError("clip-parallel sampling sets its own temporal attention: give it the model without a temporal scope")
+        if reference and sync_group_norm:
+            raise ValueError("reference mode keeps GroupNorm statistics per rank, as Video-Infinity: set sync_group_norm off")
         self.base = base
         self.comm = comm
         self.scope = scope
         self.sync_group_norm = sync_group_norm
+        self.reference = reference
         self.device = device
         self.latent_channels = base.latent_channels
         self.scheduler_config = base.scheduler_config
@@ -222,7 +252,7 @@ class ClipDenoiser(Denoiser):
     def __call__(self, latents, timestep, context, known=None):
         self._check_lockstep(latents, timestep)
         self.timesteps.append(float(timestep))
-        token = _CURRENT_EXCHANGE.set(ClipExchange(self.comm, self.scope, float(timestep), self.sync_group_norm))
+        token = _CURRENT_EXCHANGE.set(ClipExchange(self.comm, self.scope, float(timestep), self.sync_group_norm, self.reference))
         try:
             return self.base(latents, timestep, context, known)
         finally:

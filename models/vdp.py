@@ -211,15 +211,32 @@ class Attention(nn.Module):
         self.to_qkv = nn.Linear(dim, dim_head * heads * 3, bias=False)
         self.to_out = nn.Linear(dim_head * heads, dim, bias=False)
 
-    def forward(self, x, pos_bias=None):
+    def forward(self, x, pos_bias=None, focus_present_mask=None):
+        """`focus_present_mask` [B] (bool, B = x.shape[0]): those samples attend only to themselves (the original's
+        image + video co-training); when every sample does, the output is the projected values, as in the original."""
         lead, (n, width) = x.shape[:-2], x.shape[-2:]
         qkv = self.to_qkv(x.reshape(-1, n, width)).chunk(3, dim=-1)
+        if focus_present_mask is not None and bool(focus_present_mask.all()):
+            return self.to_out(qkv[2]).reshape(*lead, n, -1)
         q, k, v = (t.unflatten(-1, (self.heads, self.dim_head)).transpose(1, 2) for t in qkv)
         if self.rotary_emb is not None:
             q, k = self.rotary_emb.rotate(q), self.rotary_emb.rotate(k)
         bias = None if pos_bias is None else pos_bias.to(q.dtype)
+        if focus_present_mask is not None and bool(focus_present_mask.any()):
+            bias = _focus_present_bias(focus_present_mask, lead, n, bias, q.dtype, q.device)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self.to_out(out.transpose(1, 2).flatten(-2)).reshape(*lead, n, -1)
+
+
+def _focus_present_bias(mask, lead, n, bias, dtype, device):
+    """The logit bias [rows, heads or 1, n, n] that keeps the masked samples' queries on their own frame (the
+    original fills the other logits with -finfo.max; -inf gives the same softmax). Rows are the flattened `lead`
+    dims, whose first is the batch."""
+    per_row = mask.to(device).bool().reshape(-1, *([1] * (len(lead) - 1))).expand(*lead).reshape(-1)
+    eye = torch.eye(n, dtype=torch.bool, device=device)
+    allowed = torch.where(per_row[:, None, None, None], eye, torch.ones_like(eye))
+    focus = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, float("-inf"))
+    return focus if bias is None else focus + bias
 
 
 class OverFrames(nn.Module):
@@ -229,9 +246,9 @@ class OverFrames(nn.Module):
         super().__init__()
         self.fn = fn
 
-    def forward(self, x, pos_bias=None):
+    def forward(self, x, pos_bias=None, focus_present_mask=None):
         b, c, f, h, w = x.shape
-        out = self.fn(x.permute(0, 3, 4, 2, 1).reshape(b, h * w, f, c), pos_bias=pos_bias)
+        out = self.fn(x.permute(0, 3, 4, 2, 1).reshape(b, h * w, f, c), pos_bias=pos_bias, focus_present_mask=focus_present_mask)
         return out.reshape(b, h, w, f, c).permute(0, 4, 3, 1, 2)
 
 
@@ -354,10 +371,21 @@ class VDPUnet3D(nn.Module):
         )
         self.final_conv = nn.Sequential(ResnetBlock(dim * 2, dim, norm, groups), nn.Conv3d(dim, config.out_dim or config.channels, 1))
 
-    def forward(self, x: torch.Tensor, time: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """x [B, C, F, H, W] noisy pixels, time [B] timesteps, cond [B, cond_dim] (models with cond_dim only)."""
+    def forward(self, x: torch.Tensor, time: torch.Tensor, cond: torch.Tensor | None = None,
+                focus_present_mask: torch.Tensor | None = None, prob_focus_present: float = 0.0) -> torch.Tensor:
+        """x [B, C, F, H, W] noisy pixels, time [B] timesteps, cond [B, cond_dim] (models with cond_dim only).
+
+        focus_present_mask [B] (bool): samples whose temporal attentions (all but the first, as in the original) see
+        only their own frame, i.e. a video of independent images (image + video co-training). Without it, each sample
+        is masked with probability `prob_focus_present` (drawn from torch's global generator as the original does;
+        0 and 1 draw nothing).
+        """
         if self.null_cond_emb is not None and cond is None:
             raise ValueError(f"this model is conditioned (cond_dim {self.config.cond_dim}): pass cond, or its null_cond_emb")
+        if focus_present_mask is None:
+            focus_present_mask = _probability_mask(x.shape[0], prob_focus_present, x.device)
+        elif tuple(focus_present_mask.shape) != (x.shape[0],):
+            raise ValueError(f"focus_present_mask has shape {tuple(focus_present_mask.shape)}; expected ({x.shape[0]},), one flag per sample")
         pos_bias = self.time_rel_pos_bias(x.shape[2], x.device).to(x.dtype)
         x = self.init_temporal_attn(self.init_conv(x), pos_bias=pos_bias)
         first = x
@@ -368,16 +396,25 @@ class VDPUnet3D(nn.Module):
         skips = []
         for block1, block2, spatial_attn, temporal_attn, downsample in self.downs:
             x = spatial_attn(block2(block1(x, emb), emb))
-            x = temporal_attn(x, pos_bias=pos_bias)
+            x = temporal_attn(x, pos_bias=pos_bias, focus_present_mask=focus_present_mask)
             skips.append(x)
             x = downsample(x)
         x = self.mid_spatial_attn(self.mid_block1(x, emb))
-        x = self.mid_block2(self.mid_temporal_attn(x, pos_bias=pos_bias), emb)
+        x = self.mid_block2(self.mid_temporal_attn(x, pos_bias=pos_bias, focus_present_mask=focus_present_mask), emb)
         for block1, block2, spatial_attn, temporal_attn, upsample in self.ups:
             x = torch.cat((x, skips.pop()), dim=1)
             x = spatial_attn(block2(block1(x, emb), emb))
-            x = upsample(temporal_attn(x, pos_bias=pos_bias))
+            x = upsample(temporal_attn(x, pos_bias=pos_bias, focus_present_mask=focus_present_mask))
         return self.final_conv(torch.cat((x, first), dim=1))
+
+
+def _probability_mask(batch: int, probability: float, device) -> torch.Tensor:
+    """The original's prob_mask_like: all True at 1, all False at 0, else uniform draws below `probability`."""
+    if probability >= 1:
+        return torch.ones(batch, dtype=torch.bool, device=device)
+    if probability <= 0:
+        return torch.zeros(batch, dtype=torch.bool, device=device)
+    return torch.zeros(batch, device=device).float().uniform_(0, 1) < probability
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -397,6 +434,7 @@ class VDPDenoiser(Denoiser):
 
     downscale = 1
     sample_range = 1.0
+    noise_layout = "video"  # step noise in [B, C, T, H, W] order, as GaussianDiffusion.p_sample's randn_like
 
     def __init__(self, network: VDPUnet3D, betas: torch.Tensor):
         self.network = network

@@ -53,12 +53,18 @@ class LongVideoDistributedSampler:
             },
             "optional": {
                 "prompt_schedule": (PROMPT_SCHEDULE, {"tooltip": "Prompts spread over the clips, from LongVideoPromptSchedule."}),
+                "reference_mode": ("BOOLEAN", {"default": False, "tooltip": "Compute exactly what Video-Infinity's code computes: zero "
+                                                                            "frames beyond the video's ends, per-rank GroupNorm (sync_group_norm "
+                                                                            "is ignored), its global frames and key counts. Off: the missing "
+                                                                            "neighbours are left out, which is cleaner at the ends. Needs 4 or more "
+                                                                            "frames per clip and 1 <= padding <= frames_per_clip."}),
             },
         }
 
     def sample(self, model, positive, negative, width, height, devices, virtual_ranks, frames_per_clip, padding, global_frames,
                local_phase_t, local_phase_local_bias, local_phase_global_bias, global_phase_t, global_phase_local_bias,
-               global_phase_global_bias, token_num_scale, sync_group_norm, seed, steps, cfg, scheduler, prompt_schedule=None):
+               global_phase_global_bias, token_num_scale, sync_group_norm, seed, steps, cfg, scheduler, prompt_schedule=None,
+               reference_mode=False):
         check_frame_size(NODE, width, height)
         if getattr(model, "temporal_scope", None) is not None:
             raise NodeInputError(f"{NODE}: 'model' already has a temporal attention mode (LongVideoTemporalAttention); this node "
@@ -66,7 +72,7 @@ class LongVideoDistributedSampler:
         settings = distributed.ClipParallelSettings(
             frames_per_clip, padding, global_frames,
             (local_phase_t, local_phase_local_bias, local_phase_global_bias, global_phase_t, global_phase_local_bias,
-             global_phase_global_bias), token_num_scale, sync_group_norm,
+             global_phase_global_bias), token_num_scale, sync_group_norm and not reference_mode, reference_mode,
         )
         try:
             settings.check()

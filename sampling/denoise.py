@@ -6,6 +6,8 @@ the device), the initial noise is scaled by the scheduler's `init_noise_sigma`, 
 runs the unconditional and conditional passes as one batch, and the scheduler steps on frames folded
 into the batch, which is what makes ancestral schedulers draw the same noise as the pipeline. For pixel-space
 models (`Denoiser.sample_range`) the guided prediction's clean estimate is clipped to that range every step.
+A Denoiser whose `noise_layout` is "video" (video-diffusion-pytorch) instead gets its step noise drawn in
+[B, C, T, H, W] order, as its original sampler's randn_like does; the default "frames" folds frames into the batch.
 
 `seed` may instead be a list with one seed per batch item: then every item draws its initial noise and its
 ancestral step noise from its own CPU generator, so an item comes out the same whether it is sampled alone or
@@ -120,6 +122,9 @@ def denoise(
     else:
         # A zero-channel draw gives the seeded generators without consuming any of their numbers.
         noise, generator = noise.float().cpu(), prepare_noise(tuple(shape[:1]) + (0,) + tuple(shape[2:]), seed)[1]
+    video_layout = getattr(denoiser, "noise_layout", "frames") == "video"
+    if video_layout and isinstance(generator, list):
+        generator = generator[:: shape[2]]  # one generator per item: the step noise is drawn per [C, T, H, W] item
     sampler = make_scheduler(scheduler, denoiser.scheduler_config)
     sampler.set_timesteps(steps, device=device)
     timesteps = sampler.timesteps
@@ -159,7 +164,7 @@ def denoise(
             prediction = predict(latents, timestep)
         else:
             latents, prediction = conditioning.model_step(predict, latents, timestep)
-        latents = _scheduler_step(sampler, prediction, timestep, latents, step_arguments)
+        latents = _scheduler_step(sampler, prediction, timestep, latents, step_arguments, video_layout)
         if callback is not None:
             callback(index + 1, len(timesteps), latents)
     if conditioning is not None:
@@ -207,9 +212,17 @@ def clip_prediction(prediction, x, alpha, prediction_type: str, limit: float) ->
     raise ValueError(f"cannot clip the clean estimate of a {prediction_type} prediction")
 
 
-def _scheduler_step(sampler, prediction, timestep, latents, step_arguments):
-    """One scheduler step with the frames folded into the batch: [B, C, T, H, W] <-> [B*T, C, H, W]."""
+def _scheduler_step(sampler, prediction, timestep, latents, step_arguments, video_layout=False):
+    """One scheduler step with the frames folded into the batch: [B, C, T, H, W] <-> [B*T, C, H, W].
+
+    With `video_layout` the scheduler sees [B, C*T, H, W] instead, a view in [B, C, T, H, W] order, so that its step
+    noise fills the video in that order (video-diffusion-pytorch's randn_like); the step itself is elementwise.
+    """
     batch, channels, frames, height, width = latents.shape
+    if video_layout:
+        folded = (batch, channels * frames, height, width)
+        stepped = sampler.step(prediction.reshape(folded), timestep, latents.reshape(folded), **step_arguments).prev_sample
+        return stepped.reshape(latents.shape)
 
     def fold(x):
         return x.permute(0, 2, 1, 3, 4).reshape(batch * frames, channels, height, width)

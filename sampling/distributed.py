@@ -146,7 +146,9 @@ class ClipParallelSettings:
     (at most F are available). global_frames: frames at a fixed stride over the whole video that every frame sees.
     phases: (local_phase_t, local_phase_local_bias, local_phase_global_bias, global_phase_t, global_phase_local_bias,
     global_phase_global_bias) as in attention.temporal.DualScopeAttention. sync_group_norm: whole-video GroupNorm
-    statistics in the temporal layers (the reference code keeps them per clip).
+    statistics in the temporal layers (the reference code keeps them per clip). reference: compute what
+    Video-Infinity's code computes (zero halos at the video's ends, per-rank GroupNorm, its global frames and key
+    counts; models/clip_parallel.py), to reproduce its videos; needs sync_group_norm off, F >= 4 and 1 <= padding <= F.
     """
 
     frames_per_clip: int
@@ -155,6 +157,7 @@ class ClipParallelSettings:
     phases: tuple = (800.0, 10.0, 0.0, 800.0, 0.0, 10.0)
     token_num_scale: bool = False
     sync_group_norm: bool = True
+    reference: bool = False
 
     def check(self) -> None:
         if self.frames_per_clip < 1:
@@ -163,6 +166,14 @@ class ClipParallelSettings:
             raise ValueError(f"padding ({self.padding}) and global frames ({self.global_frames}) cannot be negative")
         if len(self.phases) != 6:
             raise ValueError(f"phases must hold 6 numbers (t, local bias, global bias for each phase), got {self.phases}")
+        if self.reference:
+            if self.sync_group_norm:
+                raise ValueError("reference mode keeps GroupNorm statistics per rank, as Video-Infinity: set sync_group_norm off")
+            if self.frames_per_clip < 4:
+                raise ValueError(f"reference mode needs at least 4 frames per clip (Video-Infinity's conv halo), got {self.frames_per_clip}")
+            if not 1 <= self.padding <= self.frames_per_clip:
+                raise ValueError(f"reference mode needs 1 <= padding <= frames per clip ({self.frames_per_clip}), got padding "
+                                 f"{self.padding}: Video-Infinity's code fails otherwise")
 
     def scope(self) -> DualScopeAttention:
         lt, ll, lg, gt, gl, gg = (float(v) for v in self.phases)
@@ -200,7 +211,7 @@ def sample_clip(
     """Sample this rank's clip with the one denoising loop. `denoiser` is a UNet3DDenoiser already inside
     `clip_parallel_hooks(denoiser.unet)`; `size` is (batch, latent height, latent width); `seed` the video's seed."""
     batch, height, width = size
-    clip = ClipDenoiser(denoiser, comm, settings.scope(), settings.sync_group_norm, device)
+    clip = ClipDenoiser(denoiser, comm, settings.scope(), settings.sync_group_norm, device, settings.reference)
     latents = denoise(
         clip, guidance, (batch, denoiser.latent_channels, settings.frames_per_clip, height, width), steps=steps,
         seed=clip_seed(seed, comm.rank), scheduler=scheduler, callback=callback,

@@ -4,15 +4,19 @@ import dataclasses
 import importlib.util
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
 import psutil
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from longvideo.attention.temporal import DualScopeAttention, global_frame_indices
-from longvideo.models.clip_parallel import ClipDenoiser, clip_parallel_hooks
+from longvideo.models.clip_parallel import ClipDenoiser, clip_parallel_hooks, reference_global_frames
+from longvideo.models.denoiser import UNet3DDenoiser
 from longvideo.models.loader import load_text_to_video
 from longvideo.nodes.common import NodeInputError
 from longvideo.nodes.distributed import LongVideoDistributedSampler
@@ -22,6 +26,7 @@ from longvideo.sampling.distributed import (
     ClipParallelSettings, ClipRankError, VirtualGroup, clip_prompt_index, clip_seed, join_clips, sample_virtual,
 )
 from tiny_models import CONTEXT_WIDTH, tiny_components
+import video_infinity_case as vi_case
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = (1, 8, 8)
@@ -143,6 +148,79 @@ def test_global_frames_are_video_infinitys_in_its_setting(ranks):
     assert global_frame_indices(ranks * 24, 16) == video_infinity_global_frames(24, 16, ranks)
 
 
+def test_reference_global_frames_are_video_infinitys_everywhere():
+    for frames, top_k, ranks in [(24, 16, 3), (8, 5, 3), (8, 16, 3), (5, 16, 5), (4, 2, 3), (6, 0, 2), (24, 16, 17)]:
+        assert reference_global_frames(frames, top_k, ranks) == video_infinity_global_frames(frames, top_k, ranks)
+    assert global_frame_indices(24, 5) != reference_global_frames(8, 5, 3)  # where the default mode differs
+
+
+# ---------------------------------------------------------------------------------------------------
+# reference mode against Video-Infinity's own plugins (tests/make_video_infinity_reference.py)
+
+
+def reference_mode_outputs(unet, latents, context, top_k, token_num_scale, timestep, reference=True):
+    """Every rank's UNet output for one forward of the tiny case, in reference (or default) mode."""
+    settings = ClipParallelSettings(vi_case.FRAMES, vi_case.PADDING, top_k, (800, 10, 0, 800, 0, 10), token_num_scale,
+                                    sync_group_norm=not reference, reference=reference)
+    settings.check()
+    model = UNet3DDenoiser(unet, {})
+    frames = vi_case.FRAMES
+
+    def clip(rank, group):
+        denoiser = ClipDenoiser(model, group.communicator(rank), settings.scope(), settings.sync_group_norm, "cpu", settings.reference)
+        return denoiser(latents[:, :, rank * frames : (rank + 1) * frames], torch.tensor(timestep), context)
+
+    return run_virtual_ranks(unet, vi_case.RANKS, clip)
+
+
+def check_against_video_infinity(expected: dict, tolerance=1e-4):
+    unet = vi_case.exact_unet()
+    latents, context = expected["latents"], expected["context"]
+    for name, (top_k, token_num_scale) in vi_case.CASES.items():
+        for timestep in vi_case.TIMESTEPS:
+            ours = reference_mode_outputs(unet, latents, context, top_k, token_num_scale, timestep)
+            for rank, output in enumerate(ours):
+                difference = (output - expected[vi_case.output_key(name, timestep, rank)]).abs().max()
+                assert difference <= tolerance, (name, timestep, rank, float(difference))
+    return unet
+
+
+def test_reference_mode_is_video_infinitys_output():
+    """One UNet forward per rank (3 ranks, 8 frames, padding 2) against the vectors Video-Infinity's plugins made over 3
+    gloo processes: top_k 6 and 5, token_num_scale on and off, a global-phase and a local-phase timestep."""
+    expected = load_file(os.path.join(ROOT, "tests", "data", "video_infinity_reference.safetensors"))
+    latents, context = vi_case.inputs()
+    assert torch.equal(expected["latents"], latents) and torch.equal(expected["context"], context)
+    unet = check_against_video_infinity(expected)
+    # The default mode (no zero keys at the ends, whole-video GroupNorm and global frames) differs everywhere.
+    default = reference_mode_outputs(unet, latents, context, 5, True, 900, reference=False)
+    for rank, output in enumerate(default):
+        assert (output - expected[vi_case.output_key("k5_tns", 900, rank)]).abs().max() > 0.1
+
+
+def test_reference_mode_against_a_video_infinity_checkout(tmp_path):
+    """Reruns Video-Infinity's plugins from the checkout in VIDEO_INFINITY_CHECKOUT (3 gloo processes) and compares."""
+    checkout = os.environ.get("VIDEO_INFINITY_CHECKOUT")
+    if not checkout:
+        pytest.skip("set VIDEO_INFINITY_CHECKOUT to a checkout of Yuanshi9815/Video-Infinity to rerun the original")
+    if not os.path.isfile(os.path.join(checkout, "src", "video_infinity", "plugins.py")):
+        pytest.skip(f"VIDEO_INFINITY_CHECKOUT={checkout} holds no src/video_infinity/plugins.py")
+    out = tmp_path / "rerun.safetensors"
+    script = os.path.join(ROOT, "tests", "make_video_infinity_reference.py")
+    subprocess.run([sys.executable, script, "--checkout", checkout, "--out", str(out)], check=True, timeout=PROCESS_TIMEOUT_S * 2)
+    check_against_video_infinity(load_file(str(out)))
+
+
+def test_reference_mode_settings_are_checked():
+    with pytest.raises(ValueError, match="per rank.*sync_group_norm off"):
+        ClipParallelSettings(8, 2, 4, reference=True).check()
+    with pytest.raises(ValueError, match=r"1 <= padding <= frames per clip \(8\), got padding 9"):
+        ClipParallelSettings(8, 9, 4, sync_group_norm=False, reference=True).check()
+    with pytest.raises(ValueError, match="at least 4 frames per clip"):
+        ClipParallelSettings(3, 2, 4, sync_group_norm=False, reference=True).check()
+    ClipParallelSettings(8, 8, 0, sync_group_norm=False, reference=True).check()
+
+
 def sample_payload(model_folder, settings, steps=2, seed=5):
     return {
         "model_path": model_folder, "dtype": "fp32", "settings": {**dataclasses.asdict(settings), "phases": list(settings.phases)},
@@ -151,9 +229,9 @@ def sample_payload(model_folder, settings, steps=2, seed=5):
     }
 
 
-@pytest.mark.parametrize("ranks", [2, 3])
-def test_gloo_processes_match_the_virtual_ranks(model, model_folder, ranks):
-    settings = ClipParallelSettings(frames_per_clip=6, padding=3, global_frames=4)
+@pytest.mark.parametrize(("ranks", "reference"), [(2, False), (3, False), (3, True)])
+def test_gloo_processes_match_the_virtual_ranks(model, model_folder, ranks, reference):
+    settings = ClipParallelSettings(frames_per_clip=6, padding=3, global_frames=4, sync_group_norm=not reference, reference=reference)
     virtual = sample_virtual(model, PROMPTS, settings, ranks, size=SIZE, steps=2, seed=5)
     steps_seen = []
     processes = distributed_launch.run_ranks(["cpu"] * ranks, "sampling.distributed_launch:sample_job",
@@ -246,6 +324,14 @@ def test_node_runs_virtual_ranks_and_checks_its_inputs(model):
     assert torch.equal(latents, expected)
     with pytest.raises(NodeInputError, match="device 'gpu:7'"):
         node.sample(**{**arguments, "devices": "gpu:7"})
+    # Reference mode: Video-Infinity's computation; sync_group_norm does not apply.
+    reference = node.sample(**{**arguments, "frames_per_clip": 4, "reference_mode": True})[0]["samples"]
+    settings = ClipParallelSettings(4, 2, 3, sync_group_norm=False, reference=True)
+    expected = join_clips(sample_virtual(model, [TextGuidance(embeddings(1), embeddings(0), 7.5)], settings, 3, size=SIZE, steps=2, seed=3))
+    assert torch.equal(reference, expected) and not torch.equal(reference, latents)
+    assert "reference_mode" in node.INPUT_TYPES()["optional"]
+    with pytest.raises(NodeInputError, match="padding <= frames per clip"):
+        node.sample(**{**arguments, "padding": 5, "reference_mode": True})
     with pytest.raises(NodeInputError, match="already has a temporal attention mode"):
         node.sample(**{**arguments, "model": model.with_temporal_attention(DualScopeAttention())})
 
@@ -278,6 +364,12 @@ def test_tool_reads_video_infinity_configs(model_folder):
     assert payload["settings"]["frames_per_clip"] == 24 and payload["settings"]["padding"] == 8
     assert payload["settings"]["global_frames"] == 16 and payload["settings"]["phases"] == [850.0, 10.0, 0.0, 800.0, 0.0, 10.0]
     assert payload["cfg"] == 12.0 and payload["steps"] == 30 and payload["dtype"] == "torch.float16" and payload["seed"] == 123
+    # Video-Infinity's configs run in reference mode unless told otherwise.
+    assert payload["settings"]["reference"] is True and payload["settings"]["sync_group_norm"] is False
+    ours = tool.read_config(video_infinity_config(model_folder, reference_mode=False))[1]["settings"]
+    assert ours["reference"] is False and ours["sync_group_norm"] is True
+    with pytest.raises(tool.ConfigError, match="sync_group_norm off"):
+        tool.read_config(video_infinity_config(model_folder, sync_group_norm=True))
     # The issue's section name and the corrected spellings read the same.
     config = video_infinity_config(model_folder)
     config["video_infinity"] = {"padding": 4, "top_k": 2, "token_num_scale": True,

@@ -483,44 +483,100 @@ def test_bert_condition_matches_the_original_embedding(original, tmp_path, vdp):
     assert torch.allclose(vector[0, 0], expected[0], atol=1e-6)
 
 
-class _MatchedNoise:
-    """Stands in for `torch` inside the original module so that its sampler draws the noise our loop draws: the
-    initial noise from the seeded generator, then per step [B*T, C, H, W] (frames folded into the batch, as the loop
-    hands them to the scheduler), none at t = 0."""
-
-    def __init__(self, seed: int, steps: int):
-        self.generator = torch.Generator().manual_seed(seed)
-        self.left = steps - 1
-
-    def __getattr__(self, name):
-        return getattr(torch, name)
-
-    def randn(self, shape, device=None):
-        return torch.randn(shape, generator=self.generator)
-
-    def randn_like(self, x):
-        if self.left == 0:
-            return torch.zeros_like(x)
-        self.left -= 1
-        b, c, f, h, w = x.shape
-        return torch.randn(b * f, c, h, w, generator=self.generator).reshape(b, f, c, h, w).permute(0, 2, 1, 3, 4)
-
-
 def test_ddpm_over_every_training_step_reproduces_the_original_sampler(original, tmp_path, monkeypatch):
-    """GaussianDiffusion.sample's loop (guided, clipped) against ours with scheduler ddpm and steps = the training
-    timesteps; 50 of them here to keep the test short (the schedule comes from the checkpoint's betas)."""
+    """GaussianDiffusion.sample's loop (guided, clipped, its noise from torch's global generator after manual_seed)
+    against ours with scheduler ddpm, steps = the training timesteps and the same seed; 50 of them here to keep the
+    test short (the schedule comes from the checkpoint's betas). The VDP Denoiser's "video" noise layout draws every
+    step's noise in the original's [B, C, T, H, W] order."""
     config = VDPConfig(dim=8, dim_mults=(1,), cond_dim=4, attn_heads=1, attn_dim_head=8)
     reference = original_unet(original, config)
     diffusion = original.GaussianDiffusion(reference, image_size=8, num_frames=3, timesteps=50)
     torch.save(diffusion.state_dict(), tmp_path / "diffusion.pt")
     model = load_vdp(str(tmp_path / "diffusion.pt")).denoiser
-    assert model.scheduler_config["num_train_timesteps"] == 50
-    cond = torch.randn(1, 4)
+    assert model.scheduler_config["num_train_timesteps"] == 50 and model.noise_layout == "video"
+    cond = torch.randn(2, 4)
 
     monkeypatch.setattr(original, "tqdm", lambda iterable, **_: iterable)
-    monkeypatch.setattr(original, "torch", _MatchedNoise(seed=11, steps=50))
-    expected = diffusion.p_sample_loop((1, 3, 3, 8, 8), cond=cond, cond_scale=2.5) * 2 - 1
+    torch.manual_seed(11)
+    expected = diffusion.sample(cond=cond, cond_scale=2.5) * 2 - 1
     monkeypatch.undo()
     guidance = TextGuidance(cond[:, None], model.null_condition[:, None], 2.5)
-    ours = denoise(model, guidance, (1, 3, 3, 8, 8), steps=50, seed=11, scheduler="ddpm")
+    ours = denoise(model, guidance, (2, 3, 3, 8, 8), steps=50, seed=11, scheduler="ddpm")
     assert (ours - expected).abs().max() < 1e-4, (ours - expected).abs().max()
+
+
+# ---------------------------------------------------------------------------------------------------
+# against vectors the original package made (tests/make_vdp_reference.py): run without the package
+
+
+@pytest.fixture(scope="module")
+def reference():
+    from safetensors import safe_open
+
+    with safe_open(os.path.join(DATA, "vdp_reference.safetensors"), "pt") as handle:
+        return {key: handle.get_tensor(key) for key in handle.keys()}, handle.metadata()
+
+
+def test_seeded_ddpm_sample_is_the_original_sample(reference):
+    """The original's GaussianDiffusion.sample after torch.manual_seed(11), 50 training steps, guided 2.5; ours:
+    the checkpoint loaded from the original's layout, scheduler ddpm at its 50 steps, seed 11."""
+    tensors, metadata = reference
+    model = load_vdp(os.path.join(DATA, "vdp_reference_model.safetensors")).denoiser
+    steps = int(metadata["steps"])
+    assert model.scheduler_config["num_train_timesteps"] == steps == 50
+    guidance = TextGuidance(tensors["cond"][:, None], model.null_condition[:, None], float(metadata["cond_scale"]))
+    expected = tensors["sample"] * 2 - 1
+    ours = denoise(model, guidance, tuple(expected.shape), steps=steps, seed=int(metadata["seed"]), scheduler="ddpm")
+    assert (ours - expected).abs().max() <= 1e-4, (ours - expected).abs().max()
+    assert (expected.abs() < 0.999).float().mean() > 0.5  # most values lie inside the clip range: a real comparison
+
+
+def test_focus_present_mask_is_the_originals(reference):
+    tensors, _ = reference
+    network = load_vdp(os.path.join(DATA, "vdp_reference_model.safetensors")).denoiser.network
+    outputs = {}
+    for name, mask in (("all", [True, True]), ("second", [False, True]), ("none", [False, False])):
+        with torch.no_grad():
+            outputs[name] = network(tensors["x"], tensors["time"].float(), tensors["cond"], focus_present_mask=torch.tensor(mask))
+        assert (outputs[name] - tensors[f"focus_{name}"]).abs().max() <= 1e-5, name
+    assert (outputs["all"] - outputs["none"]).abs().max() > 1e-2  # the mask matters
+    assert (outputs["second"][0] - outputs["none"][0]).abs().max() <= 1e-6  # per sample
+    with torch.no_grad():
+        assert torch.equal(network(tensors["x"], tensors["time"].float(), tensors["cond"], prob_focus_present=1.0), outputs["all"])
+        assert torch.equal(network(tensors["x"], tensors["time"].float(), tensors["cond"], prob_focus_present=0.0), outputs["none"])
+    with pytest.raises(ValueError, match="focus_present_mask has shape"):
+        network(tensors["x"], tensors["time"].float(), tensors["cond"], focus_present_mask=torch.tensor([True]))
+
+
+def test_focus_on_the_present_makes_frames_independent():
+    """With every sample focused, no attention mixes frames except the first temporal attention (as in the original),
+    so with its output projection zeroed, output frame j depends only on input frame j."""
+    network = tiny_network(RMS, 4)
+    with torch.no_grad():
+        network.init_temporal_attn.fn.fn.fn.to_out.weight.zero_()
+        x, time, cond = torch.randn(1, 3, 4, 8, 8), torch.tensor([10.0]), torch.randn(1, RMS.cond_dim)
+        changed = x.clone()
+        changed[:, :, 2] += 1
+        focused = [network(v, time, cond, focus_present_mask=torch.tensor([True])) for v in (x, changed)]
+        free = [network(v, time, cond) for v in (x, changed)]
+    assert torch.equal(focused[0][:, :, [0, 1, 3]], focused[1][:, :, [0, 1, 3]])
+    assert (free[0][:, :, [0, 1, 3]] - free[1][:, :, [0, 1, 3]]).abs().max() > 1e-4
+
+
+def test_frame_layout_models_keep_their_noise_and_video_layout_changes_it(vdp):
+    """The "video" layout only changes the order the step noise fills the video: DDIM (no step noise) is unchanged."""
+    model, _ = vdp
+    guidance = TextGuidance(condition(model, seed=1)[0][0], None, 1.0)
+    results = {}
+    for layout in ("video", "frames"):
+        model.noise_layout = layout
+        results[layout] = {s: denoise(model, guidance, (1, 3, 3, 8, 8), steps=3, seed=4, scheduler=s) for s in ("ddim", "ddpm")}
+    del model.noise_layout
+    assert torch.equal(results["video"]["ddim"], results["frames"]["ddim"])
+    assert not torch.equal(results["video"]["ddpm"], results["frames"]["ddpm"])
+    # One seed per item: an item comes out the same alone or beside another.
+    pair = denoise(model, TextGuidance(guidance.positive.expand(2, -1, -1), None, 1.0), (2, 3, 3, 8, 8), steps=3, seed=[4, 9],
+                   scheduler="ddpm")
+    alone = denoise(model, guidance, (1, 3, 3, 8, 8), steps=3, seed=[9], scheduler="ddpm")
+    assert (pair[1:] - alone).abs().max() <= 1e-5 and (pair[:1] - results["video"]["ddpm"]).abs().max() <= 1e-5
+    assert (pair[1:] - pair[:1]).abs().max() > 0.1

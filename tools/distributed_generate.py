@@ -13,7 +13,9 @@ The config takes Video-Infinity's keys (examples/config.json of Yuanshi9815/Vide
                             (frames PER RANK), height, width, export_fps, file_name; ours: negative_prompt, scheduler
     video_infinity          padding, top_k, local_phase / global_phase ({t, local_biase, global_biase}; the spellings
     (or plugin_configs.attn) local_bias / global_bias work too), token_num_scale, dynamic_scale (false: no phase biases),
-                            attn_scale (only 1.0); ours: sync_group_norm (default true)
+                            attn_scale (only 1.0); ours: reference_mode (default true: compute what Video-Infinity's
+                            code computes, zero end halos and per-rank GroupNorm included), sync_group_norm (whole-video
+                            GroupNorm; only with reference_mode false, where it defaults to true)
 
 Ignored, as in the original or because ports are picked free: master_port, pipe_configs.fps, top_k_chunk_size,
 plugin_configs.conv_3d and conv_layer. The video and a copy of the config are written to base_path.
@@ -76,7 +78,8 @@ def read_config(config: dict) -> tuple[list, dict]:
         global_frames=int(attention.get("top_k", 16)),
         phases=_phases(attention),
         token_num_scale=bool(attention.get("token_num_scale", False)),
-        sync_group_norm=bool(attention.get("sync_group_norm", True)),
+        sync_group_norm=bool(attention.get("sync_group_norm", not attention.get("reference_mode", True))),
+        reference=bool(attention.get("reference_mode", True)),
     )
     try:
         settings.check()
