@@ -339,9 +339,11 @@ def compiled(backend: str):
         from longvideo.models.denoiser import UNet3DDenoiser
 
         if "denoiser" not in built:
-            built["denoiser"] = UNet3DDenoiser(torch.compile(denoiser.unet, backend=backend, dynamic=False,
-                                                                 disable=backend == "disabled"),
-                                               denoiser.scheduler_config)
+            if backend == "disabled":
+                unet = torch.compile(denoiser.unet, disable=True)
+            else:
+                unet = torch.compile(denoiser.unet, backend=backend, dynamic=False)
+            built["denoiser"] = UNet3DDenoiser(unet, denoiser.scheduler_config)
         yield built["denoiser"]
 
     return option
