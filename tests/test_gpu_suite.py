@@ -65,3 +65,13 @@ def test_unknown_rows_are_named():
         selected_rows(True, ["nope"])
     with pytest.raises(SystemExit, match="option/sdpa_cudnn"):  # a GPU-only row is not in the dry run
         selected_rows(True, ["option/sdpa_cudnn"])
+
+
+def test_every_gpu_row_binds_its_parameters():
+    """The GPU rows never run here: at least their parameters must fit the functions the dry run exercises."""
+    import inspect
+
+    rows = selected_rows(False, None)
+    assert len(rows) == 16
+    for row in rows:
+        inspect.signature(row.function).bind(None, **row.full)
