@@ -24,6 +24,10 @@ sys.path.insert(0, ROOT)
 from pack_import import import_pack  # noqa: E402
 
 CONFIGS = {
+    # For dry runs of bench/gpu_suite.py: the tests' tiny UNet3D shape.
+    "tiny": dict(block_out_channels=(8, 16), layers_per_block=1, cross_attention_dim=32, attention_head_dim=4,
+                 down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+                 norm_num_groups=4),
     # Small enough for the CPU, big enough that the network, not Python, dominates a step.
     "small": dict(block_out_channels=(64, 128, 128), layers_per_block=1, cross_attention_dim=256, attention_head_dim=8,
                   down_block_types=("CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"),
@@ -60,6 +64,61 @@ def build(config: str, dtype: torch.dtype, device: str):
     return unet, text_model, tokenizer, vae, scheduler
 
 
+def side_by_side(components, device: str, *, width: int, height: int, frames: int, steps: int, scheduler: str,
+                 repeats: int, cfg: float = 7.5) -> dict:
+    """Seconds of our sampler and of diffusers' pipeline for the same work, alternating after one warm-up of each.
+
+    `components` is what `build` returns. Returns {"ours": [s, ...], "diffusers": [s, ...], "difference": max |latents|}.
+    """
+    from diffusers import TextToVideoSDPipeline
+    from diffusers.utils import logging as diffusers_logging
+
+    from longvideo.models.denoiser import UNet3DDenoiser
+    from longvideo.models.text_encoder import TextEncoder
+    from longvideo.sampling.denoise import TextGuidance, denoise
+    from longvideo.sampling.schedulers import make_scheduler
+
+    diffusers_logging.set_verbosity_error()
+    unet, text_model, tokenizer, vae, base_scheduler = components
+    denoiser = UNet3DDenoiser(unet, dict(base_scheduler.config))
+    text_encoder = TextEncoder(tokenizer, text_model)
+    pipeline = TextToVideoSDPipeline(vae=vae, text_encoder=text_model, tokenizer=tokenizer, unet=unet,
+                                     scheduler=make_scheduler(scheduler, dict(base_scheduler.config)))
+    pipeline.set_progress_bar_config(disable=True)
+    shape = (1, 4, frames, height // 8, width // 8)
+    prompt, negative = "a red circle moving right", "blurry"
+
+    def ours():
+        positive, _ = text_encoder.encode([prompt])
+        negative_tokens, _ = text_encoder.encode([negative])
+        return denoise(denoiser, TextGuidance(positive, negative_tokens, cfg), shape, steps=steps, seed=1,
+                       scheduler=scheduler)
+
+    def theirs():
+        return pipeline(prompt, negative_prompt=negative, num_inference_steps=steps, guidance_scale=cfg,
+                        height=height, width=width, num_frames=frames,
+                        generator=torch.Generator("cpu").manual_seed(1), output_type="latent").frames
+
+    def timed(run):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        result = run()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - start, result
+
+    with torch.inference_mode():
+        _, a = timed(ours)
+        _, b = timed(theirs)
+        difference = (a.float().cpu() - b.float().cpu()).abs().max().item()
+        times = {"ours": [], "diffusers": []}
+        for _ in range(repeats):
+            times["ours"].append(timed(ours)[0])
+            times["diffusers"].append(timed(theirs)[0])
+    return {**times, "difference": difference}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", choices=CONFIGS, default="small")
@@ -74,53 +133,12 @@ def main() -> None:
     args = parser.parse_args()
 
     import_pack()
-    from diffusers import TextToVideoSDPipeline
-    from diffusers.utils import logging as diffusers_logging
-
-    from longvideo.models.denoiser import UNet3DDenoiser
-    from longvideo.models.text_encoder import TextEncoder
-    from longvideo.sampling.denoise import TextGuidance, denoise
-    from longvideo.sampling.schedulers import make_scheduler
-
-    diffusers_logging.set_verbosity_error()
-    dtype = DTYPES[args.dtype]
-    unet, text_model, tokenizer, vae, scheduler = build(args.config, dtype, args.device)
-    denoiser = UNet3DDenoiser(unet, dict(scheduler.config))
-    text_encoder = TextEncoder(tokenizer, text_model)
-    pipeline = TextToVideoSDPipeline(vae=vae, text_encoder=text_model, tokenizer=tokenizer, unet=unet,
-                                     scheduler=make_scheduler(args.scheduler, dict(scheduler.config)))
-    pipeline.set_progress_bar_config(disable=True)
-    shape = (1, 4, args.frames, args.height // 8, args.width // 8)
-    prompt, negative = "a red circle moving right", "blurry"
-
-    def ours():
-        positive, _ = text_encoder.encode([prompt])
-        negative_tokens, _ = text_encoder.encode([negative])
-        return denoise(denoiser, TextGuidance(positive, negative_tokens, 7.5), shape, steps=args.steps, seed=1,
-                       scheduler=args.scheduler)
-
-    def theirs():
-        return pipeline(prompt, negative_prompt=negative, num_inference_steps=args.steps, guidance_scale=7.5,
-                        height=args.height, width=args.width, num_frames=args.frames,
-                        generator=torch.Generator("cpu").manual_seed(1), output_type="latent").frames
-
-    def timed(run):
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        result = run()
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return time.perf_counter() - start, result
-
-    with torch.inference_mode():
-        _, a = timed(ours)
-        _, b = timed(theirs)
-        difference = (a.float().cpu() - b.float().cpu()).abs().max().item()
-        times = {"ours": [], "diffusers": []}
-        for _ in range(args.repeats):
-            times["ours"].append(timed(ours)[0])
-            times["diffusers"].append(timed(theirs)[0])
+    components = build(args.config, DTYPES[args.dtype], args.device)
+    unet = components[0]
+    measured = side_by_side(components, args.device, width=args.width, height=args.height, frames=args.frames,
+                            steps=args.steps, scheduler=args.scheduler, repeats=args.repeats)
+    difference = measured.pop("difference")
+    times = measured
 
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     print(f"{args.config} UNet3D ({sum(p.numel() for p in unet.parameters()) / 1e6:.0f} M parameters), {args.dtype} on "

@@ -140,6 +140,11 @@ def denoise(
         latents = noise.to(device) * sampler.init_noise_sigma
 
     context = guidance.context(shape[0]).to(device)
+    # Made once, before the loop, so that no step waits on the device: the timesteps on the host (schedulers index their
+    # tables with the timestep, which with a device tensor is a synchronising read) and the clipping's alpha-bars.
+    host_timesteps = timesteps.cpu()
+    clip_alphas = None if denoiser.sample_range is None else [alpha_bar(sampler, t).to(device) for t in host_timesteps]
+    step_alpha = None
 
     def predict(x: torch.Tensor, timestep: torch.Tensor, known: KnownFrames | None = None) -> torch.Tensor:
         model_input = torch.cat([x] * 2) if guidance.uses_cfg else x
@@ -153,18 +158,19 @@ def denoise(
             prediction = guidance.combine(denoiser(model_input, timestep, context, known=known))
         if denoiser.sample_range is None:
             return prediction
-        return clip_prediction(prediction, sampler.scale_model_input(x, timestep), alpha_bar(sampler, timestep),
-                               denoiser.prediction_type, denoiser.sample_range)
+        return clip_prediction(prediction, sampler.scale_model_input(x, timestep), step_alpha, denoiser.prediction_type,
+                               denoiser.sample_range)
 
     if conditioning is not None:
         conditioning.prepare(sampler, noise, device)
     step_arguments = {"generator": generator} if "generator" in inspect.signature(sampler.step).parameters else {}
     for index, timestep in enumerate(timesteps):
+        step_alpha = None if clip_alphas is None else clip_alphas[index]
         if conditioning is None:
             prediction = predict(latents, timestep)
         else:
             latents, prediction = conditioning.model_step(predict, latents, timestep)
-        latents = _scheduler_step(sampler, prediction, timestep, latents, step_arguments, video_layout)
+        latents = _scheduler_step(sampler, prediction, host_timesteps[index], latents, step_arguments, video_layout)
         if callback is not None:
             callback(index + 1, len(timesteps), latents)
     if conditioning is not None:
