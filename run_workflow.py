@@ -6,28 +6,70 @@
 Takes the API format (ComfyUI's "Export (API)") or the UI format (the editor's "Save"), checks it
 against the node definitions, and runs the nodes in dependency order with the same node classes ComfyUI
 uses. Files go to --output-dir (default ./output); models are looked up in --models-dir (default: the
-pack's weights/ folder). --set overrides a widget value, e.g. --set 3.frames=64 --set 1.model_path=/models/zeroscope.
+pack's weights/ folder). --set overrides a widget value, e.g. --set 3.frames=64 --set 1.model_path=/models/zeroscope;
+the value is read as JSON (numbers, true/false) except for text inputs, which take it as written (--set 7.devices=0, 1).
+
+Stopping: Ctrl+C and SIGTERM (kill, timeout, docker stop, systemd) both stop the run the same way: the long samplers
+save their finished chunks as a .latent, half-written files are removed, and the exit status is 130 or 143.
 """
 
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 
 from pack_import import import_pack
 
 
-def parse_override(text: str) -> tuple[str, str, object]:
+def parse_override(text: str) -> tuple[str, str, str]:
     target, separator, raw = text.partition("=")
     node_id, dot, name = target.partition(".")
     if not separator or not dot or not node_id or not name:
         raise SystemExit(f"--set {text!r}: write it as NODE_ID.INPUT=VALUE, e.g. --set 3.frames=64")
+    return node_id, name, raw
+
+
+def override_value(raw: str, input_type) -> object:
+    """The value of `--set X.NAME=raw` for an input of `input_type`: text inputs take the text as it is (so
+    "devices=0" stays the string "0"), others read it as JSON (numbers, true/false, lists), else as text."""
+    if input_type == "STRING":
+        return raw
     try:
         value = json.loads(raw)
-    except ValueError:
-        value = raw
-    return node_id, name, value
+    except (ValueError, RecursionError):
+        return raw
+    if isinstance(value, str) and isinstance(input_type, (list, tuple)) and raw in input_type:
+        return raw
+    return value
+
+
+def apply_override(prompt: dict, nodes: dict, text: str, workflow: str, error_type) -> None:
+    node_id, name, raw = parse_override(text)
+    node = prompt.get(node_id)
+    if node is None:
+        raise error_type(f"--set names node {node_id}, which is not in {workflow}")
+    inputs = node.setdefault("inputs", {})
+    if not isinstance(inputs, dict):
+        raise error_type(f"--set {text}: node {node_id} has 'inputs' of type {type(inputs).__name__}, not a dict of "
+                         "input name to value - fix the workflow file")
+    cls = nodes.get(node.get("class_type")) if isinstance(node.get("class_type"), str) else None
+    types = cls.INPUT_TYPES() if cls is not None else {}
+    entry = {**(types.get("required") or {}), **(types.get("optional") or {})}.get(name)
+    input_type = entry[0] if isinstance(entry, (list, tuple)) and entry else entry
+    inputs[name] = override_value(raw, input_type)
+
+
+def _stop_on_sigterm() -> None:
+    """Headless, SIGTERM does what Ctrl+C does: a KeyboardInterrupt in the main thread, which the samplers and
+    writers answer by keeping finished work and removing half-written files. A second SIGTERM while that cleanup
+    runs is ignored (SIGKILL still ends everything)."""
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def main(argv=None) -> int:
@@ -38,6 +80,16 @@ def main(argv=None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",
                         help="override one input of one node (repeatable)")
     args = parser.parse_args(argv)
+    _stop_on_sigterm()
+    try:
+        return _run(args)
+    except KeyboardInterrupt as interrupt:
+        terminated = bool(interrupt.args) and interrupt.args[0] == "SIGTERM"
+        print(f"stopped by {'SIGTERM' if terminated else 'Ctrl+C'}", file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+
+
+def _run(args) -> int:
 
     os.environ["LONGVIDEO_OUTPUT_DIR"] = os.path.abspath(args.output_dir)
     if args.models_dir:
@@ -49,10 +101,8 @@ def main(argv=None) -> int:
     nodes = pack.NODE_CLASS_MAPPINGS
     try:
         prompt = load_workflow(args.workflow, nodes)
-        for node_id, name, value in map(parse_override, args.overrides):
-            if node_id not in prompt:
-                raise WorkflowError(f"--set names node {node_id}, which is not in {args.workflow}")
-            prompt[node_id]["inputs"][name] = value
+        for text in args.overrides:
+            apply_override(prompt, nodes, text, args.workflow, WorkflowError)
         started = {}
 
         def on_start(node_id, class_type):

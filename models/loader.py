@@ -187,7 +187,10 @@ def set_attention_backend(modules, backend: str) -> None:
 def _read_config(file: str) -> dict:
     try:
         with open(file, encoding="utf-8") as handle:
-            return json.load(handle)
+            config = json.load(handle)
+        if not isinstance(config, dict):
+            raise ValueError(f"it holds a JSON {type(config).__name__}, not an object")
+        return config
     except FileNotFoundError:
         raise ModelLoadError(f"{file} is missing: the model folder is incomplete, copy it again") from None
     except (OSError, ValueError) as error:

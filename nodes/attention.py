@@ -1,5 +1,6 @@
 from ..attention.temporal import DualScopeAttention, FullAttention, WindowAttention
 from .common import CATEGORY, MODEL, NodeInputError
+from .common import check_numbers
 
 MODES = ("full", "window", "dual_scope")
 
@@ -49,6 +50,7 @@ class LongVideoTemporalAttention:
     def patch(self, model, mode, window=5, anchor_first=False, anchor_frames="", padding=8, global_frames=16,
               local_phase_t=800.0, local_phase_local_bias=10.0, local_phase_global_bias=0.0, global_phase_t=800.0,
               global_phase_local_bias=0.0, global_phase_global_bias=10.0, token_num_scale=False):
+        check_numbers(self, locals())
         if mode == "full":
             scope = FullAttention()
         elif mode == "window":

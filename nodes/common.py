@@ -1,11 +1,12 @@
 """What every node shares: type names, the menu category, and turning ComfyUI values into plain tensors."""
 
-import os
+import math
+import numbers
 
 import torch
 
 from ..utils.comfy import output_directory
-from ..utils.video_io import resolve_output_path
+from ..utils.video_io import PartialSaveError, reserve_output_path, save_latent_file
 
 CATEGORY = "LongVideo"
 MODEL = "LV_MODEL"
@@ -18,6 +19,30 @@ LATENT_DOWNSCALE = 8
 
 class NodeInputError(ValueError):
     """A node input that cannot be used; the message names the node, the input and what to change."""
+
+
+def check_numbers(node, values: dict) -> None:
+    """Refuse NaN, infinity and non-numbers given to `node`'s FLOAT and INT inputs, naming the input.
+
+    Call it first thing in a node's FUNCTION as `check_numbers(self, locals())`: ComfyUI checks typed-in widget
+    values, but a linked value (from a math or primitive node) or a headless call arrives unchecked.
+    """
+    cls = node if isinstance(node, type) else type(node)
+    types = cls.INPUT_TYPES()
+    for section in ("required", "optional"):
+        for name, entry in (types.get(section) or {}).items():
+            kind = entry[0] if isinstance(entry, (tuple, list)) and entry else entry
+            value = values.get(name)
+            if kind not in ("FLOAT", "INT") or value is None:
+                continue
+            number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            if number and math.isfinite(value) and (kind == "FLOAT" or value == int(value)):
+                continue
+            options = entry[1] if isinstance(entry, (tuple, list)) and len(entry) > 1 and isinstance(entry[1], dict) else {}
+            low, high = options.get("min"), options.get("max")
+            span = f" from {low} to {high}" if low is not None and high is not None else ""
+            wanted = "a whole number" if kind == "INT" else "a finite number"
+            raise NodeInputError(f"{cls.__name__}: '{name}' is {value!r}: give {wanted}{span}")
 
 
 def frame_size_input(name: str):
@@ -84,11 +109,17 @@ def video_latents(latent, node: str, name: str = "latent", channels: int | None 
 
 def save_partial_latent(latents: torch.Tensor, prefix: str) -> str:
     """Write finished frames in ComfyUI's .latent format under the output folder (LoadLatent reads it, and the long
-    samplers take it back as start_latent); the file appears complete or not at all. Returns its path."""
-    from safetensors.torch import save_file
-
-    path, _, _ = resolve_output_path(output_directory(), prefix, "latent")
-    temporary = path + ".partial"
-    save_file({"latent_tensor": latents.contiguous(), "latent_format_version_0": torch.tensor([])}, temporary)
-    os.replace(temporary, path)
-    return path
+    samplers take it back as start_latent); the file appears complete or not at all, under a number no other run
+    takes. Returns its path; raises PartialSaveError naming the file and saying the frames are lost if it cannot
+    be written (disk full, folder not writable)."""
+    frames = latents.shape[2] if latents.dim() == 5 else len(latents)
+    target = f"{output_directory()}/{prefix}_NNNNN.latent"
+    try:
+        reservation = reserve_output_path(output_directory(), prefix, "latent")
+        target = reservation.path
+        return save_latent_file(latents, reservation)
+    except (OSError, ValueError) as error:
+        cause = error.__cause__ if isinstance(error, PartialSaveError) and error.__cause__ is not None else error
+        reason = (cause.strerror if isinstance(cause, OSError) else None) or str(cause)
+        raise PartialSaveError(f"could not save the {frames} finished frames to {target} ({reason}); they are lost: "
+                               "free disk space or fix the output folder before the next run") from error

@@ -1,5 +1,6 @@
 from ..sampling.context_windows import WindowedDenoiser
 from .common import CATEGORY, MODEL, NodeInputError
+from .common import check_numbers
 
 
 class LongVideoContextWindows:
@@ -26,6 +27,7 @@ class LongVideoContextWindows:
         }
 
     def patch(self, model, frames_per_window, overlap):
+        check_numbers(self, locals())
         node = "LongVideoContextWindows"
         if frames_per_window < 1:
             raise NodeInputError(f"{node}: frames_per_window must be at least 1, got {frames_per_window}")

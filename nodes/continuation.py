@@ -11,6 +11,7 @@ from .common import (
     CATEGORY, CLIP, MODEL, VAE, NodeInputError, check_frame_size, conditioning_embeddings, frame_size_input,
     latent_downscale, latent_frame_size, video_latents,
 )
+from .common import check_numbers
 from .sampler import CFG, SCHEDULER, SEED, STEPS
 
 PROMPT_SCHEDULE = "LV_PROMPT_SCHEDULE"
@@ -88,6 +89,7 @@ class LongVideoContinuationSampler:
     def sample(self, model, positive, negative, width, height, frames_per_chunk, chunks, min_conditioning_frames,
                max_conditioning_frames, method, seed, steps, cfg, scheduler, start_image=None, vae=None,
                start_latent=None, prompt_schedule=None, guidance_weight=1.0, anchor_colours=False):
+        check_numbers(self, locals())
         node = "LongVideoContinuationSampler"
         check_frame_size(node, width, height)
         if start_image is not None and start_latent is not None:
@@ -138,6 +140,8 @@ class LongVideoContinuationSampler:
             return None
         if vae is None:
             raise NodeInputError(f"{node}: start_image needs 'vae' to encode it: connect the VAE from LongVideoModelLoader")
+        if start_image.dim() != 4 or start_image.shape[0] == 0:
+            raise NodeInputError(f"{node}: start_image must be an IMAGE with at least one frame, got shape {tuple(start_image.shape)}")
         frame = start_image[-1:, ..., :3].permute(0, 3, 1, 2)
         frame = F.interpolate(frame, size=(height, width), mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
         return vae.encode(frame.clamp(0, 1), 1)

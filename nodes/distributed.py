@@ -8,6 +8,7 @@ from ..sampling.denoise import TextGuidance
 from ..utils.comfy import Progress, intermediate_device, throw_if_interrupted
 from .attention import LongVideoTemporalAttention
 from .common import CATEGORY, LATENT_DOWNSCALE, MODEL, NodeInputError, check_frame_size, conditioning_embeddings, frame_size_input
+from .common import check_numbers
 from .continuation import PROMPT_SCHEDULE
 from .sampler import CFG, SCHEDULER, SEED, STEPS
 
@@ -65,6 +66,7 @@ class LongVideoDistributedSampler:
                local_phase_t, local_phase_local_bias, local_phase_global_bias, global_phase_t, global_phase_local_bias,
                global_phase_global_bias, token_num_scale, sync_group_norm, seed, steps, cfg, scheduler, prompt_schedule=None,
                reference_mode=False):
+        check_numbers(self, locals())
         check_frame_size(NODE, width, height)
         if getattr(model, "temporal_scope", None) is not None:
             raise NodeInputError(f"{NODE}: 'model' already has a temporal attention mode (LongVideoTemporalAttention); this node "

@@ -13,6 +13,7 @@ from .common import (
     CATEGORY, MODEL, NodeInputError, check_frame_size, conditioning_embeddings, frame_size_input, latent_downscale, latent_frame_size,
     video_latents,
 )
+from .common import check_numbers
 from .continuation import PROMPT_SCHEDULE
 from .sampler import CFG, SCHEDULER, SEED, STEPS
 
@@ -136,6 +137,7 @@ class LongVideoHierarchicalSampler:
 
     def sample(self, model, prompts, negative, prompt_layout, width, height, keyframes, depth, method, seed, steps, cfg,
                scheduler, batch_cap, infinet=None, guidance_weight=1.0, start_latent=None):
+        check_numbers(self, locals())
         node = "LongVideoHierarchicalSampler"
         check_frame_size(node, width, height)
         plan = hierarchy.HierarchyPlan(keyframes, depth)

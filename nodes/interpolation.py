@@ -7,6 +7,7 @@ from ..sampling import flow_interpolation, interpolation
 from ..sampling.denoise import TextGuidance
 from ..utils.comfy import Progress, intermediate_device
 from .common import CATEGORY, MODEL, NodeInputError, conditioning_embeddings, video_latents
+from .common import check_numbers
 from .sampler import CFG, SCHEDULER, SEED, STEPS
 
 MAX_OUTPUT_FRAMES = 1_000_000
@@ -52,6 +53,7 @@ class LongVideoLatentInterpolate:
 
     def interpolate(self, model, positive, negative, samples, factor, passes, method, seed, steps, cfg, scheduler,
                     attention_window=17, window=17, overlap=4, guidance_weight=1.0):
+        check_numbers(self, locals())
         node = "LongVideoLatentInterpolate"
         latents = video_latents(samples, node, "samples", model.latent_channels)
         if latents.shape[2] < 2:
@@ -103,6 +105,7 @@ class LongVideoFlowInterpolate:
         }
 
     def interpolate(self, images, factor, method):
+        check_numbers(self, locals())
         node = "LongVideoFlowInterpolate"
         if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[-1] < 3:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__

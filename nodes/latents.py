@@ -7,6 +7,7 @@ from ..utils.comfy import Progress, intermediate_device
 from .common import (
     CATEGORY, LATENT_DOWNSCALE, VAE, NodeInputError, check_frame_size, frame_size_input, video_latents,
 )
+from .common import check_numbers
 
 LATENT_CHANNELS = 4
 
@@ -36,6 +37,7 @@ class LongVideoEmptyLatent:
         }
 
     def generate(self, width, height, frames, batch_size, vae=None):
+        check_numbers(self, locals())
         check_frame_size("LongVideoEmptyLatent", width, height)
         if frames < 1:
             raise NodeInputError(f"LongVideoEmptyLatent: frames must be at least 1, got {frames}")
@@ -43,6 +45,7 @@ class LongVideoEmptyLatent:
             raise NodeInputError(f"LongVideoEmptyLatent: batch_size must be at least 1, got {batch_size}")
         channels, downscale = (LATENT_CHANNELS, LATENT_DOWNSCALE) if vae is None else (vae.latent_channels, vae.downscale)
         shape = (batch_size, channels, frames, height // downscale, width // downscale)
+        _check_latent_memory(shape)
         return ({"samples": torch.zeros(shape, device=intermediate_device())},)
 
 
@@ -69,6 +72,8 @@ class LongVideoDecode:
         }
 
     def decode(self, vae, samples, frames_per_batch):
+        check_numbers(self, locals())
+        _check_frames_per_batch("LongVideoDecode", frames_per_batch)
         latents = video_latents(samples, "LongVideoDecode", "samples", vae.latent_channels)
         batch, _, frames, height, width = latents.shape
         total = batch * frames
@@ -101,8 +106,12 @@ class LongVideoEncode:
         }
 
     def encode(self, vae, pixels, frames_per_batch):
+        check_numbers(self, locals())
         if pixels.dim() != 4 or pixels.shape[-1] < 3:
             raise NodeInputError(f"LongVideoEncode: 'pixels' must be an IMAGE [frames, height, width, 3], got {tuple(pixels.shape)}")
+        if pixels.shape[0] == 0:
+            raise NodeInputError("LongVideoEncode: 'pixels' holds 0 frames: connect an IMAGE with at least one frame")
+        _check_frames_per_batch("LongVideoEncode", frames_per_batch)
         height, width = pixels.shape[1:3]
         if height % vae.downscale or width % vae.downscale:
             raise NodeInputError(
@@ -110,6 +119,21 @@ class LongVideoEncode:
                 "resize or crop them first (e.g. with ImageScale)"
             )
         return ({"samples": vae.encode(pixels, frames_per_batch).to(intermediate_device())},)
+
+
+def _check_frames_per_batch(node: str, frames_per_batch: int) -> None:
+    if frames_per_batch < 1:
+        raise NodeInputError(f"{node}: frames_per_batch is {frames_per_batch}: give at least 1")
+
+
+def _check_latent_memory(shape) -> None:
+    needed = 4 * math.prod(shape)
+    available = psutil.virtual_memory().available
+    if needed > available * 0.5:
+        raise NodeInputError(
+            f"LongVideoEmptyLatent: {shape[0]} x {shape[2]} frames of latents {list(shape)} need {needed / 2**30:.1f} GiB but "
+            f"only {available / 2**30:.1f} GiB of memory is free: lower frames, batch_size, width or height"
+        )
 
 
 def _check_host_memory(shape, node: str) -> None:

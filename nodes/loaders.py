@@ -1,6 +1,7 @@
 from ..models.loader import ATTENTION_BACKENDS, DTYPES, load_text_to_video, resolve_dtype
 from ..utils.comfy import EMBEDDED_MODEL, find_model_folder, list_model_folders
 from .common import CATEGORY, CLIP, MODEL, VAE, NodeInputError
+from .common import check_numbers
 
 NO_MODEL_FOUND = "(no model folder found: type a path in model_path)"
 
@@ -58,6 +59,7 @@ class LongVideoModelLoader:
         }
 
     def load(self, model, dtype, model_path="", corrected_padding_mask=False, attention="sdpa", vae_scale=1.0):
+        check_numbers(self, locals())
         name = model_path.strip() or model
         if name == NO_MODEL_FOUND:
             raise NodeInputError(

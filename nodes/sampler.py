@@ -2,6 +2,7 @@ from ..sampling import denoise as denoise_loop
 from ..sampling.schedulers import SCHEDULER_NAMES
 from ..utils.comfy import Progress, intermediate_device
 from .common import CATEGORY, MODEL, NodeInputError, conditioning_embeddings, video_latents
+from .common import check_numbers
 
 SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                 "tooltip": "Noise seed. The noise is drawn on the CPU, so a seed gives the same video on every device."})
@@ -35,6 +36,7 @@ class LongVideoSampler:
         }
 
     def sample(self, model, positive, negative, latent_image, seed, steps, cfg, scheduler, denoise=1.0):
+        check_numbers(self, locals())
         node = "LongVideoSampler"
         if model.requires_known_frames:
             raise NodeInputError(f"{node}: this model only works from known frames (a ContinuitySeq model continues them: "

@@ -3,6 +3,7 @@ from ..models.loader import ATTENTION_BACKENDS, DTYPES, resolve_dtype
 from ..sampling.latent_upscale import INTERPOLATION_METHODS, MODEL_SCALE, interpolate_latents, upscale_with_model
 from ..utils.comfy import Progress, find_model_folder, intermediate_device, list_model_folders
 from .common import CATEGORY, LATENT_DOWNSCALE, NodeInputError, check_frame_size, video_latents
+from .common import check_numbers
 from .sampler import SEED
 
 LATENT_UPSCALER = "LV_LATENT_UPSCALER"
@@ -94,6 +95,7 @@ class LongVideoLatentUpscale:
 
     def upscale(self, samples, method, scale_by, width, height, frames_per_batch, upscale_model=None, prompt="",
                 negative_prompt="", steps=20, guidance_scale=0.0, seed=0):
+        check_numbers(self, locals())
         node = "LongVideoLatentUpscale"
         latents = video_latents(samples, node, "samples")
         if method not in METHODS:

@@ -9,6 +9,7 @@ from ..models.vdp_checkpoint import EXTENSIONS, load_vdp
 from ..models.vdp_text import bert_condition
 from ..utils.comfy import find_model_file, intermediate_device, list_model_files
 from .common import CATEGORY, MODEL, VAE, NodeInputError
+from .common import check_numbers
 
 NO_FILE_FOUND = "(no checkpoint file found: type a path in checkpoint_path)"
 CONDITION_MODES = ("null", "zeros", "values", "random", "bert")
@@ -89,6 +90,7 @@ class LongVideoVDPCondition:
         }
 
     def condition(self, model, mode, values="", seed=0, text="", bert_path=""):
+        check_numbers(self, locals())
         node = "LongVideoVDPCondition"
         if not isinstance(model, VDPDenoiser):
             raise NodeInputError(f"{node}: 'model' is not a video-diffusion-pytorch model: connect LongVideoVDPLoader")

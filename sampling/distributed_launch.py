@@ -334,7 +334,7 @@ def video_job(context: RankContext, payload: dict) -> str | None:
 
     from ..models.clip_parallel import clip_parallel_hooks
     from ..models.loader import DTYPES, load_text_to_video
-    from ..utils.video_io import VideoWriter, resolve_output_path
+    from ..utils.video_io import VideoWriter, reserve_output_path
     from .distributed import clip_prompt_index
 
     model = load_text_to_video(payload["model_path"], DTYPES[payload["dtype"]])
@@ -354,8 +354,9 @@ def video_job(context: RankContext, payload: dict) -> str | None:
         dist.send(frames.to(transfer_device), dst=0)
         return None
     os.makedirs(payload["base_path"], exist_ok=True)
-    path, _, _ = resolve_output_path(payload["base_path"], payload["file_name"], "mp4")
-    with VideoWriter(path, payload["export_fps"]) as writer:
+    reservation = reserve_output_path(payload["base_path"], payload["file_name"], "mp4")  # a number no other run takes
+    path = reservation.path
+    with VideoWriter(reservation, payload["export_fps"]) as writer:
         writer.write(frames)
         for rank in range(1, context.world_size):
             received = torch.empty(frames.shape, dtype=torch.uint8, device=transfer_device)

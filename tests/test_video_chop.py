@@ -104,3 +104,50 @@ def test_command_line(minute_video, tmp_path):
     again = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "video_chop.py"), minute_video, "--L", "25",
                             "--out", str(tmp_path / "c")], capture_output=True, text=True, timeout=300)
     assert again.returncode != 0 and "already exists" in again.stderr
+
+
+# ---------------------------------------------------------------------------------------------------
+# bad arguments and unreadable videos: a clear message each, never a traceback or an endless loop
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--fps", "-1"], "--fps: give a frame rate"),
+    (["--fps", "0"], "--fps: give a frame rate"),
+    (["--fps", "1e-9"], "--fps: give a frame rate"),
+    (["--fps", "nan"], "--fps: give a frame rate"),
+    (["--fps", "inf"], "--fps: give a frame rate"),
+    (["--size", "0x0"], "--size: write the size as WIDTHxHEIGHT"),
+    (["--size=-5x10"], "--size: write the size as WIDTHxHEIGHT"),
+    (["--L", "2"], "--L: give a whole number of frames from 3"),
+])
+def test_bad_arguments_are_refused_by_name(arguments, message, capsys):
+    with pytest.raises(SystemExit) as raised:
+        video_chop.main(["video.mp4", "--L", "8", *arguments])
+    assert raised.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fps, size, segment_frames, message", [
+    (-1.0, None, 8, "--fps -1.0 is not a frame rate"), (0.0, None, 8, "--fps 0.0"), (float("nan"), None, 8, "--fps nan"),
+    (1e-9, None, 8, "--fps 1e-09"), (None, (0, 0), 8, r"--size \(0, 0\) is not a frame size"), (None, None, 2, "--L must be"),
+])
+def test_chop_checks_its_arguments(fps, size, segment_frames, message, minute_video, tmp_path):
+    with pytest.raises(video_chop.ChopError, match=message):
+        video_chop.chop(minute_video, segment_frames, str(tmp_path / "out"), fps=fps, size=size)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_videos_are_named(minute_video, tmp_path):
+    data = open(minute_video, "rb").read()
+    broken = {"empty.mp4": b"", "text.mp4": b"this is not a video\n" * 50, "header.mp4": data[:2000],
+              "truncated.mp4": data[: len(data) // 3]}
+    for name, content in broken.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(video_chop.ChopError, match=f"{path}: .*(cannot be read|no readable video|ended early|no frames)"):
+            video_chop.chop(str(path), 8, str(tmp_path / "out"))
+        result = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "video_chop.py"), str(path), "--L", "8",
+                                 "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300) \
+            if name == "truncated.mp4" else None
+        if result is not None:
+            assert result.returncode == 1 and result.stderr.startswith(f"video_chop: {path}") and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []

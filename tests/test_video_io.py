@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from longvideo.utils import video_io
-from longvideo.utils.video_io import VideoOutputError, VideoWriter, resolve_output_path, write_video
+from longvideo.utils.video_io import VideoOutputError, VideoWriter, reserve_output_path, resolve_output_path, write_video
 
 COLOURS = [(230, 40, 40), (40, 200, 60), (50, 60, 220), (200, 180, 30), (128, 128, 128)]
 
@@ -172,8 +172,13 @@ def test_resolve_output_path_counter_and_subfolders(tmp_path):
     open(os.path.join(out, "clip_00009.webm"), "w").close()  # other extension: ignored
     open(os.path.join(out, "clipx_00020.mp4"), "w").close()  # other prefix: ignored
     assert resolve_output_path(out, "clip", "mp4")[2] == "clip_00008.mp4"
-    open(os.path.join(out, ".clip_00008.mp4.partial"), "w").close()  # being written: taken
+    held = reserve_output_path(out, "clip", "mp4")  # being written: taken
+    assert held.filename == "clip_00008.mp4" and os.path.exists(os.path.join(out, ".clip_00008.mp4.partial"))
     assert resolve_output_path(out, "clip", "mp4")[2] == "clip_00009.mp4"
+    held.discard()
+    open(os.path.join(out, ".clip_00008.mp4.partial"), "w").close()  # left by a killed writer: removed, not counted
+    assert resolve_output_path(out, "clip", "mp4")[2] == "clip_00008.mp4"
+    assert not os.path.exists(os.path.join(out, ".clip_00008.mp4.partial"))
 
     full, sub, name = resolve_output_path(out, "videos/run1", "webm")
     assert (sub, name) == ("videos", "run1_00001.webm")
@@ -181,7 +186,9 @@ def test_resolve_output_path_counter_and_subfolders(tmp_path):
     assert os.path.isdir(os.path.join(out, "videos"))
 
 
-@pytest.mark.parametrize("prefix", ["", "  ", "../escape", "videos/../clip", "videos/../../escape", "/etc/clip", "C:clip", "videos/"])
+@pytest.mark.parametrize("prefix", ["", "  ", "../escape", "videos/../clip", "videos/../../escape", "/etc/clip", "videos/",
+                                    "x" * 300, "videos/" + "y" * 256 + "/clip"]
+                         + (["C:clip"] if os.name == "nt" else []))
 def test_resolve_output_path_rejects_bad_prefixes(tmp_path, prefix):
     out = tmp_path / "output"
     out.mkdir()

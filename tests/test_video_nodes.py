@@ -5,6 +5,7 @@ import weakref
 import av
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from longvideo.nodes.common import NodeInputError
 from longvideo.nodes.latents import LongVideoDecode, LongVideoEmptyLatent, LongVideoEncode
@@ -104,7 +105,7 @@ def test_save_embeds_the_prompt():
 
 @pytest.mark.parametrize("prefix", ["../escape", "LongVideo/../../escape", "/tmp/escape"])
 def test_save_refuses_prefixes_outside_the_output_folder(prefix):
-    with pytest.raises(VideoOutputError, match="filename_prefix"):
+    with pytest.raises((NodeInputError, VideoOutputError), match="filename_prefix"):
         save(images=torch.rand(2, 16, 16, 3), filename_prefix=prefix)
     assert not os.path.exists(os.environ["LONGVIDEO_OUTPUT_DIR"]) or output_files() == []
 
@@ -116,12 +117,16 @@ def test_save_needs_images_or_samples_with_vae(vae):
         save(samples={"samples": torch.zeros(1, 4, 2, 4, 4)})
 
 
-def test_failed_decode_leaves_no_file(vae, monkeypatch):
+def test_failed_decode_leaves_no_video_and_keeps_the_latents(vae, monkeypatch):
     def failing(latents, frames_per_batch):
         yield torch.rand(2, 32, 32, 3)
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(vae, "decode_batches", failing)
-    with pytest.raises(RuntimeError, match="out of memory"):
-        save(samples={"samples": torch.zeros(1, 4, 4, 4, 4)}, vae=vae)
-    assert output_files() == []
+    latents = torch.randn(1, 4, 4, 4, 4)
+    with pytest.raises(RuntimeError, match="out of memory") as raised:
+        save(samples={"samples": latents}, vae=vae)
+    assert output_files() == ["LongVideo/unsaved_00001.latent"]
+    kept = os.path.join(os.environ["LONGVIDEO_OUTPUT_DIR"], "LongVideo", "unsaved_00001.latent")
+    assert any(kept in note for note in raised.value.__notes__)
+    assert torch.equal(load_file(kept)["latent_tensor"], latents)

@@ -423,3 +423,134 @@ def test_graph_fixture_is_not_modified_by_run():
     before = copy.deepcopy(api)
     workflow.run_workflow(api, NODES)
     assert api == before
+
+
+# ---------------------------------------------------------------------------------------------------
+# hostile files and values (issue: nothing lost under concurrency, signals and bad values)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_float_inputs_refuse_nan_and_infinity(value):
+    api = graph()
+    api["6"]["inputs"]["gain"] = value
+    with pytest.raises(WorkflowError, match=r"node 6 \(Op\) input 'gain': .* not a finite number") as info:
+        workflow.run_workflow(api, NODES)
+    assert len(info.value.problems) == 1 and "\n" not in str(info.value)
+    assert CALLS == []
+
+
+def test_nan_in_a_json_file_is_refused(tmp_path):
+    path = tmp_path / "nan.json"
+    path.write_text(json.dumps(graph()).replace('"gain": 0.5', '"gain": NaN'))
+    with pytest.raises(WorkflowError, match="'gain': nan is not a finite number"):
+        workflow.validate_workflow(workflow.load_workflow(str(path), NODES), NODES)
+
+
+def chain(length: int) -> dict:
+    """Number -> Add -> Add -> ... -> Collect, `length` Add nodes each adding 1, listed from the output back."""
+    api = {"out": {"class_type": "Collect", "inputs": {"values": [str(length), 0]}}}
+    for i in range(length, 0, -1):
+        api[str(i)] = {"class_type": "Add", "inputs": {"a": [str(i - 1), 0], "b": 1}}
+    api["0"] = {"class_type": "Number", "inputs": {"value": 7}}
+    return api
+
+
+@pytest.mark.parametrize("length", [1000, 20000])
+def test_long_chains_run_without_recursion(length):
+    ui = workflow.run_workflow(chain(length), NODES)
+    assert ui == {"out": {"values": [7 + length]}}
+    assert len(workflow.api_to_ui(chain(length), NODES)["nodes"]) == length + 2
+
+
+def test_long_cycle_is_reported_without_recursion():
+    api = chain(5000)
+    api["1"]["inputs"]["a"] = ["5000", 0]
+    with pytest.raises(WorkflowError, match="cycle"):
+        workflow.run_workflow(api, NODES)
+
+
+def test_long_reroute_chain_in_the_editor_format():
+    ui = {"nodes": [{"id": 1, "type": "Number", "widgets_values": [5], "outputs": [{"name": "INT", "type": "INT", "links": [1]}]},
+                    {"id": 2, "type": "Collect", "inputs": [{"name": "values", "type": "INT", "link": 3001}]}],
+          "links": [[1, 1, 0, 100, 0, "INT"]]}
+    for i in range(3000):  # reroute 100 + i takes link i + 1 and gives link i + 2
+        ui["nodes"].append({"id": 100 + i, "type": "Reroute", "inputs": [{"name": "", "type": "*", "link": i + 1}],
+                            "outputs": [{"name": "", "type": "*", "links": [i + 2]}]})
+        ui["links"].append([i + 2, 100 + i, 0, 101 + i if i < 2999 else 2, 0, "*"])
+    api = workflow.ui_to_api(ui, NODES)
+    assert api["2"]["inputs"] == {"values": ["1", 0]}
+
+
+MALFORMED = {
+    "class_type is a list": ({"1": {"class_type": ["Number"], "inputs": {}}, "2": {"class_type": "Collect", "inputs": {"values": ["1", 0]}}},
+                             r"node 1: 'class_type' is \['Number'\], not a node type name"),
+    "link to a node whose class_type is a list": ({"1": {"class_type": {"x": 1}, "inputs": {}}, "2": {"class_type": "Collect", "inputs": {"values": ["1", 0]}}},
+                                                  "node 1: 'class_type' is {'x': 1}"),
+    "UI node without id": ({"nodes": [{"type": "Number", "widgets_values": [1]}], "links": []},
+                           r"nodes\[0\] \(Number\) has no valid 'id'"),
+    "UI node type is a number": ({"nodes": [{"id": 1, "type": 5}], "links": []}, "node 1 has 'type' 5"),
+    "short link entry": ({"nodes": [{"id": 1, "type": "Number", "widgets_values": [1]}], "links": [[1, 1]]},
+                         r"links\[0\] is \[1, 1\] - each link needs"),
+    "link entry not a list": ({"nodes": [{"id": 1, "type": "Number"}], "links": ["x"]}, r"links\[0\] is x"),
+    "socket not an object": ({"nodes": [{"id": 1, "type": "Collect", "inputs": ["values"]}], "links": []},
+                             "'inputs' must be a list of socket objects"),
+    "widgets_values a string": ({"nodes": [{"id": 1, "type": "Number", "widgets_values": "5"}], "links": []},
+                                "'widgets_values' must be a list"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED, ids=list(MALFORMED))
+def test_malformed_workflows_give_one_clear_error(case, tmp_path):
+    data, message = MALFORMED[case]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(WorkflowError, match=message) as info:
+        workflow.run_workflow(workflow.load_workflow(str(path), NODES), NODES)
+    assert "\n" not in str(info.value)
+
+
+def test_deeply_nested_json_is_refused(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(WorkflowError, match="nested too deeply"):
+        workflow.load_workflow(str(path), NODES)
+    nested = graph()
+    value = []
+    for _ in range(workflow.MAX_NESTING):
+        value = [value]
+    nested["3"]["inputs"]["value"] = value
+    with pytest.raises(WorkflowError, match="nested more than 100 levels"):
+        workflow.load_workflow(nested, NODES)
+
+
+class Checked:
+    """A node with ComfyUI's VALIDATE_INPUTS: run before anything else runs."""
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"values": ("INT", {"forceInput": True}), "name": ("STRING", {"default": "ok"})}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, name, values=None):
+        CALLS.append(("VALIDATE_INPUTS", {"name": name, "values": values}))
+        return True if name != "bad" else "name 'bad' is refused"
+
+    def run(self, values, name):
+        CALLS.append(("Checked", {"values": values}))
+        return {}
+
+
+def test_validate_inputs_runs_before_any_node():
+    nodes = {**NODES, "Checked": Checked}
+    api = {"1": {"class_type": "Number", "inputs": {"value": 3}},
+           "2": {"class_type": "Checked", "inputs": {"values": ["1", 0], "name": "bad"}}}
+    with pytest.raises(WorkflowError, match=r"node 2 \(Checked\): name 'bad' is refused"):
+        workflow.run_workflow(api, nodes)
+    assert CALLS == [("VALIDATE_INPUTS", {"name": "bad", "values": None})]  # links arrive as None; nothing ran
+    CALLS.clear()
+    api["2"]["inputs"]["name"] = "fine"
+    workflow.run_workflow(api, nodes)
+    assert [name for name, _ in CALLS] == ["VALIDATE_INPUTS", "Number", "Checked"]

@@ -23,7 +23,9 @@ plugin_configs.conv_3d and conv_layer. The video and a copy of the config are wr
 
 import argparse
 import json
+import math
 import os
+import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -38,10 +40,32 @@ class ConfigError(ValueError):
     """A config file that cannot be used; the message names the key."""
 
 
+def _number(mapping: dict, key: str, where: str, kind: type, low: float, high: float, default=None):
+    """A finite int or float config value in [low, high]; the message names the key."""
+    if key not in mapping:
+        if default is None:
+            raise ConfigError(f"config key '{where}{key}' is missing")
+        return default
+    value = mapping[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or (kind is int and value != int(value)):
+        wanted = "a whole number" if kind is int else "a finite number"
+        raise ConfigError(f"config key '{where}{key}' is {value!r}: give {wanted} from {low:g} to {high:g}")
+    if not low <= value <= high:
+        raise ConfigError(f"config key '{where}{key}' is {value!r}: give a value from {low:g} to {high:g}")
+    return kind(value)
+
+
 def read_config(config: dict) -> tuple[list, dict]:
-    """(devices, the ranks' payload for sampling.distributed_launch.video_job) from a Video-Infinity style config."""
+    """(devices, the ranks' payload for sampling.distributed_launch.video_job) from a Video-Infinity style config.
+    Everything the run needs is checked here, before any rank starts: numbers, the output folder and file name,
+    the frame rate of the video."""
     import_pack()
     from longvideo.sampling.distributed import ClipParallelSettings
+    from longvideo.utils.video_io import VideoOutputError, check_fps, check_output_prefix
+
+    if not isinstance(config, dict):
+        raise ConfigError(f"the config is a JSON {type(config).__name__}, not an object with model_path, devices and pipe_configs")
 
     def need(mapping, key, where):
         if key not in mapping:
@@ -55,27 +79,50 @@ def read_config(config: dict) -> tuple[list, dict]:
     if not isinstance(devices, list) or not devices:
         raise ConfigError("config key 'devices' must be a list with one device per rank, e.g. [0, 1] or [\"cpu\", \"cpu\"]")
     pipe = need(config, "pipe_configs", "")
-    attention = config.get("video_infinity") or config.get("plugin_configs", {}).get("attn")
+    if not isinstance(pipe, dict):
+        raise ConfigError("config key 'pipe_configs' must be an object with prompts, num_frames, height and width")
+    plugin = config.get("plugin_configs") or {}
+    attention = config.get("video_infinity") or (plugin.get("attn") if isinstance(plugin, dict) else None)
     if attention is None:
         raise ConfigError("config has no 'video_infinity' (or 'plugin_configs.attn') section with padding and top_k")
-    if float(attention.get("attn_scale", 1.0)) != 1.0:
+    if not isinstance(attention, dict):
+        raise ConfigError("config section 'video_infinity' must be an object with padding and top_k")
+    if _number(attention, "attn_scale", "video_infinity.", float, -1e9, 1e9, 1.0) != 1.0:
         raise ConfigError("config key 'attn_scale' must be 1.0: other logit scales are not supported")
     prompts = need(pipe, "prompts", "pipe_configs.")
     if isinstance(prompts, str):
         prompts = [prompts]
     if not prompts or not all(isinstance(p, str) for p in prompts):
         raise ConfigError("config key 'pipe_configs.prompts' must be a list of prompt strings")
-    height, width = int(need(pipe, "height", "pipe_configs.")), int(need(pipe, "width", "pipe_configs."))
+    height = _number(pipe, "height", "pipe_configs.", int, 8, 16384)
+    width = _number(pipe, "width", "pipe_configs.", int, 8, 16384)
     if height % 8 or width % 8:
         raise ConfigError(f"pipe_configs height {height} and width {width} must be multiples of 8")
     dtype = str(config.get("dtype", "auto"))
     if dtype != "auto" and dtype not in CONFIG_DTYPES:
         raise ConfigError(f"config key 'dtype' is '{dtype}': use torch.float16, torch.bfloat16 or torch.float32")
 
+    steps = _number(pipe, "steps", "pipe_configs.", int, 1, 10000, 30)
+    cfg = _number(pipe, "guidance_scale", "pipe_configs.", float, 0, 100, 9.0)
+    seed = _number(config, "seed", "", int, 0, 2**64 - 1, 0)
+    export_fps = _number(pipe, "export_fps", "pipe_configs.", float, 0, 1e9, 8.0)
+    base_path = os.path.abspath(str(config.get("base_path", "output")))
+    file_name = pipe.get("file_name") or "video_infinity"
+    try:
+        check_fps(export_fps, "mp4")
+    except VideoOutputError as error:
+        raise ConfigError(f"config key 'pipe_configs.export_fps': {error}") from None
+    if not isinstance(file_name, str):
+        raise ConfigError(f"config key 'pipe_configs.file_name' is {file_name!r}: give a file name such as \"video_infinity\"")
+    try:
+        check_output_prefix(base_path, file_name, "mp4")
+    except VideoOutputError as error:
+        raise ConfigError(f"config key 'pipe_configs.file_name' (in base_path {base_path}): {error}") from None
+
     settings = ClipParallelSettings(
-        frames_per_clip=int(need(pipe, "num_frames", "pipe_configs.")),
-        padding=int(attention.get("padding", 8)),
-        global_frames=int(attention.get("top_k", 16)),
+        frames_per_clip=_number(pipe, "num_frames", "pipe_configs.", int, 1, 100000),
+        padding=_number(attention, "padding", "video_infinity.", int, 0, 100000, 8),
+        global_frames=_number(attention, "top_k", "video_infinity.", int, 0, 100000, 16),
         phases=_phases(attention),
         token_num_scale=bool(attention.get("token_num_scale", False)),
         sync_group_norm=bool(attention.get("sync_group_norm", not attention.get("reference_mode", True))),
@@ -88,10 +135,9 @@ def read_config(config: dict) -> tuple[list, dict]:
     payload = {
         "model_path": os.path.abspath(model_path), "dtype": dtype, "prompts": prompts,
         "negative_prompt": str(pipe.get("negative_prompt", "")), "settings": {**vars(settings), "phases": list(settings.phases)},
-        "cfg": float(pipe.get("guidance_scale", 9.0)), "size": [1, height // 8, width // 8], "steps": int(pipe.get("steps", 30)),
-        "seed": int(config.get("seed", 0)), "scheduler": str(pipe.get("scheduler", "dpmpp_2m")),
-        "base_path": os.path.abspath(config.get("base_path", "output")), "file_name": pipe.get("file_name") or "video_infinity",
-        "export_fps": float(pipe.get("export_fps", 8)), "config": config,
+        "cfg": cfg, "size": [1, height // 8, width // 8], "steps": steps,
+        "seed": seed, "scheduler": str(pipe.get("scheduler", "dpmpp_2m")),
+        "base_path": base_path, "file_name": file_name, "export_fps": export_fps, "config": config,
     }
     return devices, payload
 
@@ -102,12 +148,18 @@ def _phases(attention: dict) -> tuple:
         return (0.0, 0.0, 0.0, 1000.0, 0.0, 0.0)
     local = attention.get("local_phase", {"t": 800, "local_biase": 10, "global_biase": 0})
     global_ = attention.get("global_phase", {"t": 800, "local_biase": 0, "global_biase": 10})
+    for name, phase in (("local_phase", local), ("global_phase", global_)):
+        if not isinstance(phase, dict):
+            raise ConfigError(f"config key 'video_infinity.{name}' must be an object {{t, local_biase, global_biase}}")
 
-    def bias(phase, name):
-        return float(phase.get(name, phase.get(name.replace("bias", "biase"), 0.0)))
+    def bias(phase, where, name):
+        spelling = name if name in phase else name.replace("bias", "biase")
+        return _number(phase, spelling, where, float, -1e6, 1e6, 0.0)
 
-    return (float(local.get("t", 800)), bias(local, "local_bias"), bias(local, "global_bias"),
-            float(global_.get("t", 800)), bias(global_, "local_bias"), bias(global_, "global_bias"))
+    return (_number(local, "t", "video_infinity.local_phase.", float, 0, 1000, 800.0),
+            bias(local, "video_infinity.local_phase.", "local_bias"), bias(local, "video_infinity.local_phase.", "global_bias"),
+            _number(global_, "t", "video_infinity.global_phase.", float, 0, 1000, 800.0),
+            bias(global_, "video_infinity.global_phase.", "local_bias"), bias(global_, "video_infinity.global_phase.", "global_bias"))
 
 
 def _resolve_dtype(payload: dict, device) -> None:
@@ -121,9 +173,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="a Video-Infinity style JSON config (see this file's docstring)")
     args = parser.parse_args()
-    with open(args.config, encoding="utf-8") as handle:
-        devices, payload = read_config(json.load(handle))
+    try:
+        with open(args.config, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except OSError as error:
+        raise SystemExit(f"distributed_generate: cannot read {args.config}: {error.strerror or error}") from None
+    except (ValueError, RecursionError) as error:
+        raise SystemExit(f"distributed_generate: {args.config} is not valid JSON ({str(error)[:200]})") from None
+    try:
+        devices, payload = read_config(config)
+    except ConfigError as error:
+        raise SystemExit(f"distributed_generate: {args.config}: {error}") from None
     from longvideo.sampling import distributed_launch as launch
+
+    def stop(signum, frame):  # SIGTERM (kill, timeout, docker stop) stops the ranks as Ctrl+C does
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, stop)
 
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         path = _run_under_torchrun(launch, devices, payload)

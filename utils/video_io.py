@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
+import uuid
 from fractions import Fraction
 
 import av
@@ -13,27 +15,59 @@ import numpy as np
 import torch
 from PIL import Image
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
 VIDEO_FORMATS = ("mp4", "webm", "gif")
 
-_MAX_FPS = 1000
+# GIF stores frame delays in hundredths of a second, so it cannot go faster than 100 fps.
+MAX_FPS = {"mp4": 1000, "webm": 1000, "gif": 100}
+# A metadata value larger than this (UTF-8 bytes) is left out of the file: a workflow is normally tens of KB, and
+# an unbounded one would make every video as large as the prompt that made it.
+MAX_METADATA_BYTES = 1 << 20
+NAME_MAX_BYTES = 255  # one path component on ext4, btrfs, xfs, APFS, NTFS
+_COUNTER_ROOM = len(".") + len("_") + 7 + len(".") + len(".partial")  # hidden partial name around a 7-digit counter
 _CONTAINERS = {"mp4": "mp4", "webm": "webm", "gif": "gif"}
 _CODECS = {"mp4": "libx264", "webm": "libvpx-vp9", "gif": "gif"}
 _BT709 = 1  # AVCOL_PRI/TRC/SPC_BT709
 _RANGE_MPEG = 1  # limited ("TV") range
+_FILE_MODE = 0o666  # less the umask, as for any file a program creates (usually 0644)
+
+log = logging.getLogger(__name__)
 
 
 class VideoOutputError(ValueError):
     """Invalid video output settings or frames; the message names the offending input."""
 
 
-def resolve_output_path(output_dir: str, filename_prefix: str, extension: str) -> tuple[str, str, str]:
-    """Return ``(full_path, subfolder, filename)`` for the next free ``<prefix>_<counter:05d>.<ext>`` in output_dir.
+class PartialSaveError(OSError):
+    """Finished work could not be written to disk; the message names the file and says what was lost."""
 
-    ``filename_prefix`` may contain subfolders separated by '/' (e.g. ``"videos/run1"``); they are created.
-    Empty prefixes, absolute paths, drive letters, '..' components and anything whose real path (symlinks
-    resolved) lies outside output_dir raise VideoOutputError. The counter is one more than the largest
-    existing counter for that prefix and extension in the folder, starting at 1. ``subfolder`` is relative
-    to output_dir and uses '/' separators ("" for none).
+
+def check_fps(fps, video_format: str = "mp4") -> Fraction:
+    """The frame rate as a Fraction, after checking it is a finite number in (0, MAX_FPS[video_format]]."""
+    if video_format not in VIDEO_FORMATS:
+        raise VideoOutputError(f"video_format {video_format!r} is not supported; use one of {', '.join(VIDEO_FORMATS)}.")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)) or not math.isfinite(fps):
+        raise VideoOutputError(f"fps {fps!r} is not a number; give frames per second, e.g. 8 or 23.976.")
+    high = MAX_FPS[video_format]
+    if not 0 < fps <= high:
+        why = " (GIF frame delays are whole hundredths of a second)" if video_format == "gif" else ""
+        raise VideoOutputError(f"fps {fps!r} is out of range for {video_format}; it must be greater than 0 and at most {high}{why}.")
+    rate = Fraction(fps).limit_denominator(1001)
+    if rate <= 0:
+        raise VideoOutputError(f"fps {fps!r} is too small; it must be at least 1/1001.")
+    return rate
+
+
+def check_output_prefix(output_dir: str, filename_prefix: str, extension: str) -> tuple[str, list[str], str]:
+    """Check a file name prefix without creating anything; return (real output folder, subfolders, file name start).
+
+    Refused, naming the prefix: empty prefixes, absolute paths (and drive letters on Windows), '..' components, a
+    missing file name, parts too long for the file system, a path whose existing part (symlinks resolved) lies
+    outside output_dir or is not a writable folder.
     """
     prefix = str(filename_prefix or "").strip()
     extension = str(extension).lstrip(".")
@@ -43,7 +77,7 @@ def resolve_output_path(output_dir: str, filename_prefix: str, extension: str) -
         raise VideoOutputError(f"extension {extension!r} is not valid; use one of {', '.join(VIDEO_FORMATS)}.")
     if "\0" in prefix:
         raise VideoOutputError(f"filename_prefix {prefix!r} contains a NUL character; remove it.")
-    if prefix.startswith(("/", "\\")) or os.path.isabs(prefix) or re.match(r"[A-Za-z]:", prefix):
+    if prefix.startswith(("/", "\\")) or os.path.isabs(prefix) or os.path.splitdrive(prefix)[0]:
         raise VideoOutputError(
             f"filename_prefix {prefix!r} is an absolute path; use a name relative to the output folder, e.g. 'videos/run1'."
         )
@@ -52,21 +86,269 @@ def resolve_output_path(output_dir: str, filename_prefix: str, extension: str) -
         raise VideoOutputError(f"filename_prefix {prefix!r} contains '..'; it must stay inside the output folder.")
     if not parts or prefix.endswith(("/", "\\")):
         raise VideoOutputError(f"filename_prefix {prefix!r} has no file name; end it with a name, e.g. 'videos/run1'.")
-
-    root = os.path.realpath(output_dir)
     *sub, name = parts
+    for part, room in [(p, NAME_MAX_BYTES) for p in sub] + [(name, NAME_MAX_BYTES - _COUNTER_ROOM - len(extension))]:
+        size = len(os.fsencode(part))
+        if size > room:
+            raise VideoOutputError(
+                f"filename_prefix {prefix[:40]!r}...: the part {part[:20]!r}... is {size} bytes long but file systems allow "
+                f"{room} there; shorten it."
+            )
+    root = os.path.realpath(output_dir)
     folder = os.path.join(root, *sub)
-    _check_inside(root, folder, prefix)  # before makedirs, so nothing is created through an escaping symlink
-    os.makedirs(folder, exist_ok=True)
     _check_inside(root, folder, prefix)
+    existing = folder
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise VideoOutputError(f"filename_prefix {prefix!r}: {existing!r} is a file, not a folder; choose another prefix.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise VideoOutputError(f"filename_prefix {prefix!r}: the folder {existing!r} is not writable; choose another output folder.")
+    return root, sub, name
 
-    # Also count hidden '.partial' files, so a video still being written keeps its number.
-    pattern = re.compile(rf"\.?{re.escape(name)}_(\d+)\.{re.escape(extension)}(?:\.partial)?")
-    counters = [int(m.group(1)) for f in os.listdir(folder) if (m := pattern.fullmatch(f))]
-    filename = f"{name}_{max(counters, default=0) + 1:05d}.{extension}"
+
+def resolve_output_path(output_dir: str, filename_prefix: str, extension: str) -> tuple[str, str, str]:
+    """Return ``(full_path, subfolder, filename)`` for the next free ``<prefix>_<counter:05d>.<ext>`` in output_dir.
+
+    ``filename_prefix`` may contain subfolders separated by '/' (e.g. ``"videos/run1"``); they are created. The prefix
+    is checked by check_output_prefix. The counter is one more than the largest counter for that prefix and extension
+    among the finished files and the hidden ``.partial`` files of writers still running, starting at 1; a ``.partial``
+    file that no running writer holds (left by a killed process) is deleted and does not count. ``subfolder`` is
+    relative to output_dir and uses '/' separators ("" for none). The name is not held: two processes can get the
+    same one. Writers use reserve_output_path, which holds it.
+    """
+    root, sub, name = check_output_prefix(output_dir, filename_prefix, extension)
+    extension = str(extension).lstrip(".")
+    folder = os.path.join(root, *sub)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise VideoOutputError(f"filename_prefix {filename_prefix!r}: cannot create the folder {folder!r} "
+                               f"({error.strerror or error}); choose another prefix.") from None
+    _check_inside(root, folder, filename_prefix)  # again: a symlink may have appeared meanwhile
+    filename = f"{name}_{_next_counter(folder, name, extension):05d}.{extension}"
     full_path = os.path.join(folder, filename)
-    _check_inside(root, full_path, prefix)
+    _check_inside(root, full_path, filename_prefix)
     return full_path, "/".join(sub), filename
+
+
+def _next_counter(folder: str, name: str, extension: str) -> int:
+    pattern = re.compile(rf"(\.?){re.escape(name)}_(\d+)\.{re.escape(extension)}(\.partial)?")
+    counters = []
+    for entry in os.listdir(folder):
+        match = pattern.fullmatch(entry)
+        if match is None:
+            continue
+        if match.group(3) and _remove_if_stale(os.path.join(folder, entry)):
+            continue
+        counters.append(int(match.group(2)))
+    return max(counters, default=0) + 1
+
+
+def _partial_path(path: str) -> str:
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}.partial")
+
+
+class OutputReservation:
+    """A numbered output file name held by this process until commit() or discard().
+
+    The name is held by its hidden ``.<filename>.partial`` file, created exclusively (no other writer can create it
+    too) and, where the system has flock, locked for as long as this object lives: the lock ends with the process,
+    so a partial file nobody holds is known to be a leftover of a killed writer. Write into ``partial_path``;
+    commit() flushes it to disk and renames it to ``path``; discard() deletes it.
+    """
+
+    def __init__(self, path: str, subfolder: str, filename: str, handle: int):
+        self.path, self.subfolder, self.filename = path, subfolder, filename
+        self.partial_path = _partial_path(path)
+        self._handle = handle
+
+    @property
+    def held(self) -> bool:
+        return self._handle is not None
+
+    def write_bytes(self, data: bytes) -> None:
+        """Write `data` into the partial file (it must still be empty)."""
+        view = memoryview(data)
+        while view:
+            written = os.write(self._handle, view)
+            view = view[written:]
+
+    def commit(self) -> str:
+        """Flush the partial file to disk and give it its final name; returns the path."""
+        if self._handle is None:
+            raise RuntimeError(f"the reservation of {self.path} was already committed or discarded")
+        try:
+            os.fsync(self._handle)
+            if os.name == "nt":  # Windows cannot rename a file that is open
+                os.close(self._handle)
+                self._handle = None
+            os.replace(self.partial_path, self.path)
+            _sync_folder(os.path.dirname(self.path))
+        finally:
+            self._release()
+        return self.path
+
+    def discard(self) -> None:
+        """Delete the partial file and give the name back (nothing happens after commit)."""
+        if self._handle is None:
+            return
+        try:
+            if os.name == "nt":
+                self._release()
+            os.remove(self.partial_path)
+        except FileNotFoundError:
+            pass
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._handle is not None:
+            os.close(self._handle)  # also ends the lock
+            self._handle = None
+
+    def __enter__(self) -> "OutputReservation":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.discard()
+        return False
+
+    def __del__(self):
+        self._release()
+
+
+def reserve_output_path(output_dir: str, filename_prefix: str, extension: str) -> OutputReservation:
+    """Hold the next free ``<prefix>_<counter:05d>.<ext>`` of output_dir (see resolve_output_path): two processes
+    asking at the same time get different numbers. Use it as a context manager (discarded on leaving unless
+    committed), or pass it to VideoWriter / write_video / save_latent_file."""
+    for _ in range(1000):
+        path, subfolder, filename = resolve_output_path(output_dir, filename_prefix, extension)
+        handle = _claim(_partial_path(path))
+        if handle is None:
+            continue  # another writer took this number between the listing and the claim
+        if os.path.lexists(path):  # finished by another writer while we listed: take the next number
+            _close_and_remove(handle, _partial_path(path))
+            continue
+        return OutputReservation(path, subfolder, filename, handle)
+    raise VideoOutputError(f"filename_prefix {filename_prefix!r}: could not reserve a free file name in {output_dir!r}.")
+
+
+def _claim(partial: str) -> int | None:
+    """Create `partial` exclusively and lock it; the open handle, or None when it exists and a live writer holds it.
+    A leftover nobody holds is deleted and claimed."""
+    for _ in range(2):
+        handle = _create_locked(partial)
+        if handle is not None:
+            return handle
+        if not _remove_if_stale(partial):
+            return None
+    return None
+
+
+def _create_locked(partial: str) -> int | None:
+    flags = os.O_CREAT | os.O_EXCL | os.O_RDWR | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    if fcntl is not None:
+        # Made and locked under a unique name first, then linked into place, so the partial name never exists unlocked.
+        folder = os.path.dirname(partial)
+        scratch = os.path.join(folder, f".{uuid.uuid4().hex}.claim")
+        handle = os.open(scratch, flags, _FILE_MODE)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            try:
+                os.link(scratch, partial)
+                return handle
+            except FileExistsError:
+                os.close(handle)
+                return None
+            except OSError:
+                pass  # no hard links on this file system: create it directly (below)
+        except BaseException:
+            os.close(handle)
+            raise
+        finally:
+            os.remove(scratch)
+        os.close(handle)
+    try:
+        handle = os.open(partial, flags, _FILE_MODE)
+    except FileExistsError:
+        return None
+    if fcntl is not None:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return handle
+
+
+def _remove_if_stale(partial: str) -> bool:
+    """Delete `partial` if no running writer holds it (a killed writer's leftover); True when it is gone."""
+    if fcntl is None:
+        try:
+            os.remove(partial)  # Windows refuses while the writer has it open
+        except FileNotFoundError:
+            return True
+        except PermissionError:
+            return False
+        return True
+    try:
+        handle = os.open(partial, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return True
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        mine = os.fstat(handle)
+        try:
+            now = os.stat(partial)
+            if (now.st_ino, now.st_dev) == (mine.st_ino, mine.st_dev):  # still the file we locked
+                os.remove(partial)
+        except FileNotFoundError:
+            pass
+        log.info("removed %s, left by a writer that was killed", partial)
+        return True
+    finally:
+        os.close(handle)
+
+
+def _close_and_remove(handle: int, partial: str) -> None:
+    try:
+        os.remove(partial)
+    finally:
+        os.close(handle)
+
+
+def _sync_folder(folder: str) -> None:
+    """Make a rename in `folder` survive a power cut (POSIX; Windows has no folder handles to flush)."""
+    if os.name == "nt":
+        return
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass  # some file systems cannot sync folders; the rename itself has happened
+    finally:
+        os.close(handle)
+
+
+def save_latent_file(latents, reservation: OutputReservation) -> str:
+    """Write a LATENT's samples in ComfyUI's .latent format (safetensors: latent_tensor plus the format marker) into a
+    reservation and commit it; returns the path. A failure discards the reservation and raises PartialSaveError
+    naming the file."""
+    from safetensors.torch import save
+
+    try:
+        data = save({"latent_tensor": latents.detach().cpu().contiguous(), "latent_format_version_0": torch.tensor([])})
+        reservation.write_bytes(data)
+        del data
+        return reservation.commit()
+    except OSError as error:
+        raise PartialSaveError(f"could not write {reservation.path} ({error.strerror or error})") from error
+    finally:
+        reservation.discard()  # nothing left behind on failure; no effect after commit
 
 
 def _check_inside(root: str, path: str, prefix: str) -> None:
@@ -79,24 +361,23 @@ def _check_inside(root: str, path: str, prefix: str) -> None:
 
 
 def _validate_settings(path, fps, video_format, crf, metadata) -> tuple[Fraction, dict[str, str]]:
+    if isinstance(path, OutputReservation):
+        path = path.path
     if not isinstance(path, (str, os.PathLike)) or not str(path):
         raise VideoOutputError(f"path {path!r} is not a file path; give the output video file path.")
-    if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)) or not math.isfinite(fps):
-        raise VideoOutputError(f"fps {fps!r} is not a number; give frames per second, e.g. 8 or 23.976.")
-    if not 0 < fps <= _MAX_FPS:
-        raise VideoOutputError(f"fps {fps!r} is out of range; it must be greater than 0 and at most {_MAX_FPS}.")
-    if video_format not in VIDEO_FORMATS:
-        raise VideoOutputError(f"video_format {video_format!r} is not supported; use one of {', '.join(VIDEO_FORMATS)}.")
+    rate = check_fps(fps, video_format)
     if isinstance(crf, bool) or not isinstance(crf, int) or not 0 <= crf <= 63:
         raise VideoOutputError(f"crf {crf!r} is invalid; use a whole number from 0 (best) to 63 (smallest).")
-    rate = Fraction(fps).limit_denominator(1001)
-    if rate <= 0:
-        raise VideoOutputError(f"fps {fps!r} is too small; it must be at least 1/1001.")
     meta = {}
     for key, value in (metadata or {}).items():
         if not isinstance(key, str) or not key:
             raise VideoOutputError(f"metadata key {key!r} is invalid; keys must be non-empty strings.")
-        meta[key] = value if isinstance(value, str) else json.dumps(value)
+        value = value if isinstance(value, str) else json.dumps(value)
+        if len(value) > MAX_METADATA_BYTES or len(value.encode("utf-8", "surrogatepass")) > MAX_METADATA_BYTES:
+            log.warning("metadata %r (%d characters) is larger than %d bytes; the video is written without it",
+                        key, len(value), MAX_METADATA_BYTES)
+            continue
+        meta[key] = value
     return rate, meta
 
 
@@ -131,10 +412,12 @@ def _to_uint8(frame) -> np.ndarray:
 class VideoWriter:
     """Context manager that streams frame batches into one video file.
 
-    Frames are encoded into a hidden temporary file ``.<filename>.partial`` in the target folder, which is
-    renamed to ``path`` (os.replace) only when the ``with`` block exits normally. On any exception, including
-    KeyboardInterrupt, the container is closed, the temporary file deleted and the exception re-raised, so
-    nothing is left behind. Leaving the block without writing a frame raises VideoOutputError (no file).
+    ``path`` is a file path or an OutputReservation (reserve_output_path). Frames are encoded into the hidden
+    temporary file ``.<filename>.partial`` in the target folder, held by this writer (a second writer of the same
+    path is refused while this one runs), flushed to disk and renamed to ``path`` (os.replace) only when the
+    ``with`` block exits normally. On any exception, including KeyboardInterrupt, the container is closed, the
+    temporary file deleted and the exception re-raised, so nothing is left behind. Leaving the block without
+    writing a frame raises VideoOutputError (no file). Metadata values over MAX_METADATA_BYTES are left out.
 
     mp4 is H.264 (libx264, yuv420p), webm is VP9 (libvpx-vp9, yuv420p); both are tagged BT.709 limited
     range. ``crf`` sets quality (lower is better; H.264 caps it at 51). gif uses an adaptive 256-colour
@@ -145,15 +428,15 @@ class VideoWriter:
     def __init__(self, path: str, fps: float, video_format: str = "mp4", crf: int = 19,
                  metadata: dict[str, str] | None = None):
         self._rate, self._metadata = _validate_settings(path, fps, video_format, crf, metadata)
-        self.path = os.fspath(path)
+        self._reservation = path if isinstance(path, OutputReservation) else None
+        self.path = path.path if self._reservation else os.fspath(path)
         self.fps = fps
         self.video_format = video_format
         self.crf = crf
         self.frames_written = 0
         self.width = 0
         self.height = 0
-        folder, name = os.path.split(os.path.abspath(self.path))
-        self._tmp_path = os.path.join(folder, f".{name}.partial")
+        self._tmp_path = _partial_path(self.path)
         self._container = None
         self._stream = None
         self._active = False
@@ -164,6 +447,13 @@ class VideoWriter:
             raise VideoOutputError(f"path {self.path!r}: folder {folder!r} does not exist; create it first.")
         if self._active or self.frames_written:
             raise RuntimeError("a VideoWriter can only be used for one with-block")
+        if self._reservation is None:
+            handle = _claim(self._tmp_path)
+            if handle is None:
+                raise VideoOutputError(f"path {self.path!r} is being written by another writer right now; choose another path.")
+            self._reservation = OutputReservation(self.path, "", os.path.basename(self.path), handle)
+        elif not self._reservation.held:
+            raise VideoOutputError(f"the reservation of {self.path!r} was already used; reserve a new name.")
         self._active = True
         return self
 
@@ -179,7 +469,7 @@ class VideoWriter:
                 self._container.mux(packet)
             self._container.close()
             self._container = None
-            os.replace(self._tmp_path, self.path)
+            self._reservation.commit()
         except BaseException:
             self._abort()
             raise
@@ -264,20 +554,19 @@ class VideoWriter:
             except Exception:
                 pass  # the file is deleted anyway; keep the original exception
             self._container = None
-        try:
-            os.remove(self._tmp_path)
-        except FileNotFoundError:
-            pass
+        if self._reservation is not None:
+            self._reservation.discard()
 
 
 def write_video(batches, path, fps, video_format="mp4", crf=19, metadata=None) -> dict:
     """Stream an iterable of frame batches ([N, H, W, 3] each) into one video file.
 
-    Returns ``{"frames": n, "width": w, "height": h, "fps": fps, "path": path}`` (input frame size).
+    ``path`` is a file path or an OutputReservation. Returns ``{"frames": n, "width": w, "height": h, "fps": fps,
+    "path": path}`` (input frame size, the final path).
     An empty iterable raises VideoOutputError and leaves no file. See VideoWriter for the options.
     """
     with VideoWriter(path, fps, video_format, crf, metadata) as writer:
         for batch in batches:
             writer.write(batch)
             del batch  # released before the next batch is made, so only one batch exists at a time
-    return {"frames": writer.frames_written, "width": writer.width, "height": writer.height, "fps": fps, "path": path}
+    return {"frames": writer.frames_written, "width": writer.width, "height": writer.height, "fps": fps, "path": writer.path}

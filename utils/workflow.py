@@ -9,7 +9,9 @@ sockets and positional `widgets_values`, plus a `links` table. Node classes are 
 
 import copy
 import difflib
+import inspect
 import json
+import math
 import os
 from collections import Counter
 from typing import Any, Callable, NamedTuple
@@ -20,6 +22,8 @@ SEED_NAMES = ("seed", "noise_seed")
 # widget they feed.
 VIRTUAL_TYPES = ("Note", "MarkdownNote", "Reroute", "PrimitiveNode")
 MUTED, BYPASSED = 2, 4
+# Deeper JSON than this is refused before anything walks it: workflows are a few levels deep (subgraphs included).
+MAX_NESTING = 100
 
 
 class WorkflowError(ValueError):
@@ -98,6 +102,11 @@ class _Specs(dict):
         return value
 
 
+def _node_class(node_classes: dict, class_type: Any) -> type | None:
+    """The class of a class_type, or None when it is unknown or not a string (a list, a number: malformed files)."""
+    return node_classes.get(class_type) if isinstance(class_type, str) else None
+
+
 def _type_name(t: Any) -> str:
     return "COMBO" if isinstance(t, (list, tuple)) else str(t)
 
@@ -139,6 +148,51 @@ def _check_api_shape(api: Any) -> None:
                             " - export it with 'Export (API)' or convert it with ui_to_api()")
 
 
+def _check_nesting(data: Any, where: str) -> None:
+    """Refuse JSON nested deeper than MAX_NESTING (walked without recursion), so nothing later recurses into it."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise WorkflowError(f"{where} is nested more than {MAX_NESTING} levels deep - it is not a ComfyUI workflow")
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+
+
+def _check_ui_shape(ui: dict) -> None:
+    """One clear error for the first malformed part of an editor workflow (before conversion reads it)."""
+    for position, node in enumerate(ui["nodes"]):
+        where = f"editor workflow: nodes[{position}]"
+        if not isinstance(node, dict):
+            raise WorkflowError(f"{where} is a {type(node).__name__}, not a node object - save the workflow again")
+        if isinstance(node.get("id"), bool) or not isinstance(node.get("id"), (int, str)):
+            raise WorkflowError(f"{where} ({node.get('type', '?')}) has no valid 'id' - save the workflow again from ComfyUI")
+        where = f"editor workflow: node {node['id']}"
+        if not isinstance(node.get("type"), str):
+            raise WorkflowError(f"{where} has 'type' {node.get('type')!r}, not a node type name - save the workflow again")
+        if not isinstance(node.get("widgets_values", []), (list, dict, type(None))):
+            raise WorkflowError(f"{where} ({node['type']}): 'widgets_values' must be a list - save the workflow again")
+        for key in ("inputs", "outputs"):
+            sockets = node.get(key) or []
+            if not isinstance(sockets, list) or not all(isinstance(s, dict) and isinstance(s.get("name", ""), str)
+                                                        for s in sockets):
+                raise WorkflowError(f"{where} ({node['type']}): '{key}' must be a list of socket objects - save the "
+                                    "workflow again")
+        for socket in node.get("inputs") or []:
+            if socket.get("link") is not None and "name" not in socket:
+                raise WorkflowError(f"{where} ({node['type']}): a linked input has no 'name' - save the workflow again")
+    links = ui.get("links") or []
+    if not isinstance(links, list):
+        raise WorkflowError("editor workflow: 'links' must be a list - save the workflow again")
+    fields = ("id", "origin_id", "origin_slot", "target_id", "target_slot")
+    for position, link in enumerate(links):
+        entry = [link.get(key) for key in fields] if isinstance(link, dict) else link
+        if not isinstance(entry, list) or len(entry) < 5 or any(isinstance(v, bool) or v is None for v in entry[:5]) \
+                or not isinstance(entry[2], int):
+            raise WorkflowError(f"editor workflow: links[{position}] is {str(link)[:60]} - each link needs id, origin node, "
+                                "origin slot, target node and target slot; save the workflow again")
+
+
 # ---------------------------------------------------------------------------------------------------
 # formats
 
@@ -160,36 +214,57 @@ def ui_to_api(ui: dict, node_classes: dict[str, type]) -> dict:
     feeds); links are followed through reroutes and bypassed nodes (to the bypassed node's input of the
     same type). An unknown node type raises WorkflowError.
     """
+    _check_ui_shape(ui)
     nodes = {node["id"]: node for node in ui.get("nodes", [])}
     links = {}
     for link in ui.get("links") or []:
         if isinstance(link, dict):  # schema version 1
             link = [link["id"], link["origin_id"], link["origin_slot"], link["target_id"], link["target_slot"]]
-        links[link[0]] = (link[1], link[2])
+        try:
+            links[link[0]] = (link[1], link[2])
+        except TypeError:  # an unhashable id
+            raise WorkflowError(f"editor workflow: link id {str(link[0])[:40]} is not a number - save the workflow again") from None
 
-    def source(link_id, where: str, seen=frozenset()):
-        """The (node id, output index) really feeding a link, or None for a muted/primitive source."""
-        if link_id not in links:
-            raise WorkflowError(f"{where}: link {link_id} is missing from the workflow's links table - "
-                                "reconnect the input in the editor and save again")
-        node_id, slot = links[link_id]
-        node = nodes.get(node_id)
-        if node is None or node_id in seen or node.get("mode") == MUTED:
-            return None
-        sockets = [s for s in node.get("inputs") or [] if s.get("link") is not None]
-        if node.get("type") == "Reroute":
-            return source(sockets[0]["link"], where, seen | {node_id}) if sockets else None
-        if node.get("mode") == BYPASSED:
-            outputs = node.get("outputs") or []
-            out_type = outputs[slot].get("type", "*") if slot < len(outputs) else "*"
-            all_sockets = node.get("inputs") or []
-            preferred = [all_sockets[slot]] if slot < len(all_sockets) else []
-            match = next((s for s in preferred + all_sockets
-                          if s.get("link") is not None and _types_match(s.get("type", "*"), out_type)), None)
-            return source(match["link"], where, seen | {node_id}) if match else None
-        if node.get("type") in VIRTUAL_TYPES and node.get("type") not in node_classes:
-            return None
-        return node_id, slot
+    def source(link_id, where: str):
+        """The (node id, output index) really feeding a link, or None for a muted/primitive source. Followed through
+        reroutes and bypassed nodes in a loop, so chains of any length work."""
+        seen = set()
+        while True:
+            try:
+                known = link_id in links
+            except TypeError:
+                known = False
+            if not known:
+                raise WorkflowError(f"{where}: link {str(link_id)[:40]} is missing from the workflow's links table - "
+                                    "reconnect the input in the editor and save again")
+            node_id, slot = links[link_id]
+            try:
+                node = nodes.get(node_id)
+            except TypeError:
+                node = None
+            if node is None or node_id in seen or node.get("mode") == MUTED:
+                return None
+            seen.add(node_id)
+            sockets = [s for s in node.get("inputs") or [] if s.get("link") is not None]
+            if node.get("type") == "Reroute":
+                if not sockets:
+                    return None
+                link_id = sockets[0]["link"]
+                continue
+            if node.get("mode") == BYPASSED:
+                outputs = node.get("outputs") or []
+                out_type = outputs[slot].get("type", "*") if 0 <= slot < len(outputs) else "*"
+                all_sockets = node.get("inputs") or []
+                preferred = [all_sockets[slot]] if 0 <= slot < len(all_sockets) else []
+                match = next((s for s in preferred + all_sockets
+                              if s.get("link") is not None and _types_match(s.get("type", "*"), out_type)), None)
+                if match is None:
+                    return None
+                link_id = match["link"]
+                continue
+            if node.get("type") in VIRTUAL_TYPES and node.get("type") not in node_classes:
+                return None
+            return node_id, slot
 
     specs, api = _Specs(node_classes), {}
     for node in ui.get("nodes", []):
@@ -230,7 +305,7 @@ def api_to_ui(api: dict, node_classes: dict[str, type]) -> dict:
     """
     _check_api_shape(api)
     for node_id, node in api.items():
-        if node.get("class_type") not in node_classes:
+        if _node_class(node_classes, node.get("class_type")) is None:
             raise WorkflowError(_unknown("class_type", node_id, node.get("class_type"), node_classes))
     numeric = all(str(node_id).isdigit() for node_id in api)
     number = {node_id: int(node_id) if numeric else i for i, node_id in enumerate(api, 1)}
@@ -313,10 +388,13 @@ def load_workflow(source: "str | os.PathLike | dict", node_classes: dict[str, ty
                 data = json.load(f)
         except OSError as e:
             raise WorkflowError(f"cannot read {where}: {e.strerror or e} - check the path") from e
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError) as e:
             raise WorkflowError(f"{where} is not valid JSON ({e}) - save or export it again from ComfyUI") from e
+        except RecursionError:
+            raise WorkflowError(f"{where} is nested too deeply to be a ComfyUI workflow") from None
     else:
         data = source
+    _check_nesting(data, where)
     if is_ui_format(data):
         return ui_to_api(data, node_classes)
     if not _is_api_format(data) and isinstance(data, dict) and _is_api_format(data.get("prompt")):
@@ -337,7 +415,7 @@ def _check_link(api: dict, node_classes: dict, value: list, inp: _Input) -> str 
     node = api.get(src)
     if not isinstance(node, dict):
         return f"links to node {src}, which does not exist - link it to an existing node's output"
-    cls = node_classes.get(node.get("class_type"))
+    cls = _node_class(node_classes, node.get("class_type"))
     if cls is None:
         return None  # reported at the source node
     return_types = tuple(getattr(cls, "RETURN_TYPES", ()))
@@ -362,6 +440,8 @@ def _check_widget(value: Any, inp: _Input) -> str | None:
         return f"{value!r} is not one of the choices [{shown}]{hint} - pick one of them"
     kind = _type_name(inp.type)
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and kind in ("INT", "FLOAT") and not math.isfinite(value):
+        return f"{value!r} is not a finite number - set a number{_range_text(inp)}"
     ok = {"INT": number and isinstance(value, int), "FLOAT": number, "STRING": isinstance(value, str),
           "BOOLEAN": isinstance(value, bool)}.get(kind, True)
     if not ok:
@@ -373,6 +453,30 @@ def _check_widget(value: Any, inp: _Input) -> str | None:
     return None
 
 
+def _range_text(inp: _Input) -> str:
+    low, high = inp.opts.get("min"), inp.opts.get("max")
+    return f" within [{low}, {high}]" if low is not None and high is not None else ""
+
+
+def _custom_check(cls: type, given: dict) -> str | None:
+    """The node's own VALIDATE_INPUTS, called as ComfyUI calls it before running anything: with the inputs its
+    signature names (all of them for **kwargs), linked ones as None. Its refusal, or None."""
+    validate = getattr(cls, "VALIDATE_INPUTS", None)
+    if validate is None:
+        return None
+    parameters = inspect.signature(validate).parameters
+    everything = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    arguments = {name: None if _is_link(value) else value for name, value in given.items()
+                 if everything or name in parameters}
+    try:
+        verdict = validate(**arguments)
+    except Exception as error:  # a node's check that crashes is a refusal, reported like one
+        return f"{type(error).__name__}: {error}"
+    if verdict is True:
+        return None
+    return verdict if isinstance(verdict, str) else f"its inputs were refused (VALIDATE_INPUTS returned {verdict!r})"
+
+
 def _problems(api: dict, node_classes: dict, specs: _Specs) -> list[str]:
     problems, has_output = [], False
     for node_id, node in api.items():
@@ -380,6 +484,10 @@ def _problems(api: dict, node_classes: dict, specs: _Specs) -> list[str]:
             problems.append(f"node {node_id}: no 'class_type' - give it one, or remove the node")
             continue
         class_type, given = node["class_type"], node.get("inputs", {})
+        if not isinstance(class_type, str):
+            problems.append(f"node {node_id}: 'class_type' is {str(class_type)[:60]}, not a node type name - "
+                            "give the name of a node, e.g. LongVideoSampler")
+            continue
         cls = node_classes.get(class_type)
         if cls is None:
             problems.append(_unknown("class_type", node_id, class_type, node_classes))
@@ -390,6 +498,7 @@ def _problems(api: dict, node_classes: dict, specs: _Specs) -> list[str]:
             continue
         spec, _ = specs[class_type]
         where = f"node {node_id} ({class_type}) input"
+        before = len(problems)
         for inp in spec.values():
             if inp.required and inp.name not in given:
                 fix = "set a value" if inp.is_widget else f"link an output of type {_type_name(inp.type)}"
@@ -407,11 +516,21 @@ def _problems(api: dict, node_classes: dict, specs: _Specs) -> list[str]:
                 problem = _check_widget(value, inp)
             if problem:
                 problems.append(f"{where} '{name}': {problem}")
+        if len(problems) == before:
+            refusal = _custom_check(cls, given)
+            if refusal:
+                problems.append(f"node {node_id} ({class_type}): {refusal}")
     if not has_output:
         examples = [name for name, cls in node_classes.items() if getattr(cls, "OUTPUT_NODE", False)][:5]
         problems.append("the workflow has no output node (OUTPUT_NODE = True), so nothing would run - add one"
                         + (f", e.g. {', '.join(examples)}" if examples else ""))
     return problems
+
+
+def _problems_error(problems: list[str]) -> WorkflowError:
+    if len(problems) == 1:
+        return WorkflowError(f"the workflow has 1 problem: {problems[0]}", problems)
+    return WorkflowError(f"the workflow has {len(problems)} problem(s):\n  - " + "\n  - ".join(problems), problems)
 
 
 def validate_workflow(api: dict, node_classes: dict[str, type]) -> None:
@@ -424,33 +543,38 @@ def validate_workflow(api: dict, node_classes: dict[str, type]) -> None:
     _check_api_shape(api)
     problems = _problems(api, node_classes, _Specs(node_classes))
     if problems:
-        raise WorkflowError(f"the workflow has {len(problems)} problem(s):\n  - " + "\n  - ".join(problems), problems)
+        raise _problems_error(problems)
 
 
 def _toposort(api: dict, roots: list[str]) -> list[str]:
-    """The roots and every node they depend on, each after its sources; a cycle raises WorkflowError."""
-    order, state, stack = [], {}, []
-
-    def visit(node_id: str) -> None:
-        if state.get(node_id) == "done":
-            return
-        if state.get(node_id) == "visiting":
-            cycle = stack[stack.index(node_id):] + [node_id]
-            raise WorkflowError("the workflow has a cycle: " + " -> ".join(_label(api, n) for n in cycle)
-                                + " - remove one of these links")
-        state[node_id] = "visiting"
-        stack.append(node_id)
-        for name, src, _ in _links(api[node_id]):
-            if src not in api:
-                raise WorkflowError(f"{_label(api, node_id)} input '{name}': links to node {src}, which does not "
-                                    "exist - link it to an existing node's output")
-            visit(src)
-        stack.pop()
-        state[node_id] = "done"
-        order.append(node_id)
-
+    """The roots and every node they depend on, each after its sources; a cycle raises WorkflowError. A depth-first
+    walk with its own stack (no recursion), so a chain of any length works."""
+    order, state = [], {}
     for root in roots:
-        visit(root)
+        if state.get(root) == "done":
+            continue
+        state[root] = "visiting"
+        stack = [(root, _links(api[root]))]
+        while stack:
+            node_id, sources = stack[-1]
+            for name, src, _ in sources:
+                if src not in api:
+                    raise WorkflowError(f"{_label(api, node_id)} input '{name}': links to node {src}, which does not "
+                                        "exist - link it to an existing node's output")
+                if state.get(src) == "done":
+                    continue
+                if state.get(src) == "visiting":
+                    path = [n for n, _ in stack]
+                    cycle = path[path.index(src):] + [src]
+                    raise WorkflowError("the workflow has a cycle: " + " -> ".join(_label(api, n) for n in cycle)
+                                        + " - remove one of these links")
+                state[src] = "visiting"
+                stack.append((src, _links(api[src])))
+                break
+            else:
+                stack.pop()
+                state[node_id] = "done"
+                order.append(node_id)
     return order
 
 
@@ -460,7 +584,7 @@ def execution_order(api: dict, node_classes: dict[str, type]) -> list[str]:
     _check_api_shape(api)
     outputs = []
     for node_id, node in api.items():
-        cls = node_classes.get(node.get("class_type"))
+        cls = _node_class(node_classes, node.get("class_type"))
         if cls is None:
             raise WorkflowError(_unknown("class_type", node_id, node.get("class_type"), node_classes))
         if getattr(cls, "OUTPUT_NODE", False):
@@ -484,7 +608,7 @@ def run_workflow(api: dict, node_classes: dict[str, type], *,
     specs = _Specs(node_classes)
     problems = _problems(api, node_classes, specs)
     if problems:
-        raise WorkflowError(f"the workflow has {len(problems)} problem(s):\n  - " + "\n  - ".join(problems), problems)
+        raise _problems_error(problems)
     order = execution_order(api, node_classes)
     pending = Counter(src for node_id in order for _, src, _ in _links(api[node_id]))
     results, ui = {}, {}
