@@ -1,7 +1,7 @@
 from ..sampling import co_denoise
 from ..sampling.denoise import TextGuidance
 from ..utils.comfy import Progress, intermediate_device
-from .common import CATEGORY, MODEL, VAE, NodeInputError, check_frame_size, conditioning_embeddings, frame_size_input, latent_frame_size
+from .common import CATEGORY, MODEL, VAE, NodeInputError, check_frame_size, check_numbers, conditioning_embeddings, frame_size_input, latent_frame_size
 from .continuation import PROMPT_SCHEDULE, LongVideoContinuationSampler
 from .sampler import CFG, SCHEDULER, SEED, STEPS
 
@@ -53,6 +53,7 @@ class LongVideoCoDenoiseSampler:
 
     def sample(self, model, positive, negative, width, height, frames, frames_per_window, overlap, noise, seed, steps, cfg,
                scheduler, prompt_schedule=None, start_image=None, vae=None, start_latent=None, method="replace"):
+        check_numbers(self, locals())
         node = "LongVideoCoDenoiseSampler"
         check_frame_size(node, width, height)
         if start_image is not None and start_latent is not None:
