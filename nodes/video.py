@@ -2,7 +2,7 @@ import json
 
 from ..utils.comfy import Progress, output_directory
 from ..utils.video_io import VIDEO_FORMATS, resolve_output_path, write_video
-from .common import CATEGORY, VAE, NodeInputError, video_latents
+from .common import VIDEO, VAE, NodeInputError, video_latents
 from .latents import FRAMES_PER_BATCH
 
 
@@ -11,7 +11,7 @@ class LongVideoSaveVideo:
         "Writes an MP4 (H.264), WebM (VP9) or GIF into the output folder. Give it IMAGE frames, or a LATENT and the "
         "VAE: then it decodes batch by batch while writing, so a long video never has to fit in memory as images."
     )
-    CATEGORY = CATEGORY
+    CATEGORY = VIDEO
     FUNCTION = "save"
     RETURN_TYPES = ()
     OUTPUT_NODE = True

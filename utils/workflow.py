@@ -9,6 +9,7 @@ sockets and positional `widgets_values`, plus a `links` table. Node classes are 
 
 import copy
 import difflib
+import inspect
 import json
 import os
 from collections import Counter
@@ -390,6 +391,7 @@ def _problems(api: dict, node_classes: dict, specs: _Specs) -> list[str]:
             continue
         spec, _ = specs[class_type]
         where = f"node {node_id} ({class_type}) input"
+        custom = _custom_validation(cls)
         for inp in spec.values():
             if inp.required and inp.name not in given:
                 fix = "set a value" if inp.is_widget else f"link an output of type {_type_name(inp.type)}"
@@ -403,15 +405,28 @@ def _problems(api: dict, node_classes: dict, specs: _Specs) -> list[str]:
             elif not inp.is_widget:
                 problem = (f"takes a link to an output of type {_type_name(inp.type)}, got the value {value!r} - "
                            "link it as [source_node_id, output_index]")
+            elif name in custom:
+                problem = None  # as ComfyUI: VALIDATE_INPUTS replaces the built-in checks of the inputs it takes
             else:
                 problem = _check_widget(value, inp)
             if problem:
                 problems.append(f"{where} '{name}': {problem}")
+        if custom:
+            verdict = cls.VALIDATE_INPUTS(**{name: value for name, value in given.items()
+                                             if name in custom and not _is_link(value)})
+            if verdict is not True:
+                problems.append(f"node {node_id} ({class_type}): {verdict or 'VALIDATE_INPUTS failed'}")
     if not has_output:
         examples = [name for name, cls in node_classes.items() if getattr(cls, "OUTPUT_NODE", False)][:5]
         problems.append("the workflow has no output node (OUTPUT_NODE = True), so nothing would run - add one"
                         + (f", e.g. {', '.join(examples)}" if examples else ""))
     return problems
+
+
+def _custom_validation(cls: type) -> set[str]:
+    """The inputs a node's VALIDATE_INPUTS takes (ComfyUI then skips its own checks of them)."""
+    function = getattr(cls, "VALIDATE_INPUTS", None)
+    return set(inspect.signature(function).parameters) - {"cls", "self"} if function is not None else set()
 
 
 def validate_workflow(api: dict, node_classes: dict[str, type]) -> None:
