@@ -34,7 +34,7 @@ class LongVideoVDPLoader:
         files = list_model_files(EXTENSIONS) or [NO_FILE_FOUND]
         return {
             "required": {
-                "checkpoint": (files, {"tooltip": "A checkpoint file found under models/longvideo or models/diffusers (longvideo-shapes-vdp.pt is the pack's own). none: nothing was found: type a path in checkpoint_path."}),
+                "checkpoint": (files, {"tooltip": "A checkpoint file found under models/longvideo or models/diffusers. none: nothing was found: type a path in checkpoint_path."}),
                 "dtype": (["auto", *DTYPES], {"default": "auto", "tooltip": "Weights precision. auto: fp16 on NVIDIA GPUs, fp32 on the CPU."}),
                 "weights": (["ema", "model"], {"default": "ema",
                                                "tooltip": "Which copy of a Trainer checkpoint: ema (averaged, usually better) or model. Plain state dicts ignore it."}),

@@ -11,7 +11,6 @@ import av
 import pytest
 
 from longvideo import NODE_CLASS_MAPPINGS
-from tiny_models import save_tiny_vdp
 from longvideo.utils.workflow import WorkflowError, is_ui_format, load_workflow, run_workflow, ui_to_api, validate_workflow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,14 +20,12 @@ UI_WORKFLOWS = sorted(glob.glob(os.path.join(ROOT, "workflows", "*.json")))
 # (user folders are searched before the pack's checkpoints/), so these tests check the graphs, fast, whatever the
 # shipped weights are. tests/test_train_tiny_model.py checks the shipped model itself.
 MODEL_NAME = "longvideo-shapes"
-VDP_NAME = "tiny-random-vdp.pt"
 
 
 @pytest.fixture
 def models_dir(tiny_model_folder, tmp_path, monkeypatch):
     folder = tmp_path / "shipped-models"
     shutil.copytree(tiny_model_folder, folder / MODEL_NAME)
-    save_tiny_vdp(str(folder / VDP_NAME))
     monkeypatch.setenv("LONGVIDEO_MODELS_DIR", str(folder))
     return folder
 
