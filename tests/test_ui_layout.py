@@ -53,7 +53,7 @@ def test_the_ui_workflows_are_what_the_builder_makes():
 def test_drawn_size_follows_the_frontend():
     """LiteGraph's computeSize for LongVideoSampler: 4 slot rows (model, positive, negative, latent_image), six
     widgets (seed, its control_after_generate, steps, cfg, scheduler, denoise) and 8 below them."""
-    sampler = next(n for n in load(os.path.join(ROOT, "workflows", "text_to_video.json"))["nodes"]
+    sampler = next(n for n in load(builder.ui_path("text_to_video.json"))["nodes"]
                    if n["type"] == "LongVideoSampler")
     width, height = builder.drawn_size(sampler, NODE_CLASS_MAPPINGS["LongVideoSampler"])
     assert height == 4 * 20 + 6 * 24 + 8
@@ -93,7 +93,7 @@ def test_groups_frame_their_own_nodes_only(path):
 
 def test_staged_graphs_have_groups():
     for name in ("interpolation", "upscale"):
-        workflow = load(os.path.join(ROOT, "workflows", f"{name}.json"))
+        workflow = load(builder.ui_path(f"{name}.json"))
         assert len(workflow["groups"]) >= 2
         for node in workflow["nodes"]:  # every node in exactly one stage
             assert sum(overlap(group["bounding"], builder.node_rect(node)) for group in workflow["groups"]) == 1
@@ -105,3 +105,18 @@ def test_fit_view_on_1600x900_draws_text(path):
     scale = builder.fit_scale(workflow)
     assert scale > builder.LOW_QUALITY_SCALE * 1.05
     assert workflow["extra"]["ds"]["scale"] == pytest.approx(scale, abs=1e-3)
+
+
+def test_every_template_has_a_thumbnail_and_a_readable_numbered_title():
+    """ComfyUI's Templates menu lists workflows/*.json under their file names, with <name>.jpg as thumbnail, in
+    the order the folder lists them: numbered readable names, text to video first."""
+    import cv2
+
+    names = [os.path.splitext(os.path.basename(path))[0] for path in UI_WORKFLOWS]
+    assert names == sorted(builder.TEMPLATE_NAMES.values())
+    assert names[0] == builder.TEMPLATE_NAMES["text_to_video"] and names[0].startswith("1 ")
+    assert [int(name.split(" ", 1)[0]) for name in names] == list(range(1, len(names) + 1))
+    for path in UI_WORKFLOWS:
+        image = cv2.imread(os.path.splitext(path)[0] + ".jpg")
+        assert image is not None, f"no thumbnail for {os.path.basename(path)}: run python tools/make_thumbnails.py"
+        assert image.shape[0] >= 128 and image.shape[1] >= 256

@@ -49,6 +49,27 @@ LOW_QUALITY_SCALE = 8 / 14
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 GROUP_COLOUR = "#3f789e"
 
+# The UI files are ComfyUI templates (Templates > Custom Nodes > this pack): ComfyUI lists the .json files of the
+# pack's workflows/ folder, shows each under its file name and its <name>.jpg as thumbnail
+# (tools/make_thumbnails.py), in the order the folder lists them. So the UI files have readable names, numbered in
+# the order to try them. The API files in workflows/api/ keep short names for the command line.
+TEMPLATE_NAMES = {
+    "text_to_video": "1 Text to video",
+    "continuation": "2 Continuation, 16 chunks",
+    "hierarchical": "3 Hierarchical keyframes and infill",
+    "interpolation": "4 Frame interpolation 5 to 65",
+    "window_attention": "5 Window attention, 96 frames",
+    "upscale": "6 Upscale and refine",
+    "distributed": "7 Clip-parallel sampling (Video-Infinity)",
+}
+
+
+def ui_path(api_path: str) -> str:
+    """The UI (template) file of an API workflow file."""
+    name = os.path.splitext(os.path.basename(api_path))[0]
+    return os.path.join(ROOT, "workflows", TEMPLATE_NAMES.get(name, name) + ".json")
+
+
 # Groups of the graphs that have stages: (title, node ids), in the order they are laid out.
 GROUPS = {
     "interpolation": [
@@ -73,8 +94,8 @@ def ui_workflows() -> dict[str, dict]:
         name = os.path.splitext(os.path.basename(api_file))[0]
         api = load_workflow(api_file, pack.NODE_CLASS_MAPPINGS)
         ui = api_to_ui(api, pack.NODE_CLASS_MAPPINGS)
-        built[os.path.join(ROOT, "workflows", os.path.basename(api_file))] = lay_out(ui, api, pack.NODE_CLASS_MAPPINGS,
-                                                                                     GROUPS.get(name, []))
+        built[ui_path(api_file)] = lay_out(ui, api, pack.NODE_CLASS_MAPPINGS,
+                                            GROUPS.get(name, []))
     return built
 
 
