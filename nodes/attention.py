@@ -1,6 +1,5 @@
 from ..attention.temporal import DualScopeAttention, FullAttention, WindowAttention
-from .common import CATEGORY, MODEL, NodeInputError
-from .common import check_numbers
+from .common import MODEL_PATCHES, MODEL, NodeInputError, check_numbers
 
 MODES = ("full", "window", "dual_scope")
 
@@ -12,9 +11,11 @@ class LongVideoTemporalAttention:
         "interpolation. dual_scope: Video-Infinity's local window plus a global frame set with timestep-switched "
         "biases. Returns a new model; the input model is unchanged."
     )
-    CATEGORY = CATEGORY
+    CATEGORY = MODEL_PATCHES
     FUNCTION = "patch"
     RETURN_TYPES = (MODEL,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The same model with this temporal attention, for any LongVideo sampler.",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -29,21 +30,21 @@ class LongVideoTemporalAttention:
                 "model": (MODEL, {"tooltip": "The video model from LongVideoModelLoader."}),
                 "mode": (list(MODES), {"default": "window", "tooltip": "full, window or dual_scope (see the node description)."}),
                 "window": ("INT", {"default": 5, "min": 1, "max": 1025, "step": 2,
-                                   "tooltip": "window mode: frames each frame sees, itself in the middle (5 = +-2)."}),
-                "anchor_first": ("BOOLEAN", {"default": False, "tooltip": "window mode: every frame also sees frame 0."}),
-                "anchor_frames": ("STRING", {"default": "", "tooltip": "window mode: frame indices always visible, e.g. '0, 16, 32' (keyframes)."}),
+                                   "tooltip": "window mode only (ignored by full and dual_scope): frames each frame sees, itself in the middle (5 = +-2)."}),
+                "anchor_first": ("BOOLEAN", {"default": False, "tooltip": "window mode only (ignored by full and dual_scope): every frame also sees frame 0."}),
+                "anchor_frames": ("STRING", {"default": "", "tooltip": "window mode only (ignored by full and dual_scope): frame indices always visible, e.g. '0, 16, 32' (keyframes)."}),
                 "padding": ("INT", {"default": 8, "min": 0, "max": 1024,
-                                    "tooltip": "dual_scope: local frames on each side of a frame."}),
+                                    "tooltip": "dual_scope mode only (ignored by full and window): local frames on each side of a frame."}),
                 "global_frames": ("INT", {"default": 16, "min": 0, "max": 1024,
-                                          "tooltip": "dual_scope: frames at a fixed stride over the whole video seen by every frame."}),
-                "local_phase_t": phase_t(800.0, "dual_scope: below this timestep the local-phase biases apply."),
-                "local_phase_local_bias": bias(10.0, "dual_scope: local-key bias below local_phase_t."),
-                "local_phase_global_bias": bias(0.0, "dual_scope: global-key bias below local_phase_t."),
-                "global_phase_t": phase_t(800.0, "dual_scope: at or above this timestep the global-phase biases apply."),
-                "global_phase_local_bias": bias(0.0, "dual_scope: local-key bias at or above global_phase_t."),
-                "global_phase_global_bias": bias(10.0, "dual_scope: global-key bias at or above global_phase_t."),
+                                          "tooltip": "dual_scope mode only (ignored by full and window): frames at a fixed stride over the whole video seen by every frame."}),
+                "local_phase_t": phase_t(800.0, "dual_scope mode only (ignored by full and window): below this timestep the local-phase biases apply."),
+                "local_phase_local_bias": bias(10.0, "dual_scope mode only (ignored by full and window): local-key bias below local_phase_t."),
+                "local_phase_global_bias": bias(0.0, "dual_scope mode only (ignored by full and window): global-key bias below local_phase_t."),
+                "global_phase_t": phase_t(800.0, "dual_scope mode only (ignored by full and window): at or above this timestep the global-phase biases apply."),
+                "global_phase_local_bias": bias(0.0, "dual_scope mode only (ignored by full and window): local-key bias at or above global_phase_t."),
+                "global_phase_global_bias": bias(10.0, "dual_scope mode only (ignored by full and window): global-key bias at or above global_phase_t."),
                 "token_num_scale": ("BOOLEAN", {"default": False,
-                                                "tooltip": "dual_scope: scale logits by log16 of the visible key count (for large padding + global_frames)."}),
+                                                "tooltip": "dual_scope mode only (ignored by full and window): scale logits by log16 of the visible key count (for large padding + global_frames)."}),
             }
         }
 

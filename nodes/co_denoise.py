@@ -1,7 +1,7 @@
 from ..sampling import co_denoise
 from ..sampling.denoise import TextGuidance
 from ..utils.comfy import Progress, intermediate_device
-from .common import CATEGORY, MODEL, VAE, NodeInputError, check_frame_size, check_numbers, conditioning_embeddings, frame_size_input, latent_frame_size
+from .common import MODEL, SAMPLING, VAE, NodeInputError, check_frame_size, check_numbers, conditioning_embeddings, frame_size_input, latent_frame_size
 from .continuation import PROMPT_SCHEDULE, LongVideoContinuationSampler
 from .sampler import CFG, SCHEDULER, SEED, STEPS
 
@@ -15,9 +15,10 @@ class LongVideoCoDenoiseSampler:
         "length. Prompts along the timeline come from prompt_schedule (line i covers the i-th stretch of frames). "
         "Costs about frames_per_window / (frames_per_window - overlap) times the model calls of continuation."
     )
-    CATEGORY = CATEGORY
+    CATEGORY = SAMPLING
     FUNCTION = "sample"
     RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
     OUTPUT_TOOLTIPS = ("The whole video's latents; decode with LongVideoDecode.",)
 
     @classmethod

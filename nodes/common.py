@@ -9,6 +9,15 @@ from ..utils.comfy import output_directory
 from ..utils.video_io import PartialSaveError, reserve_output_path, save_latent_file
 
 CATEGORY = "LongVideo"
+# Menu categories by stage, as ComfyUI core files its nodes (loaders, conditioning, sampling, latent, video).
+LOADERS = f"{CATEGORY}/loaders"
+CONDITIONING = f"{CATEGORY}/conditioning"
+SAMPLING = f"{CATEGORY}/sampling"
+MODEL_PATCHES = f"{CATEGORY}/model_patches"
+LATENT = f"{CATEGORY}/latent"
+VIDEO = f"{CATEGORY}/video"
+# The embedded default model (checkpoints/longvideo-shapes) makes 64x64 frames; fresh nodes start at its size.
+DEFAULT_FRAME_SIZE = 64
 MODEL = "LV_MODEL"
 CLIP = "LV_CLIP"
 VAE = "LV_VAE"
@@ -47,8 +56,28 @@ def check_numbers(node, values: dict) -> None:
 
 def frame_size_input(name: str):
     """The widget of a frame `name` ("width" or "height") in pixels."""
-    return ("INT", {"default": 256, "min": LATENT_DOWNSCALE, "max": 4096, "step": LATENT_DOWNSCALE,
+    return ("INT", {"default": DEFAULT_FRAME_SIZE, "min": LATENT_DOWNSCALE, "max": 4096, "step": LATENT_DOWNSCALE,
                     "tooltip": f"Frame {name} in pixels; a multiple of {LATENT_DOWNSCALE}."})
+
+
+# The one combo value a loader shows when it finds no model: short, so the combo never shows a sentence.
+NOTHING_FOUND = "none"
+
+
+def validate_model_choice(node: str, listed: str, typed, find, where: str, path_input: str) -> bool | str:
+    """A loader's VALIDATE_INPUTS: True, or the reason the model cannot be found.
+
+    ComfyUI skips its own "Value not in list" check for inputs VALIDATE_INPUTS takes, so a path typed in
+    `path_input` is used whatever the combo holds (the placeholder, or a file of another machine). A linked path
+    input (or an absent one) arrives as None here and is checked when the node runs.
+    """
+    if typed is None or str(typed).strip():
+        return True
+    if listed == NOTHING_FOUND:
+        return f"{node}: no model was found in {where}: put one there, or type its full path in {path_input}"
+    if find(listed) is None:
+        return f"{node}: '{listed}' was not found in {where}: pick a listed one, or type its full path in {path_input}"
+    return True
 
 
 def check_frame_size(node: str, width: int, height: int) -> None:

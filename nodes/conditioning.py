@@ -1,11 +1,12 @@
-from .common import CATEGORY, CLIP
+from .common import CONDITIONING, CLIP
 
 
 class LongVideoTextEncode:
     DESCRIPTION = "Encodes a prompt with the model's CLIP text encoder into ComfyUI CONDITIONING."
-    CATEGORY = CATEGORY
+    CATEGORY = CONDITIONING
     FUNCTION = "encode"
     RETURN_TYPES = ("CONDITIONING",)
+    RETURN_NAMES = ("conditioning",)
     OUTPUT_TOOLTIPS = ("Text conditioning for the LongVideo samplers (ComfyUI's own format).",)
 
     @classmethod

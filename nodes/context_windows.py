@@ -1,6 +1,5 @@
 from ..sampling.context_windows import WindowedDenoiser
-from .common import CATEGORY, MODEL, NodeInputError
-from .common import check_numbers
+from .common import MODEL_PATCHES, MODEL, NodeInputError, check_numbers
 
 
 class LongVideoContextWindows:
@@ -10,9 +9,11 @@ class LongVideoContextWindows:
         "pass after LongVideoLatentUpscale (LongVideoSampler at denoise < 1) and for any long sampling. "
         "Returns a new model; the input model is unchanged."
     )
-    CATEGORY = CATEGORY
+    CATEGORY = MODEL_PATCHES
     FUNCTION = "patch"
     RETURN_TYPES = (MODEL,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The same model, sampling in overlapping windows of frames, for LongVideoSampler.",)
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -8,7 +8,7 @@ from ..sampling.denoise import TextGuidance
 from ..utils.comfy import Progress, intermediate_device
 from .common import (
     save_partial_latent,
-    CATEGORY, CLIP, MODEL, VAE, NodeInputError, check_frame_size, conditioning_embeddings, frame_size_input,
+    CONDITIONING, SAMPLING, CLIP, MODEL, VAE, NodeInputError, check_frame_size, conditioning_embeddings, frame_size_input,
     latent_downscale, latent_frame_size, video_latents,
 )
 from .common import check_numbers
@@ -21,9 +21,11 @@ log = logging.getLogger(__name__)
 
 class LongVideoPromptSchedule:
     DESCRIPTION = "One prompt per line: chunk 1 uses the first line, chunk 2 the second, and the last line carries on."
-    CATEGORY = CATEGORY
+    CATEGORY = CONDITIONING
     FUNCTION = "encode"
     RETURN_TYPES = (PROMPT_SCHEDULE,)
+    RETURN_NAMES = ("prompt_schedule",)
+    OUTPUT_TOOLTIPS = ("The prompts, one per line, for the continuation, hierarchical and distributed samplers.",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -49,9 +51,11 @@ class LongVideoContinuationSampler:
         "total = start frames + chunks x (frames_per_chunk - conditioning frames). If a chunk fails or is cancelled, "
         "the finished frames are saved as output/LongVideo/continuation_partial_*.latent."
     )
-    CATEGORY = CATEGORY
+    CATEGORY = SAMPLING
     FUNCTION = "sample"
     RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The whole video latent: the start clip's frames (if any), then every new chunk.",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -80,7 +84,7 @@ class LongVideoContinuationSampler:
                 "vae": (VAE, {"tooltip": "Encodes start_image."}),
                 "start_latent": ("LATENT", {"tooltip": "Extend this clip: its frames come first."}),
                 "prompt_schedule": (PROMPT_SCHEDULE, {"tooltip": "Per-chunk prompts from LongVideoPromptSchedule."}),
-                "guidance_weight": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": "guidance method: strength."}),
+                "guidance_weight": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": "guidance method only (ignored by replace and learned): the strength of the reconstruction guidance."}),
                 "anchor_colours": ("BOOLEAN", {"default": False,
                                                "tooltip": "Match every chunk's per-channel latent mean and spread to the first chunk's, against colour drift."}),
             },

@@ -7,8 +7,7 @@ from ..sampling import distributed, distributed_launch
 from ..sampling.denoise import TextGuidance
 from ..utils.comfy import Progress, intermediate_device, throw_if_interrupted
 from .attention import LongVideoTemporalAttention
-from .common import CATEGORY, LATENT_DOWNSCALE, MODEL, NodeInputError, check_frame_size, conditioning_embeddings, frame_size_input
-from .common import check_numbers
+from .common import SAMPLING, LATENT_DOWNSCALE, MODEL, NodeInputError, check_frame_size, conditioning_embeddings, frame_size_input, check_numbers
 from .continuation import PROMPT_SCHEDULE
 from .sampler import CFG, SCHEDULER, SEED, STEPS
 
@@ -25,9 +24,11 @@ class LongVideoDistributedSampler:
         "virtual_ranks clips in this process on the model's device. Clip r uses prompt_schedule line "
         "floor(r x lines / clips)."
     )
-    CATEGORY = CATEGORY
+    CATEGORY = SAMPLING
     FUNCTION = "sample"
     RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The whole video latent: ranks x frames_per_clip frames.",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -42,9 +43,10 @@ class LongVideoDistributedSampler:
                 "devices": ("STRING", {"default": "", "tooltip": "One device per rank, e.g. 'cuda:0, cuda:1' (or '0, 1'; 'cpu, cpu' "
                                                                  "for CPU processes). Empty: virtual ranks in this process."}),
                 "virtual_ranks": ("INT", {"default": 2, "min": 1, "max": 64,
-                                          "tooltip": "Clips sampled in this process when devices is empty."}),
+                                          "tooltip": "Clips sampled in this process; only when devices is empty (ignored otherwise)."}),
                 "frames_per_clip": ("INT", {"default": 24, "min": 1, "max": 1024, "tooltip": "Frames each rank samples; the video has ranks x this."}),
-                **{name: dual_scope[name] for name in DUAL_SCOPE_INPUTS},
+                **{name: (dual_scope[name][0], {**dual_scope[name][1], "tooltip": dual_scope[name][1]["tooltip"].replace(
+                    "dual_scope mode only (ignored by full and window)", "dual-scope attention")}) for name in DUAL_SCOPE_INPUTS},
                 "sync_group_norm": ("BOOLEAN", {"default": True, "tooltip": "Whole-video GroupNorm statistics in the temporal layers "
                                                                             "(a small all-reduce per layer). Off: per-clip statistics, as Video-Infinity."}),
                 "seed": SEED,

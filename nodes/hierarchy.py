@@ -10,7 +10,8 @@ from ..sampling import hierarchy
 from ..utils.comfy import Progress, intermediate_device, model_search_folders
 from .common import (
     save_partial_latent,
-    CATEGORY, MODEL, NodeInputError, check_frame_size, conditioning_embeddings, frame_size_input, latent_downscale, latent_frame_size,
+    LOADERS, NOTHING_FOUND, SAMPLING, MODEL, NodeInputError, check_frame_size, conditioning_embeddings, frame_size_input, latent_downscale, latent_frame_size,
+    validate_model_choice,
     video_latents,
 )
 from .common import check_numbers
@@ -19,7 +20,7 @@ from .sampler import CFG, SCHEDULER, SEED, STEPS
 
 INFINET = "LV_INFINET"
 INFINET_FOLDER = "infinet"
-NO_INFINET_FOUND = "(no InfiNet found: type a path in infinet_path)"
+NO_INFINET_FOUND = NOTHING_FOUND
 PROMPT_LAYOUTS = ("timeline", "per level")
 PARTIAL_PREFIX = "LongVideo/hierarchical_partial"
 WEIGHT_EXTENSIONS = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
@@ -53,7 +54,7 @@ class LongVideoInfiNetLoader:
         "or a diffusers unet folder; its base UNet weights are used too) or our own .safetensors. Files are listed "
         "from an infinet/ folder under models/diffusers or models/longvideo."
     )
-    CATEGORY = CATEGORY
+    CATEGORY = LOADERS
     FUNCTION = "load"
     RETURN_TYPES = (INFINET,)
     RETURN_NAMES = ("infinet",)
@@ -64,7 +65,7 @@ class LongVideoInfiNetLoader:
         return {
             "required": {
                 "infinet": (list_infinet_checkpoints() or [NO_INFINET_FOUND],
-                            {"tooltip": "An InfiNet checkpoint found in an infinet/ folder beside the models."}),
+                            {"tooltip": "An InfiNet checkpoint found in an infinet/ folder beside the models. none: nothing was found: type a path in infinet_path."}),
                 "condition": (["auto", *CONDITIONS], {"default": "auto", "tooltip": (
                     "What InfiNet sees besides the keyframe mask. clean: the parent keyframe latents, middle frames zeroed "
                     "(NUWA-XL). noisy: the noisy sample (what the InfiNet repo trains on). auto: what our own files record, "
@@ -74,6 +75,11 @@ class LongVideoInfiNetLoader:
                 "infinet_path": ("STRING", {"default": "", "tooltip": "A full path to a checkpoint; used instead of 'infinet' when set."}),
             },
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, infinet, infinet_path=None):
+        return validate_model_choice("LongVideoInfiNetLoader", infinet, infinet_path, find_infinet_checkpoint,
+                                     "models/longvideo/infinet or models/diffusers/infinet", "infinet_path")
 
     def load(self, infinet, condition, infinet_path=""):
         name = infinet_path.strip() or infinet
@@ -97,9 +103,11 @@ class LongVideoHierarchicalSampler:
         "batch_cap. If a level fails or is cancelled, the finished levels are saved as "
         "output/LongVideo/hierarchical_partial_*.latent (feed it back as start_latent to go on)."
     )
-    CATEGORY = CATEGORY
+    CATEGORY = SAMPLING
     FUNCTION = "sample"
     RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The whole video latent: (keyframes - 1)^depth + 1 frames.",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -128,8 +136,8 @@ class LongVideoHierarchicalSampler:
                                       "tooltip": "Most runs of a level sampled side by side: higher is faster and needs more GPU memory."}),
             },
             "optional": {
-                "infinet": (INFINET, {"tooltip": "InfiNet weights from LongVideoInfiNetLoader, for method 'learned'."}),
-                "guidance_weight": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": "guidance method: strength."}),
+                "infinet": (INFINET, {"tooltip": "Method 'learned' only (ignored by replace and guidance): InfiNet weights from LongVideoInfiNetLoader."}),
+                "guidance_weight": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": "guidance method only (ignored by replace and learned): the strength of the reconstruction guidance."}),
                 "start_latent": ("LATENT", {"tooltip": "Levels already made, (L - 1)^j + 1 frames (e.g. a partial result, or any clip of L "
                                                        "frames as keyframes): sampling goes on from level j + 1."}),
             },

@@ -6,8 +6,7 @@ import torch
 from ..sampling import flow_interpolation, interpolation
 from ..sampling.denoise import TextGuidance
 from ..utils.comfy import Progress, intermediate_device
-from .common import CATEGORY, MODEL, NodeInputError, conditioning_embeddings, video_latents
-from .common import check_numbers
+from .common import SAMPLING, VIDEO, MODEL, NodeInputError, conditioning_embeddings, video_latents, check_numbers
 from .sampler import CFG, SCHEDULER, SEED, STEPS
 
 MAX_OUTPUT_FRAMES = 1_000_000
@@ -19,9 +18,11 @@ class LongVideoLatentInterpolate:
         "(N - 1) x factor + 1, keeping the input frames exactly at multiples of factor and sampling the frames between "
         "them with the inputs as known frames. Long inputs are sampled in overlapping windows, one on the GPU at a time."
     )
-    CATEGORY = CATEGORY
+    CATEGORY = SAMPLING
     FUNCTION = "interpolate"
     RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The interpolated video latent: (frames - 1) x factor^passes + 1 frames.",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -47,7 +48,7 @@ class LongVideoLatentInterpolate:
                                     "tooltip": "Input frames neighbouring windows share; seams always fall on input frames."}),
             },
             "optional": {
-                "guidance_weight": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": "guidance method: strength."}),
+                "guidance_weight": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": "guidance method only (ignored by replace and learned): the strength of the reconstruction guidance."}),
             },
         }
 
@@ -89,9 +90,11 @@ class LongVideoFlowInterpolate:
         "blending (dis, farneback), or plain cross-fading (linear). N frames become (N - 1) x factor + 1; the input "
         "frames stay unchanged at multiples of factor. No model needed; runs on the CPU."
     )
-    CATEGORY = CATEGORY
+    CATEGORY = VIDEO
     FUNCTION = "interpolate"
     RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("images",)
+    OUTPUT_TOOLTIPS = ("The interpolated frames: (frames - 1) x factor + 1.",)
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -5,7 +5,7 @@ import torch
 
 from ..utils.comfy import Progress, intermediate_device
 from .common import (
-    CATEGORY, LATENT_DOWNSCALE, VAE, NodeInputError, check_frame_size, frame_size_input, video_latents,
+    LATENT, LATENT_DOWNSCALE, VAE, NodeInputError, check_frame_size, frame_size_input, video_latents,
 )
 from .common import check_numbers
 
@@ -17,9 +17,11 @@ class LongVideoEmptyLatent:
         "An empty video latent [batch, 4, frames, height/8, width/8] for UNet3D text-to-video models; with a vae "
         "connected, the latent that VAE makes (e.g. pixels [batch, 3, frames, height, width] for LongVideoVDPLoader)."
     )
-    CATEGORY = CATEGORY
+    CATEGORY = LATENT
     FUNCTION = "generate"
     RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("An empty video latent of this size, for a sampler's latent_image.",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -57,9 +59,11 @@ class LongVideoDecode:
         "Decodes a video latent to IMAGE frames, batch by batch. For long videos prefer LongVideoSaveVideo with "
         "the latent and VAE: it writes while decoding, so the full-length IMAGE never exists."
     )
-    CATEGORY = CATEGORY
+    CATEGORY = LATENT
     FUNCTION = "decode"
     RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("images",)
+    OUTPUT_TOOLTIPS = ("The frames as an IMAGE [frames, height, width, 3] in 0..1, batches one after another.",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -91,9 +95,11 @@ class LongVideoDecode:
 
 class LongVideoEncode:
     DESCRIPTION = "Encodes IMAGE frames into a video latent [1, channels, frames, height/8, width/8]."
-    CATEGORY = CATEGORY
+    CATEGORY = LATENT
     FUNCTION = "encode"
     RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The frames as a video latent [1, channels, frames, height/8, width/8].",)
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -1,9 +1,8 @@
 from ..models.loader import ATTENTION_BACKENDS, DTYPES, load_text_to_video, resolve_dtype
 from ..utils.comfy import EMBEDDED_MODEL, find_model_folder, list_model_folders
-from .common import CATEGORY, CLIP, MODEL, VAE, NodeInputError
-from .common import check_numbers
+from .common import CLIP, LOADERS, MODEL, NOTHING_FOUND, VAE, NodeInputError, validate_model_choice, check_numbers
 
-NO_MODEL_FOUND = "(no model folder found: type a path in model_path)"
+NO_MODEL_FOUND = NOTHING_FOUND
 
 
 class LongVideoModelLoader:
@@ -12,7 +11,7 @@ class LongVideoModelLoader:
         "ContinuitySeq): its UNet3D, CLIP text encoder and VAE. The UNet kind is told by its weights. Folders are "
         "listed from models/diffusers and models/longvideo."
     )
-    CATEGORY = CATEGORY
+    CATEGORY = LOADERS
     FUNCTION = "load"
     RETURN_TYPES = (MODEL, CLIP, VAE)
     RETURN_NAMES = ("model", "clip", "vae")
@@ -57,6 +56,11 @@ class LongVideoModelLoader:
                 ),
             },
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, model, model_path=None):
+        return validate_model_choice("LongVideoModelLoader", model, model_path, find_model_folder,
+                                     "models/diffusers or models/longvideo", "model_path")
 
     def load(self, model, dtype, model_path="", corrected_padding_mask=False, attention="sdpa", vae_scale=1.0):
         check_numbers(self, locals())

@@ -1,12 +1,11 @@
 from ..sampling import denoise as denoise_loop
 from ..sampling.schedulers import SCHEDULER_NAMES
 from ..utils.comfy import Progress, intermediate_device
-from .common import CATEGORY, MODEL, NodeInputError, conditioning_embeddings, video_latents
-from .common import check_numbers
+from .common import SAMPLING, MODEL, NodeInputError, conditioning_embeddings, video_latents, check_numbers
 
 SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                 "tooltip": "Noise seed. The noise is drawn on the CPU, so a seed gives the same video on every device."})
-STEPS = ("INT", {"default": 25, "min": 1, "max": 1000, "tooltip": "Denoising steps."})
+STEPS = ("INT", {"default": 20, "min": 1, "max": 1000, "tooltip": "Denoising steps."})
 CFG = ("FLOAT", {"default": 9.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
                  "tooltip": "Classifier-free guidance scale; 1 or less skips the negative pass."})
 SCHEDULER = (list(SCHEDULER_NAMES), {"default": "dpmpp_2m", "tooltip": "The diffusers scheduler, set up with the model's training schedule."})
@@ -14,9 +13,11 @@ SCHEDULER = (list(SCHEDULER_NAMES), {"default": "dpmpp_2m", "tooltip": "The diff
 
 class LongVideoSampler:
     DESCRIPTION = "Samples a video latent with a UNet3D model: text-to-video, or video-to-video when denoise is below 1."
-    CATEGORY = CATEGORY
+    CATEGORY = SAMPLING
     FUNCTION = "sample"
     RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The sampled video latent: give it to LongVideoSaveVideo with the vae, or to LongVideoDecode.",)
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -1,14 +1,41 @@
-from ..models.latent_upscaler import load_latent_upscaler
+import json
+import os
+
+from ..models.latent_upscaler import PIPELINE_CLASS, load_latent_upscaler
 from ..models.loader import ATTENTION_BACKENDS, DTYPES, resolve_dtype
 from ..sampling.latent_upscale import INTERPOLATION_METHODS, MODEL_SCALE, interpolate_latents, upscale_with_model
 from ..utils.comfy import Progress, find_model_folder, intermediate_device, list_model_folders
-from .common import CATEGORY, LATENT_DOWNSCALE, NodeInputError, check_frame_size, video_latents
-from .common import check_numbers
+from .common import LATENT, LATENT_DOWNSCALE, LOADERS, NOTHING_FOUND, NodeInputError, check_frame_size, validate_model_choice, video_latents, check_numbers
 from .sampler import SEED
 
 LATENT_UPSCALER = "LV_LATENT_UPSCALER"
 METHODS = (*INTERPOLATION_METHODS, "model")
-NO_MODEL_FOUND = "(no model folder found: type a path in model_path)"
+NO_MODEL_FOUND = NOTHING_FOUND
+
+
+def list_latent_upscalers() -> list[str]:
+    """The model folders that are latent upscalers: a StableDiffusionLatentUpscalePipeline model_index.json (or
+    none) and a UNet2DConditionModel unet, so text-to-video folders such as longvideo-shapes are left out."""
+    names = []
+    for name in list_model_folders():
+        folder = find_model_folder(name)
+        try:
+            index = _json(os.path.join(folder, "model_index.json"))
+            unet = _json(os.path.join(folder, "unet", "config.json"))
+        except (OSError, ValueError):
+            continue
+        if index.get("_class_name", PIPELINE_CLASS) == PIPELINE_CLASS and unet.get("_class_name") == "UNet2DConditionModel":
+            names.append(name)
+    return names
+
+
+def _json(path: str) -> dict:
+    """The JSON object in `path`; {} when the file does not exist."""
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        value = json.load(handle)
+    return value if isinstance(value, dict) else {}
 
 
 class LongVideoLatentUpscaleModelLoader:
@@ -17,7 +44,7 @@ class LongVideoLatentUpscaleModelLoader:
         "stabilityai/sd-x2-latent-upscaler) for LongVideoLatentUpscale's 'model' method: its UNet, CLIP text "
         "encoder and scheduler (its VAE is not needed). Folders are listed from models/diffusers and models/longvideo."
     )
-    CATEGORY = CATEGORY
+    CATEGORY = LOADERS
     FUNCTION = "load"
     RETURN_TYPES = (LATENT_UPSCALER,)
     RETURN_NAMES = ("upscale_model",)
@@ -27,8 +54,9 @@ class LongVideoLatentUpscaleModelLoader:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": (list_model_folders() or [NO_MODEL_FOUND],
-                          {"tooltip": "A latent upscaler folder found under models/diffusers or models/longvideo."}),
+                "model": (list_latent_upscalers() or [NO_MODEL_FOUND],
+                          {"tooltip": "A latent upscaler folder found under models/diffusers or models/longvideo (other "
+                                      "model folders are not listed). none: no upscaler was found: type a path in model_path."}),
                 "dtype": (["auto", *DTYPES], {"default": "auto", "tooltip": "Weights precision. auto: fp16 on NVIDIA GPUs, fp32 on the CPU."}),
             },
             "optional": {
@@ -36,6 +64,11 @@ class LongVideoLatentUpscaleModelLoader:
                 "attention": (list(ATTENTION_BACKENDS), {"default": "sdpa", "tooltip": "sdpa (PyTorch's fused attention) or xformers."}),
             },
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, model, model_path=None):
+        return validate_model_choice("LongVideoLatentUpscaleModelLoader", model, model_path, find_model_folder,
+                                     "models/diffusers or models/longvideo", "model_path")
 
     def load(self, model, dtype, model_path="", attention="sdpa"):
         node = "LongVideoLatentUpscaleModelLoader"
@@ -56,9 +89,11 @@ class LongVideoLatentUpscale:
         "--upscale does it), frame batch by frame batch. Follow it with LongVideoSampler at denoise 0.4-0.6 to refine "
         "(LongVideoContextWindows keeps long videos within memory)."
     )
-    CATEGORY = CATEGORY
+    CATEGORY = LATENT
     FUNCTION = "upscale"
     RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The upscaled video latent; refine it with LongVideoSampler at denoise about 0.5.",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -73,7 +108,7 @@ class LongVideoLatentUpscale:
                 "method": (list(METHODS), {"default": "bilinear",
                                            "tooltip": "Interpolation per frame, or 'model': the connected latent upscaler (2x only)."}),
                 "scale_by": ("FLOAT", {"default": 2.0, "min": 0.125, "max": 8.0, "step": 0.125,
-                                       "tooltip": "Factor for height and width when width and height are 0."}),
+                                       "tooltip": "Factor for height and width; ignored when width or height is set."}),
                 "width": target("width"),
                 "height": target("height"),
                 "frames_per_batch": ("INT", {"default": 16, "min": 1, "max": 4096,
@@ -81,15 +116,16 @@ class LongVideoLatentUpscale:
                                                         "The result does not depend on it."}),
             },
             "optional": {
-                "upscale_model": (LATENT_UPSCALER, {"tooltip": "For method 'model': from LongVideoLatentUpscaleModelLoader."}),
+                "upscale_model": (LATENT_UPSCALER, {"tooltip": "Method 'model' only (ignored by the interpolation methods): from LongVideoLatentUpscaleModelLoader."}),
                 "prompt": ("STRING", {"default": "", "multiline": True,
-                                      "tooltip": "Method 'model': the text the upscaler is conditioned on (unused at guidance_scale 0, as in diffusers)."}),
+                                      "tooltip": "Method 'model' only (ignored by the interpolation methods): the text the upscaler is conditioned on (unused at guidance_scale 0, as in diffusers)."}),
                 "negative_prompt": ("STRING", {"default": "", "multiline": True,
-                                               "tooltip": "Method 'model': what to steer away from when guidance_scale is above 1."}),
-                "steps": ("INT", {"default": 20, "min": 1, "max": 1000, "tooltip": "Method 'model': upscaler sampling steps."}),
+                                               "tooltip": "Method 'model' only (ignored by the interpolation methods): what to steer away from when guidance_scale is above 1."}),
+                "steps": ("INT", {"default": 20, "min": 1, "max": 1000, "tooltip": "Method 'model' only (ignored by the interpolation methods): upscaler sampling steps."}),
                 "guidance_scale": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1,
-                                             "tooltip": "Method 'model': 0 as ContinuitySeq (empty prompt, no guidance); above 1 guides with the prompts."}),
-                "seed": SEED,
+                                             "tooltip": "Method 'model' only (ignored by the interpolation methods): 0 as ContinuitySeq (empty prompt, no guidance); above 1 guides with the prompts."}),
+                "seed": (SEED[0], {**SEED[1], "tooltip": "Method 'model' only (ignored by the interpolation methods): "
+                                                         "the upscaler's noise seed, drawn on the CPU."}),
             },
         }
 

@@ -8,10 +8,9 @@ from ..models.vdp import VDPDenoiser, null_embedding_looks_untrained
 from ..models.vdp_checkpoint import EXTENSIONS, load_vdp
 from ..models.vdp_text import bert_condition
 from ..utils.comfy import find_model_file, intermediate_device, list_model_files
-from .common import CATEGORY, MODEL, VAE, NodeInputError
-from .common import check_numbers
+from .common import CONDITIONING, LOADERS, MODEL, NOTHING_FOUND, VAE, NodeInputError, validate_model_choice, check_numbers
 
-NO_FILE_FOUND = "(no checkpoint file found: type a path in checkpoint_path)"
+NO_FILE_FOUND = NOTHING_FOUND
 CONDITION_MODES = ("null", "zeros", "values", "random", "bert")
 log = logging.getLogger(__name__)
 
@@ -23,7 +22,7 @@ class LongVideoVDPLoader:
         "tensor shapes. The model works on pixels: make its latent with LongVideoEmptyLatent + this vae, its "
         "conditioning with LongVideoVDPCondition; scheduler ddpm at 1000 steps is the original sampler."
     )
-    CATEGORY = CATEGORY
+    CATEGORY = LOADERS
     FUNCTION = "load"
     RETURN_TYPES = (MODEL, VAE)
     RETURN_NAMES = ("model", "vae")
@@ -35,7 +34,7 @@ class LongVideoVDPLoader:
         files = list_model_files(EXTENSIONS) or [NO_FILE_FOUND]
         return {
             "required": {
-                "checkpoint": (files, {"tooltip": "A checkpoint file found under models/longvideo or models/diffusers."}),
+                "checkpoint": (files, {"tooltip": "A checkpoint file found under models/longvideo or models/diffusers. none: nothing was found: type a path in checkpoint_path."}),
                 "dtype": (["auto", *DTYPES], {"default": "auto", "tooltip": "Weights precision. auto: fp16 on NVIDIA GPUs, fp32 on the CPU."}),
                 "weights": (["ema", "model"], {"default": "ema",
                                                "tooltip": "Which copy of a Trainer checkpoint: ema (averaged, usually better) or model. Plain state dicts ignore it."}),
@@ -44,6 +43,11 @@ class LongVideoVDPLoader:
                 "checkpoint_path": ("STRING", {"default": "", "tooltip": "A full path to a checkpoint file; when set it is used instead of 'checkpoint'."}),
             },
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, checkpoint, checkpoint_path=None):
+        return validate_model_choice("LongVideoVDPLoader", checkpoint, checkpoint_path, find_model_file,
+                                     "models/longvideo or models/diffusers", "checkpoint_path")
 
     def load(self, checkpoint, dtype, weights, checkpoint_path=""):
         name = checkpoint_path.strip() or checkpoint
@@ -69,9 +73,11 @@ class LongVideoVDPCondition:
         "for classifier-free guidance. zeros / values / random: a vector you choose. bert: a prompt through a local "
         "BERT (bert-base-cased) folder, mean-pooled as the original does, for models trained with use_bert_text_cond."
     )
-    CATEGORY = CATEGORY
+    CATEGORY = CONDITIONING
     FUNCTION = "condition"
     RETURN_TYPES = ("CONDITIONING",)
+    RETURN_NAMES = ("conditioning",)
+    OUTPUT_TOOLTIPS = ("The condition vector as CONDITIONING, for a sampler's positive or negative.",)
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -3,7 +3,7 @@ import logging
 
 from ..utils.comfy import Progress, output_directory
 from ..utils.video_io import VIDEO_FORMATS, VideoOutputError, check_fps, check_output_prefix, reserve_output_path, write_video
-from .common import CATEGORY, VAE, NodeInputError, check_numbers, save_partial_latent, video_latents
+from .common import VIDEO, VAE, NodeInputError, check_numbers, save_partial_latent, video_latents
 from .latents import FRAMES_PER_BATCH
 
 UNSAVED_PREFIX = "LongVideo/unsaved"
@@ -16,7 +16,7 @@ class LongVideoSaveVideo:
         "Writes an MP4 (H.264), WebM (VP9) or GIF into the output folder. Give it IMAGE frames, or a LATENT and the "
         "VAE: then it decodes batch by batch while writing, so a long video never has to fit in memory as images."
     )
-    CATEGORY = CATEGORY
+    CATEGORY = VIDEO
     FUNCTION = "save"
     RETURN_TYPES = ()
     OUTPUT_NODE = True

@@ -7,11 +7,12 @@ import shutil
 import subprocess
 import sys
 
+import importlib.util
+
 import av
 import pytest
 
 from longvideo import NODE_CLASS_MAPPINGS
-from tiny_models import save_tiny_vdp
 from longvideo.utils.workflow import WorkflowError, is_ui_format, load_workflow, run_workflow, ui_to_api, validate_workflow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,21 +22,29 @@ UI_WORKFLOWS = sorted(glob.glob(os.path.join(ROOT, "workflows", "*.json")))
 # (user folders are searched before the pack's checkpoints/), so these tests check the graphs, fast, whatever the
 # shipped weights are. tests/test_train_tiny_model.py checks the shipped model itself.
 MODEL_NAME = "longvideo-shapes"
-VDP_NAME = "tiny-random-vdp.pt"
+
+
+def _load_builder():
+    spec = importlib.util.spec_from_file_location("build_ui_workflows", os.path.join(ROOT, "tools", "build_ui_workflows.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+builder = _load_builder()  # the UI files (ComfyUI templates) have readable names: builder.ui_path(api file)
 
 
 @pytest.fixture
 def models_dir(tiny_model_folder, tmp_path, monkeypatch):
     folder = tmp_path / "shipped-models"
     shutil.copytree(tiny_model_folder, folder / MODEL_NAME)
-    save_tiny_vdp(str(folder / VDP_NAME))
     monkeypatch.setenv("LONGVIDEO_MODELS_DIR", str(folder))
     return folder
 
 
 def test_every_workflow_comes_in_both_formats():
     assert API_WORKFLOWS, "no workflows shipped"
-    assert [os.path.basename(p) for p in API_WORKFLOWS] == [os.path.basename(p) for p in UI_WORKFLOWS]
+    assert sorted(builder.ui_path(p) for p in API_WORKFLOWS) == UI_WORKFLOWS
 
 
 @pytest.mark.parametrize("path", API_WORKFLOWS + UI_WORKFLOWS, ids=os.path.basename)
@@ -43,11 +52,11 @@ def test_workflow_matches_node_definitions(path, models_dir):
     validate_workflow(load_workflow(path, NODE_CLASS_MAPPINGS), NODE_CLASS_MAPPINGS)
 
 
-@pytest.mark.parametrize("path", UI_WORKFLOWS, ids=os.path.basename)
-def test_ui_workflow_is_the_api_workflow(path, models_dir):
-    ui = json.load(open(path))
+@pytest.mark.parametrize("api_path", API_WORKFLOWS, ids=os.path.basename)
+def test_ui_workflow_is_the_api_workflow(api_path, models_dir):
+    ui = json.load(open(builder.ui_path(api_path)))
     assert is_ui_format(ui)
-    api = json.load(open(os.path.join(ROOT, "workflows", "api", os.path.basename(path))))
+    api = json.load(open(api_path))
     converted = ui_to_api(ui, NODE_CLASS_MAPPINGS)
     assert {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in converted.items()} == {
         k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in api.items()
@@ -93,7 +102,7 @@ def test_workflow_runs_headless(path, models_dir, tmp_path, monkeypatch):
 
 
 def test_ui_workflow_runs_from_the_command_line(models_dir, tmp_path):
-    path = os.path.join(ROOT, "workflows", "text_to_video.json")
+    path = builder.ui_path(os.path.join(ROOT, "workflows", "api", "text_to_video.json"))
     api = load_workflow(path, NODE_CLASS_MAPPINGS)
     sampler = next(key for key, node in api.items() if node["class_type"] == "LongVideoSampler")
     out = tmp_path / "videos"

@@ -499,6 +499,7 @@ def _problems(api: dict, node_classes: dict, specs: _Specs) -> list[str]:
         spec, _ = specs[class_type]
         where = f"node {node_id} ({class_type}) input"
         before = len(problems)
+        custom = _custom_validation(cls)
         for inp in spec.values():
             if inp.required and inp.name not in given:
                 fix = "set a value" if inp.is_widget else f"link an output of type {_type_name(inp.type)}"
@@ -512,6 +513,8 @@ def _problems(api: dict, node_classes: dict, specs: _Specs) -> list[str]:
             elif not inp.is_widget:
                 problem = (f"takes a link to an output of type {_type_name(inp.type)}, got the value {value!r} - "
                            "link it as [source_node_id, output_index]")
+            elif name in custom:
+                problem = None  # as ComfyUI: VALIDATE_INPUTS replaces the built-in checks of the inputs it takes
             else:
                 problem = _check_widget(value, inp)
             if problem:
@@ -531,6 +534,12 @@ def _problems_error(problems: list[str]) -> WorkflowError:
     if len(problems) == 1:
         return WorkflowError(f"the workflow has 1 problem: {problems[0]}", problems)
     return WorkflowError(f"the workflow has {len(problems)} problem(s):\n  - " + "\n  - ".join(problems), problems)
+
+
+def _custom_validation(cls: type) -> set[str]:
+    """The inputs a node's VALIDATE_INPUTS takes (ComfyUI then skips its own checks of them)."""
+    function = getattr(cls, "VALIDATE_INPUTS", None)
+    return set(inspect.signature(function).parameters) - {"cls", "self"} if function is not None else set()
 
 
 def validate_workflow(api: dict, node_classes: dict[str, type]) -> None:

@@ -1,0 +1,96 @@
+"""Every shipped workflow, run as shipped, makes what it promises.
+
+Each API workflow runs through run_workflow (the code path of run_workflow.py and of ComfyUI's nodes) with the
+shipped widget values and the embedded model (checkpoints/longvideo-shapes; no model of that name in the test's
+models folder). Each video it saves must have the frame count and size the README's workflow table gives, and
+show the object in the prompt's colour in at least 90% of its frames (tools/synthetic_shapes.py find_shape, as
+bench/quality.py reads colours). The UI workflows are the same graphs (tests/test_workflows.py checks that).
+
+The whole file takes about 4 minutes of CPU; the workflows run at their shipped sizes, so it is the slowest file.
+"""
+
+import glob
+import os
+from dataclasses import dataclass
+
+import av
+import numpy as np
+import pytest
+
+from longvideo import NODE_CLASS_MAPPINGS
+from longvideo.tools.synthetic_shapes import find_shape
+from longvideo.utils.workflow import load_workflow, run_workflow
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+API_WORKFLOWS = sorted(glob.glob(os.path.join(ROOT, "workflows", "api", "*.json")))
+MIN_COLOUR_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class Video:
+    """A video a workflow saves: its filename prefix, frames, (width, height), and the prompts' colours spread
+    evenly over its timeline (frame f of n shows colours[f * len(colours) // n])."""
+
+    prefix: str
+    frames: int
+    size: tuple[int, int]
+    colours: tuple[str, ...] = ("red",)
+
+
+# What the README's workflow table promises for each shipped workflow.
+SHIPPED = {
+    "text_to_video": [Video("LongVideo/text_to_video", 16, (64, 64))],
+    "continuation": [Video("LongVideo/continuation", 210, (64, 64))],  # 16 chunks, 2 to 4 frames carried over
+    "window_attention": [Video("LongVideo/window_attention", 96, (64, 64))],
+    "interpolation": [Video("LongVideo/interpolation", 65, (64, 64)), Video("LongVideo/interpolation_flow", 65, (64, 64))],
+    "hierarchical": [Video("LongVideo/hierarchical", 226, (64, 64))],
+    "upscale": [Video("LongVideo/upscale", 32, (128, 128))],
+    "distributed": [Video("LongVideo/distributed", 16, (64, 64), ("red", "blue"))],
+}
+
+
+def name_of(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def test_every_shipped_workflow_has_its_promise():
+    assert sorted(SHIPPED) == sorted(map(name_of, API_WORKFLOWS))
+
+
+def read_video(path: str) -> np.ndarray:
+    with av.open(path) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(container.streams.video[0])])
+
+
+def colour_share(frames: np.ndarray, colours: tuple[str, ...]) -> float:
+    """The share of frames whose object has the colour of the prompt at that point of the timeline."""
+    expected = [colours[f * len(colours) // len(frames)] for f in range(len(frames))]
+    return float(np.mean([find_shape(frame).colour == colour for frame, colour in zip(frames, expected)]))
+
+
+def test_colour_share_reads_the_drawn_object():
+    from longvideo.tools.synthetic_shapes import ShapeClip, render
+
+    red = render(ShapeClip("circle", "red", "right", (20.0, 32.0), 1.0, 8.0), 4)
+    blue = render(ShapeClip("square", "blue", "left", (40.0, 32.0), 1.0, 8.0), 4)
+    assert colour_share(np.concatenate([red, blue]), ("red", "blue")) == 1.0
+    assert colour_share(np.concatenate([red, blue]), ("red",)) == 0.5
+    assert colour_share(np.full_like(red, 128), ("red",)) == 0.0  # no object: not counted as right
+
+
+@pytest.mark.parametrize("path", API_WORKFLOWS, ids=name_of)
+def test_shipped_workflow_makes_what_it_promises(path, tmp_path, monkeypatch):
+    out = tmp_path / "videos"
+    monkeypatch.setenv("LONGVIDEO_OUTPUT_DIR", str(out))
+    ui = run_workflow(load_workflow(path, NODE_CLASS_MAPPINGS), NODE_CLASS_MAPPINGS)
+    saved = {entry["subfolder"] + "/" + entry["filename"]: os.path.join(out, entry["subfolder"], entry["filename"])
+             for node_ui in ui.values() for entry in node_ui["images"]}
+    promised = SHIPPED[name_of(path)]
+    assert len(saved) == len(promised)
+    for video in promised:
+        matches = [file for name, file in saved.items() if name.rsplit("_", 1)[0] == video.prefix]
+        assert len(matches) == 1, (video.prefix, sorted(saved))
+        frames = read_video(matches[0])
+        assert frames.shape == (video.frames, video.size[1], video.size[0], 3)
+        share = colour_share(frames, video.colours)
+        assert share >= MIN_COLOUR_SHARE, f"{video.prefix}: the object has the prompt's colour in {share:.0%} of the frames"
