@@ -1,0 +1,202 @@
+"""The long-video strategies on ComfyUI's own video models, against the real ComfyUI ($COMFYUI_PATH, default
+../shared/comfyui): a tiny random Wan 2.1 checkpoint saved as safetensors and loaded through ComfyUI's UNETLoader.
+
+Without ComfyUI these tests skip with the reason; under CI (CI=true) they fail instead, so CI always runs them.
+"""
+
+import os
+
+import pytest
+import torch
+
+import comfy_env
+
+from longvideo.models.comfy_model import LATENT_LAYOUTS, ComfyDenoiser, LatentLayout, latent_layout
+from longvideo.models.denoiser import KnownFrames
+from longvideo.sampling import continuation, hierarchy, interpolation
+from longvideo.sampling.denoise import TextGuidance, denoise
+from longvideo.sampling.frame_conditioning import GuidanceConditioning
+
+SHAPE = (1, 16, 5, 8, 8)
+STEPS = 3
+CFG = 4.0
+
+
+def _comfy():
+    if comfy_env.comfyui_path() is None and os.environ.get("CI") == "true":
+        pytest.fail("ComfyUI was not found in CI: .ci/run must provide it (COMFYUI_PATH or ../shared/comfyui)")
+    return comfy_env.comfyui_or_skip()
+
+
+@pytest.fixture(scope="module")
+def wan21(tmp_path_factory):
+    """ComfyUI's MODEL of a tiny Wan 2.1 file, loaded by ComfyUI's own UNETLoader from a diffusion_models folder."""
+    _comfy()
+    import folder_paths
+    import nodes as comfy_nodes
+
+    folder = tmp_path_factory.mktemp("diffusion_models")
+    comfy_env.save_tiny_wan21(str(folder / "tiny_wan21.safetensors"))
+    folder_paths.add_model_folder_path("diffusion_models", str(folder))
+    (model,) = comfy_nodes.UNETLoader().load_unet("tiny_wan21.safetensors", "default")
+    return model
+
+
+@pytest.fixture(scope="module")
+def text():
+    generator = torch.Generator().manual_seed(7)
+    return torch.randn(1, 6, 4096, generator=generator), torch.randn(1, 4, 4096, generator=generator)
+
+
+def with_sampling(model, kind):
+    """The model as ComfyUI's ModelSamplingDiscrete node patches it (kind eps or v_prediction); flow as loaded."""
+    if kind == "flow":
+        return model
+    from comfy_extras.nodes_model_advanced import ModelSamplingDiscrete
+
+    return ModelSamplingDiscrete().patch(model, kind, False)[0]
+
+
+def comfy_sample(model, noise, sampler, positive, negative, latent, mask=None, steps=STEPS, cfg=CFG, seed=0):
+    """ComfyUI's own KSampler path (comfy.sample.sample) with the simple schedule."""
+    import comfy.sample
+
+    return comfy.sample.sample(model, noise, steps, cfg, sampler, "simple", [[positive, {}]], [[negative, {}]], latent,
+                               noise_mask=mask, disable_pbar=True, seed=seed).float()
+
+
+def test_latent_layouts_give_pixel_frames():
+    _comfy()
+    import comfy.latent_formats as formats
+
+    assert latent_layout(formats.Wan21()) == LatentLayout(16, 8, 4)
+    assert latent_layout(formats.Wan22()) == LatentLayout(48, 16, 4)
+    assert latent_layout(formats.HunyuanVideo()) == LatentLayout(16, 8, 4)
+    assert latent_layout(formats.LTXV()) == LatentLayout(128, 32, 8)
+    wan, ltxv = LATENT_LAYOUTS["Wan21"], LATENT_LAYOUTS["LTXV"]
+    assert [wan.pixel_frames(n) for n in (1, 2, 5, 21)] == [1, 5, 17, 81]
+    assert [ltxv.pixel_frames(n) for n in (1, 2, 4, 13)] == [1, 9, 25, 97]
+    assert wan.latent_frames(81) == 21 and ltxv.latent_frames(97) == 13
+    assert list(wan.pixel_span(0)) == [0] and list(wan.pixel_span(2)) == [5, 6, 7, 8]
+    with pytest.raises(ValueError, match="e.g. 13 or 17"):
+        wan.latent_frames(16)
+    with pytest.raises(ValueError, match="e.g. 17 or 25"):
+        ltxv.latent_frames(20)
+
+
+def test_model_layout_read_from_comfyui(wan21):
+    denoiser = ComfyDenoiser(wan21)
+    assert (denoiser.latent_channels, denoiser.downscale, denoiser.layout.temporal) == (16, 8, 4)
+    assert denoiser.prediction_type == "flow" and denoiser.context_width == 4096
+    assert ComfyDenoiser(with_sampling(wan21, "eps")).prediction_type == "epsilon"
+    assert ComfyDenoiser(with_sampling(wan21, "v_prediction")).prediction_type == "v_prediction"
+
+
+@pytest.mark.parametrize("kind,sampler", [("flow", "euler"), ("flow", "uni_pc"), ("flow", "dpmpp_2m"),
+                                          ("eps", "euler"), ("v_prediction", "dpmpp_2m")])
+def test_one_clip_equals_comfyui_sampling(wan21, text, kind, sampler):
+    import comfy.sample
+
+    model = with_sampling(wan21, kind)
+    positive, negative = text
+    ours = denoise(ComfyDenoiser(model), TextGuidance(positive, negative, CFG), SHAPE, steps=STEPS, seed=3,
+                   scheduler="unipc" if sampler == "uni_pc" else sampler)
+    zeros = torch.zeros(SHAPE)
+    theirs = comfy_sample(model, comfy.sample.prepare_noise(zeros, 3), sampler, positive, negative, zeros, seed=3)
+    assert torch.isfinite(ours).all() and ours.abs().mean() > 0.1
+    assert (ours - theirs).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("kind", ["flow", "eps"])
+def test_continuation_chunk_is_comfyui_with_noise_mask(wan21, text, kind):
+    import comfy.sample
+
+    model = with_sampling(wan21, kind)
+    positive, negative = text
+    settings = continuation.ContinuationSettings(frames_per_chunk=4, chunks=2, min_known=2, max_known=2)
+    video = continuation.continue_video(ComfyDenoiser(model), [TextGuidance(positive, negative, CFG)], settings,
+                                        size=(1, 8, 8), steps=STEPS, seed=11, scheduler="euler")
+    assert video.shape == (1, 16, 4 + 2, 8, 8)
+    zeros = torch.zeros(1, 16, 4, 8, 8)
+    # Chunk 0: plain ComfyUI sampling with its own seed.
+    first = comfy_sample(model, comfy.sample.prepare_noise(zeros, continuation.chunk_seed(11, 0)), "euler", positive, negative, zeros)
+    assert (video[:, :, :4] - first).abs().max() <= 1e-4
+    # Chunk 1: ComfyUI's sampler with a noise mask keeping its first two frames (the last two of chunk 0).
+    latent = model.get_model_object("latent_format").process_out(torch.zeros_like(zeros))
+    latent[:, :, :2] = video[:, :, 2:4]
+    mask = torch.ones(1, 1, 4, 8, 8)
+    mask[:, :, :2] = 0
+    second = comfy_sample(model, comfy.sample.prepare_noise(zeros, continuation.chunk_seed(11, 1)), "euler", positive,
+                          negative, latent, mask=mask)
+    assert (second[:, :, :2] - video[:, :, 2:4]).abs().max() <= 1e-4  # ComfyUI keeps the masked frames (up to scaling)
+    assert (video[:, :, 4:] - second[:, :, 2:]).abs().max() <= 1e-4
+
+
+def test_continuation_keeps_known_frames_exact(wan21, text):
+    positive, negative = text
+    start = torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    settings = continuation.ContinuationSettings(frames_per_chunk=4, chunks=2, min_known=1, max_known=3)
+    video = continuation.continue_video(ComfyDenoiser(wan21), [TextGuidance(positive, negative, CFG)], settings,
+                                        size=(1, 8, 8), steps=STEPS, seed=5, scheduler="dpmpp_2m", start=start)
+    counts = continuation.known_frame_counts(settings, 5, 3)
+    assert video.shape[2] == 3 + sum(4 - k for k in counts)
+    assert torch.equal(video[:, :, :3], start)
+    # A chunk's result holds its known frames exactly (the strategy keeps only new frames, the executor writes them back).
+    denoiser = ComfyDenoiser(wan21)
+    known = KnownFrames([0, 1], start[:, :, 1:])
+    from longvideo.sampling.frame_conditioning import ReplaceConditioning
+
+    chunk = denoise(denoiser, TextGuidance(positive, negative, CFG), (1, 16, 4, 8, 8), steps=STEPS, seed=2,
+                    scheduler="euler", conditioning=ReplaceConditioning(known))
+    assert torch.equal(chunk[:, :, :2], start[:, :, 1:])
+
+
+def test_hierarchical_keeps_parents_and_batches_segments(wan21, text):
+    positive, negative = text
+    denoiser = ComfyDenoiser(wan21)
+    plan1, plan2 = hierarchy.HierarchyPlan(3, 1), hierarchy.HierarchyPlan(3, 2)
+
+    def run(plan, cap):
+        return hierarchy.sample_hierarchy(denoiser, plan, [[positive]] * plan.depth, negative, CFG,
+                                          hierarchy.HierarchySettings(batch_cap=cap), size=(8, 8), steps=STEPS, seed=9,
+                                          scheduler="euler")
+
+    keyframes = run(plan1, 1)
+    one_at_a_time, batched = run(plan2, 1), run(plan2, 2)
+    assert batched.shape == (1, 16, 5, 8, 8)
+    assert torch.equal(batched[:, :, [0, 2, 4]], keyframes)  # parents exact
+    assert (batched - one_at_a_time).abs().max() <= 1e-4  # a segment comes out alike alone or in a batch
+    assert not torch.equal(batched[:, :, 1], batched[:, :, 3])
+
+
+def test_interpolation_keeps_inputs(wan21, text):
+    positive, negative = text
+    latents = torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    out = interpolation.interpolate_latents(ComfyDenoiser(wan21), TextGuidance(positive, negative, CFG), latents,
+                                            interpolation.InterpolationSettings(factor=2, window=3, overlap=1),
+                                            steps=STEPS, seed=1, scheduler="euler")
+    assert out.shape == (1, 16, 5, 8, 8)
+    assert torch.equal(out[:, :, ::2], latents)
+
+
+def test_guidance_steers_the_clean_estimate_under_inference_mode(wan21, text):
+    """Reconstruction guidance runs inside ComfyUI's torch.inference_mode and changes the result."""
+    positive, negative = text
+    known = KnownFrames([0], torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(2)))
+    denoiser = ComfyDenoiser(wan21)
+    guidance = TextGuidance(positive, negative, CFG)
+    with torch.inference_mode():
+        plain = denoise(denoiser, guidance, SHAPE, steps=STEPS, seed=3, scheduler="euler")
+        guided = denoise(denoiser, guidance, SHAPE, steps=STEPS, seed=3, scheduler="euler",
+                         conditioning=GuidanceConditioning(known, 1.0, denoiser.prediction_type))
+    assert torch.isfinite(guided).all()
+    assert (guided - plain).abs().max() > 1e-3
+
+
+def test_learned_is_refused_with_a_clear_error(wan21, text):
+    from longvideo.sampling.frame_conditioning import LearnedConditioning
+
+    known = KnownFrames([0], torch.zeros(1, 16, 1, 8, 8))
+    with pytest.raises(ValueError, match="'learned' is not available for ComfyUI models"):
+        denoise(ComfyDenoiser(wan21), TextGuidance(*text, CFG), SHAPE, steps=1, seed=0, scheduler="euler",
+                conditioning=LearnedConditioning(known))
