@@ -237,3 +237,49 @@ class ComfyDenoiser(Denoiser):
             return inner(guided, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **options)
 
         return comfy.samplers.KSAMPLER(function, sampler.extra_options, sampler.inpaint_options)
+
+
+class ComfyVAE:
+    """ComfyUI's VAE (from VAELoader) behind the pack's VAE interface: streaming decode for LongVideoSaveVideo.
+
+    Video VAEs with a causal first frame (Wan, HunyuanVideo, LTXV) cannot decode latent batches independently: each
+    batch would start with a one-pixel-frame 'first' frame and a seam. So every batch after the first is decoded with
+    `context` latent frames before it, whose pixel frames are dropped: the batch comes out with temporal x (its latent
+    frames) pixel frames, continuing the video. The causal decoder's memory of earlier frames is cut at the context,
+    so batches differ slightly from one whole decode (docs/comfyui_models.md states the measured difference).
+    """
+
+    def __init__(self, vae, context: int = 2):
+        self.vae = vae
+        self.context = context
+        self.latent_channels = int(vae.latent_channels)
+        self.downscale = _ratio(vae.downscale_ratio)
+        upscale = vae.upscale_ratio
+        self.temporal = int(upscale[0](2) - upscale[0](1)) if isinstance(upscale, tuple) and callable(upscale[0]) else 1
+        self.layout = LatentLayout(self.latent_channels, self.downscale, self.temporal)
+
+    def pixel_frames(self, latent_frames: int) -> int:
+        return self.layout.pixel_frames(latent_frames)
+
+    def decode_batches(self, latents: torch.Tensor, frames_per_batch: int):
+        """Yield IMAGE batches [n, H, W, 3] (float32, 0..1, CPU) for `latents` [B, C, T, h, w], `frames_per_batch` latent
+        frames at a time (video after video); only one batch of pixels exists at a time."""
+        batch, _, frames = latents.shape[:3]
+        for b in range(batch):
+            for start in range(0, frames, frames_per_batch):
+                stop = min(frames, start + frames_per_batch)
+                first = max(0, start - self.context) if self.temporal > 1 else start
+                pixels = self.vae.decode(latents[b : b + 1, :, first:stop])
+                pixels = pixels.reshape(-1, *pixels.shape[-3:])  # [frames, H, W, 3]
+                skip = self.layout.pixel_frames(start - first) if start > first else 0
+                yield pixels[skip:, ..., :3].float().cpu()
+
+    def encode(self, images: torch.Tensor, frames_per_batch: int) -> torch.Tensor:
+        """Latents [1, C, t, h, w] (float32, CPU, ComfyUI's LATENT space) of IMAGE frames [T, H, W, 3]."""
+        return self.vae.encode(images[..., :3]).float().cpu()
+
+
+def _ratio(ratio) -> int:
+    if isinstance(ratio, tuple):
+        return int(ratio[-1])
+    return int(ratio)

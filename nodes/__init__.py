@@ -1,6 +1,7 @@
 """ComfyUI node classes: thin wrappers that check inputs, call sampling/ and wrap results in ComfyUI types."""
 
 from .attention import LongVideoTemporalAttention
+from .comfy_models import LongVideoComfyModel, LongVideoComfyPromptSchedule
 from .conditioning import LongVideoTextEncode
 from .context_windows import LongVideoContextWindows
 from .continuation import LongVideoContinuationSampler, LongVideoPromptSchedule
@@ -35,6 +36,8 @@ NODE_CLASS_MAPPINGS = {
     "LongVideoVDPLoader": LongVideoVDPLoader,
     "LongVideoVDPCondition": LongVideoVDPCondition,
     "LongVideoDistributedSampler": LongVideoDistributedSampler,
+    "LongVideoComfyModel": LongVideoComfyModel,
+    "LongVideoComfyPromptSchedule": LongVideoComfyPromptSchedule,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -58,4 +61,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LongVideoVDPLoader": "LongVideo VDP Loader (video-diffusion-pytorch)",
     "LongVideoVDPCondition": "LongVideo VDP Condition",
     "LongVideoDistributedSampler": "LongVideo Distributed Sampler (Video-Infinity)",
+    "LongVideoComfyModel": "LongVideo ComfyUI Model (Wan, LTX-Video, HunyuanVideo)",
+    "LongVideoComfyPromptSchedule": "LongVideo Prompt Schedule (ComfyUI CLIP)",
 }

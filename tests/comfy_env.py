@@ -64,6 +64,13 @@ def install_torchvision_stand_in() -> None:
             sys.meta_path.insert(0, _AbsentFinder("torchvision"))
 
 
+def remove_torchvision_stand_in() -> None:
+    """Undo install_torchvision_stand_in for the rest of the test session (other libraries probe for torchvision)."""
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _AbsentFinder)]
+    for name in [n for n in sys.modules if (n == "torchvision" or n.startswith("torchvision.")) and isinstance(sys.modules[n], _Absent)]:
+        del sys.modules[name]
+
+
 def import_comfy():
     """Put ComfyUI on sys.path and import what the tests use, on the CPU."""
     path = comfyui_path()

@@ -5,6 +5,7 @@ Without ComfyUI these tests skip with the reason; under CI (CI=true) they fail i
 """
 
 import os
+import sys
 
 import pytest
 import torch
@@ -26,6 +27,14 @@ def _comfy():
     if comfy_env.comfyui_path() is None and os.environ.get("CI") == "true":
         pytest.fail("ComfyUI was not found in CI: .ci/run must provide it (COMFYUI_PATH or ../shared/comfyui)")
     return comfy_env.comfyui_or_skip()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def comfyui_in_process():
+    """While these tests run the pack sees ComfyUI (utils.comfy.in_comfyui); afterwards the session is headless again."""
+    yield
+    sys.modules.pop("folder_paths", None)
+    comfy_env.remove_torchvision_stand_in()
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +209,89 @@ def test_learned_is_refused_with_a_clear_error(wan21, text):
     with pytest.raises(ValueError, match="'learned' is not available for ComfyUI models"):
         denoise(ComfyDenoiser(wan21), TextGuidance(*text, CFG), SHAPE, steps=1, seed=0, scheduler="euler",
                 conditioning=LearnedConditioning(known))
+
+
+# ---------------------------------------------------------------------------------------------------
+# nodes: ComfyUI's MODEL / VAE / CLIP into the LongVideo samplers
+
+
+class StandInClip:
+    """ComfyUI's CLIP interface (tokenize, encode_from_tokens_scheduled) giving seeded 4096-wide embeddings: umT5-xxl's
+    size is fixed in ComfyUI, so no tiny one can be loaded."""
+
+    def tokenize(self, text):
+        return text
+
+    def encode_from_tokens_scheduled(self, tokens):
+        seed = sum(map(ord, tokens))
+        return [[torch.randn(1, 5, 4096, generator=torch.Generator().manual_seed(seed)), {"pooled_output": None}]]
+
+
+class StandInCausalVAE:
+    """ComfyUI's VAE interface for a Wan-like causal video VAE (16 channels, 8x, 4x in time, causal first frame):
+    latent frame i decodes to its pixel frames from itself and latent frame i - 1 (a receptive field of one frame)."""
+
+    latent_channels = 16
+    downscale_ratio = (lambda a: max(0, (a + 3) // 4), 8, 8)
+    upscale_ratio = (lambda a: max(0, a * 4 - 3), 8, 8)
+
+    def decode(self, latents):
+        frames = []
+        for i in range(latents.shape[2]):
+            mixed = latents[:, :3, i] + 0.5 * (latents[:, :3, i - 1] if i else 0)
+            image = torch.sigmoid(mixed).repeat_interleave(8, -1).repeat_interleave(8, -2).permute(0, 2, 3, 1)
+            count = 1 if i == 0 else 4
+            frames += [image * (0.9 + 0.02 * j) for j in range(count)]
+        return torch.stack(frames, dim=1)  # [B, T, H, W, 3] like comfy.sd.VAE.decode
+
+    def encode(self, images):
+        raise NotImplementedError
+
+
+def test_nodes_drive_continuation_and_hierarchy(wan21, text):
+    from longvideo.nodes.comfy_models import FROM_NODE, LongVideoComfyModel, LongVideoComfyPromptSchedule
+    from longvideo.nodes.continuation import LongVideoContinuationSampler
+    from longvideo.nodes.hierarchy import LongVideoHierarchicalSampler
+
+    model, vae = LongVideoComfyModel().adapt(wan21, "simple", FROM_NODE)
+    assert vae is None and model.latent_channels == 16
+    positive, negative = [[text[0], {"pooled_output": None}]], [[text[1], {"pooled_output": None}]]
+    (latent,) = LongVideoContinuationSampler().sample(model, positive, negative, 64, 64, 4, 2, 1, 1, "replace", 1, 2, CFG, "euler")
+    assert latent["samples"].shape == (1, 16, 4 + 3, 8, 8)  # 7 latent frames = 25 pixel frames
+    (prompts,) = LongVideoComfyPromptSchedule().encode(StandInClip(), "a red ball\n\na blue ball")
+    assert len(prompts) == 2
+    (video,) = LongVideoHierarchicalSampler().sample(model, prompts, negative, "timeline", 64, 64, 3, 2, "replace", 2, 2, CFG,
+                                                     "unipc", 2)
+    assert video["samples"].shape == (1, 16, 5, 8, 8)
+    with pytest.raises(ValueError, match="not one of ComfyUI's"):
+        LongVideoComfyModel().adapt(wan21, "no-such-schedule", FROM_NODE)
+
+
+def test_streaming_decode_continues_a_causal_vae(tmp_path):
+    import av
+    import folder_paths
+
+    from longvideo.models.comfy_model import ComfyVAE
+    from longvideo.nodes.video import LongVideoSaveVideo
+
+    latents = torch.randn(1, 16, 7, 4, 4, generator=torch.Generator().manual_seed(0))
+    vae = ComfyVAE(StandInCausalVAE(), context=1)
+    assert (vae.latent_channels, vae.downscale, vae.temporal) == (16, 8, 4)
+    whole = StandInCausalVAE().decode(latents)[0]
+    batches = list(vae.decode_batches(latents, 3))
+    assert [len(b) for b in batches] == [1 + 4 * 2, 4 * 3, 4 * 1]
+    assert torch.equal(torch.cat(batches), whole)  # no seam once the context covers the decoder's memory
+    without_context = torch.cat(list(ComfyVAE(StandInCausalVAE(), context=0).decode_batches(latents, 3)))
+    assert len(without_context) == len(whole) - 6  # without context every later batch restarts as a causal first frame
+
+    previous = folder_paths.get_output_directory()
+    folder_paths.set_output_directory(str(tmp_path))
+    try:
+        result = LongVideoSaveVideo().save("LongVideo/wan", 16.0, "mp4", 19, samples={"samples": latents}, vae=vae,
+                                           frames_per_batch=3)
+    finally:
+        folder_paths.set_output_directory(previous)
+    info = result["ui"]["images"][0]
+    assert info["frames"] == 25
+    with av.open(str(tmp_path / info["subfolder"] / info["filename"])) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 25
