@@ -295,3 +295,77 @@ def test_streaming_decode_continues_a_causal_vae(tmp_path):
     assert info["frames"] == 25
     with av.open(str(tmp_path / info["subfolder"] / info["filename"])) as container:
         assert sum(1 for _ in container.decode(video=0)) == 25
+
+
+# ---------------------------------------------------------------------------------------------------
+# the shipped Wan 2.1 workflows, run against the real ComfyUI's core nodes
+
+WORKFLOWS = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "workflows", "comfyui")
+WAN_FILES = {"diffusion_models": "wan2.1_t2v_1.3B_fp16.safetensors", "text_encoders": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+             "vae": "wan_2.1_vae.safetensors"}
+
+
+def stand_in_loaders():
+    """ComfyUI's CLIPLoader and VAELoader (same inputs, same file lookup) returning the stand-ins above: ComfyUI fixes
+    umT5-xxl's size (5.7 B parameters) and the Wan VAE's width, so no tiny file of theirs can be loaded."""
+    import folder_paths
+    import nodes as comfy_nodes
+
+    class CLIPLoader(comfy_nodes.CLIPLoader):
+        def load_clip(self, clip_name, type="stable_diffusion", device="default"):
+            folder_paths.get_full_path_or_raise("text_encoders", clip_name)
+            assert type == "wan"
+            return (StandInClip(),)
+
+    class VAELoader(comfy_nodes.VAELoader):
+        def load_vae(self, vae_name):
+            folder_paths.get_full_path_or_raise("vae", vae_name)
+            return (StandInCausalVAE(),)
+
+    return {"CLIPLoader": CLIPLoader, "VAELoader": VAELoader}
+
+
+@pytest.fixture
+def wan_files(tmp_path, wan21):
+    """Tiny stand-ins under the file names the README tells users to download, in ComfyUI's model folders."""
+    import folder_paths
+    from safetensors.torch import save_file
+
+    for kind, name in WAN_FILES.items():
+        folder = tmp_path / kind
+        folder.mkdir()
+        if kind == "diffusion_models":
+            comfy_env.save_tiny_wan21(str(folder / name))
+        else:
+            save_file({"stand_in": torch.zeros(1)}, str(folder / name))
+        folder_paths.add_model_folder_path(kind, str(folder), is_default=True)
+    previous = folder_paths.get_output_directory()
+    folder_paths.set_output_directory(str(tmp_path / "output"))
+    yield tmp_path / "output"
+    folder_paths.set_output_directory(previous)
+
+
+@pytest.mark.parametrize("name,latent_frames", [("wan21_hierarchical", 5), ("wan21_continuation", 4 + 2)])
+def test_wan_workflow_runs_on_comfyui_nodes(name, latent_frames, wan_files):
+    import av
+    import json
+    import nodes as comfy_nodes
+
+    from longvideo import NODE_CLASS_MAPPINGS
+    from longvideo.utils.workflow import api_to_ui, load_workflow, run_workflow, ui_to_api
+
+    classes = {**comfy_nodes.NODE_CLASS_MAPPINGS, **NODE_CLASS_MAPPINGS}
+    api = load_workflow(os.path.join(WORKFLOWS, "api", f"{name}.json"), classes)
+    ui = json.load(open(os.path.join(WORKFLOWS, f"{name}.json")))
+    assert ui == json.loads(json.dumps(api_to_ui(api, classes)))  # tools/build_comfy_workflows.py made it
+    assert {k: v["inputs"] for k, v in ui_to_api(ui, classes).items()} == {k: v["inputs"] for k, v in api.items()}
+    # Small and quick: 64x64 frames, 2 steps, L = 3 and depth 2, or 2 chunks of 4 latent frames.
+    small = {"width": 64, "height": 64, "steps": 2, "keyframes": 3, "depth": 2, "frames_per_chunk": 4, "chunks": 2}
+    for node in api.values():
+        node["inputs"].update({k: v for k, v in small.items() if k in node["inputs"]})
+    ui_out = run_workflow(api, {**classes, **stand_in_loaders()})
+    (saved,) = [entry for node_ui in ui_out.values() for entry in node_ui["images"]]
+    pixel_frames = 4 * (latent_frames - 1) + 1
+    assert saved["frames"] == pixel_frames
+    with av.open(str(wan_files / saved["subfolder"] / saved["filename"])) as container:
+        assert sum(1 for _ in container.decode(video=0)) == pixel_frames
