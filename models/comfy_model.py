@@ -75,7 +75,11 @@ SAMPLER_ALIASES = {
     "unipc": ("uni_pc", None),
     "dpmpp_2m_karras": ("dpmpp_2m", "karras"),
 }
-FROM_NODE = "(the sampler node's scheduler)"
+# Models whose ComfyUI conditioning needs more than the text tokens (the samplers carry the token embeddings only).
+NEEDS_CONDITIONING_EXTRAS = {
+    "LTXV": "its text conditioning needs T5's attention_mask",
+    "HunyuanVideo": "its text conditioning needs the CLIP-L pooled output",
+}
 
 
 def latent_layout(latent_format) -> LatentLayout:
@@ -125,6 +129,10 @@ class ComfyDenoiser(Denoiser):
     takes_known_frames = False
 
     def __init__(self, patcher, sigma_schedule: str = "simple", sampler: str | None = None):
+        kind = type(patcher.model).__name__
+        if kind in NEEDS_CONDITIONING_EXTRAS:
+            raise ValueError(f"{kind} models cannot drive the LongVideo samplers yet: {NEEDS_CONDITIONING_EXTRAS[kind]}, "
+                             "which the samplers do not carry yet (Wan 2.1 / 2.2 text-to-video work)")
         self.patcher = patcher
         self.sigma_schedule = sigma_schedule
         self.sampler = sampler

@@ -369,3 +369,51 @@ def test_wan_workflow_runs_on_comfyui_nodes(name, latent_frames, wan_files):
     assert saved["frames"] == pixel_frames
     with av.open(str(wan_files / saved["subfolder"] / saved["filename"])) as container:
         assert sum(1 for _ in container.decode(video=0)) == pixel_frames
+
+
+# ---------------------------------------------------------------------------------------------------
+# Wan 2.2 (48-channel latents, 16x downscale: the TI2V 5B layout)
+
+
+@pytest.fixture(scope="module")
+def wan22(tmp_path_factory):
+    _comfy()
+    import comfy.sd
+
+    path = comfy_env.save_tiny_wan21(str(tmp_path_factory.mktemp("wan22") / "tiny_wan22.safetensors"), channels=48)
+    return comfy.sd.load_diffusion_model(path)  # what UNETLoader calls
+
+
+def test_wan22_clip_and_masked_chunk_equal_comfyui(wan22, text):
+    import comfy.sample
+
+    denoiser = ComfyDenoiser(wan22)
+    assert type(wan22.model).__name__ == "WAN22" and denoiser.layout == LatentLayout(48, 16, 4)
+    positive, negative = text
+    shape = (1, 48, 3, 4, 4)
+    zeros = torch.zeros(shape)
+    noise = comfy.sample.prepare_noise(zeros, 3)
+    ours = denoise(denoiser, TextGuidance(positive, negative, CFG), shape, steps=STEPS, seed=3, scheduler="uni_pc")
+    assert (ours - comfy_sample(wan22, noise, "uni_pc", positive, negative, zeros, seed=3)).abs().max() <= 1e-4
+    from longvideo.sampling.frame_conditioning import ReplaceConditioning
+
+    known = torch.randn(1, 48, 1, 4, 4, generator=torch.Generator().manual_seed(8))
+    chunk = denoise(denoiser, TextGuidance(positive, negative, CFG), shape, steps=STEPS, seed=3, scheduler="euler",
+                    conditioning=ReplaceConditioning(KnownFrames([0], known)))
+    latent = wan22.get_model_object("latent_format").process_out(torch.zeros(shape))
+    latent[:, :, :1] = known
+    mask = torch.ones(1, 1, 3, 4, 4)
+    mask[:, :, 0] = 0
+    reference = comfy_sample(wan22, noise, "euler", positive, negative, latent, mask=mask, seed=3)
+    assert torch.equal(chunk[:, :, :1], known)
+    assert (chunk[:, :, 1:] - reference[:, :, 1:]).abs().max() <= 1e-4
+
+
+def test_models_whose_conditioning_needs_more_than_tokens_are_refused():
+    import types
+
+    class LTXV:
+        pass
+
+    with pytest.raises(ValueError, match="LTXV models cannot drive the LongVideo samplers yet: .*attention_mask"):
+        ComfyDenoiser(types.SimpleNamespace(model=LTXV()))
