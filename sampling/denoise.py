@@ -112,7 +112,7 @@ def denoise(
 
     if conditioning is not None:
         conditioning.known.check(shape)
-    if denoiser.samples_itself:
+    if getattr(denoiser, "samples_itself", False):
         # A model that brings its own executor (ComfyUI's MODEL: its samplers, sigmas and noise mask) runs the clip.
         if noise is None:
             noise = prepare_noise(shape, seed)[0]

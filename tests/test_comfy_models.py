@@ -417,3 +417,26 @@ def test_models_whose_conditioning_needs_more_than_tokens_are_refused():
 
     with pytest.raises(ValueError, match="LTXV models cannot drive the LongVideo samplers yet: .*attention_mask"):
         ComfyDenoiser(types.SimpleNamespace(model=LTXV()))
+
+
+def test_progress_and_cancel_go_through_comfyui(wan21, text):
+    import comfy.model_management
+    import comfy.utils
+
+    from longvideo.nodes.comfy_models import FROM_NODE, LongVideoComfyModel
+    from longvideo.nodes.continuation import LongVideoContinuationSampler
+
+    model, _ = LongVideoComfyModel().adapt(wan21, "simple", FROM_NODE)
+    positive, negative = [[text[0], {}]], [[text[1], {}]]
+    reported = []
+    previous = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: reported.append((value, total)))
+    try:
+        LongVideoContinuationSampler().sample(model, positive, negative, 64, 64, 3, 2, 1, 1, "replace", 1, 2, CFG, "euler")
+        assert reported == [(i, 4) for i in range(1, 5)]  # 2 chunks x 2 steps on ComfyUI's ProgressBar
+        comfy.model_management.interrupt_current_processing(True)
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            LongVideoContinuationSampler().sample(model, positive, negative, 64, 64, 3, 2, 1, 1, "replace", 1, 2, CFG, "euler")
+    finally:
+        comfy.model_management.interrupt_current_processing(False)
+        comfy.utils.set_progress_bar_global_hook(previous)
