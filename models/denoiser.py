@@ -46,6 +46,8 @@ class Denoiser:
     downscale:          pixels per latent pixel along height and width (the VAE's factor; 1 for pixel-space models).
     sample_range:       when set, clean samples lie in [-sample_range, sample_range] and the loop clips the model's
                         clean estimate to it every step (pixel-space models, as their original samplers do).
+    samples_itself:     the model brings its own executor: `denoise` hands every run to its `sample` method (ComfyUI's
+                        MODEL, sampled by ComfyUI's samplers: models/comfy_model.py).
     """
 
     latent_channels: int
@@ -54,6 +56,7 @@ class Denoiser:
     requires_known_frames: bool = False
     downscale: int = 8
     sample_range: float | None = None
+    samples_itself: bool = False
 
     @property
     def prediction_type(self) -> str:

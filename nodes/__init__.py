@@ -2,6 +2,7 @@
 
 from .attention import LongVideoTemporalAttention
 from .co_denoise import LongVideoCoDenoiseSampler
+from .comfy_models import LongVideoComfyModel, LongVideoComfyPromptSchedule
 from .conditioning import LongVideoTextEncode
 from .context_windows import LongVideoContextWindows
 from .continuation import LongVideoContinuationSampler, LongVideoPromptSchedule
@@ -37,6 +38,8 @@ NODE_CLASS_MAPPINGS = {
     "LongVideoVDPLoader": LongVideoVDPLoader,
     "LongVideoVDPCondition": LongVideoVDPCondition,
     "LongVideoDistributedSampler": LongVideoDistributedSampler,
+    "LongVideoComfyModel": LongVideoComfyModel,
+    "LongVideoComfyPromptSchedule": LongVideoComfyPromptSchedule,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -61,4 +64,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LongVideoVDPLoader": "LongVideo VDP Loader (video-diffusion-pytorch)",
     "LongVideoVDPCondition": "LongVideo VDP Condition",
     "LongVideoDistributedSampler": "LongVideo Distributed Sampler (Video-Infinity)",
+    "LongVideoComfyModel": "LongVideo ComfyUI Model (Wan, LTX-Video, HunyuanVideo)",
+    "LongVideoComfyPromptSchedule": "LongVideo Prompt Schedule (ComfyUI CLIP)",
 }

@@ -114,6 +114,14 @@ def denoise(
 
     if conditioning is not None:
         conditioning.known.check(shape)
+    if getattr(denoiser, "samples_itself", False):
+        # A model that brings its own executor (ComfyUI's MODEL: its samplers, sigmas and noise mask) runs the clip.
+        if noise is None:
+            noise = prepare_noise(shape, seed)[0]
+        elif tuple(noise.shape) != tuple(shape):
+            raise ValueError(f"noise has shape {tuple(noise.shape)} but the sampled shape is {tuple(shape)}")
+        return denoiser.sample(guidance, shape, noise=noise.float().cpu(), steps=steps, seed=seed, scheduler=scheduler,
+                               init_latents=init_latents, strength=strength, conditioning=conditioning, callback=callback)
     device = denoiser.load()
     if noise is None:
         noise, generator = prepare_noise(shape, seed)

@@ -27,7 +27,12 @@ Predict = Callable[..., torch.Tensor]
 
 
 class FrameConditioning:
-    """How the loop honours known frames. The base class knows nothing and changes nothing."""
+    """How the loop honours known frames. The base class knows nothing and changes nothing.
+
+    `method` names the method for executors other than the loop (ComfyUI's sampling translates 'replace' into its
+    noise mask and 'guidance' into guidance on its clean estimate: models/comfy_model.py)."""
+
+    method: str | None = None
 
     def __init__(self, known: KnownFrames):
         self.known = known
@@ -47,6 +52,8 @@ class FrameConditioning:
 
 
 class ReplaceConditioning(FrameConditioning):
+    method = "replace"
+
     def model_step(self, predict, latents, timestep):
         latents = self.with_known_noised(latents, timestep)
         return latents, predict(latents, timestep)
@@ -63,6 +70,8 @@ class ReplaceConditioning(FrameConditioning):
 
 
 class LearnedConditioning(ReplaceConditioning):
+    method = "learned"
+
     def prepare(self, sampler, noise, device):
         super().prepare(sampler, noise, device)
         self.on_device = KnownFrames(self.known.indices, self.clean)
@@ -75,12 +84,17 @@ class LearnedConditioning(ReplaceConditioning):
 
 
 class GuidanceConditioning(FrameConditioning):
+    method = "guidance"
+
     def __init__(self, known: KnownFrames, weight: float = 1.0, prediction_type: str = "epsilon"):
         super().__init__(known)
-        if prediction_type not in ("epsilon", "v_prediction"):
-            raise ValueError(f"reconstruction guidance needs an epsilon or v-prediction model, not {prediction_type}")
         self.weight = weight
         self.prediction_type = prediction_type
+
+    def prepare(self, sampler, noise, device):
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"reconstruction guidance in this loop needs an epsilon or v-prediction model, not {self.prediction_type}")
+        super().prepare(sampler, noise, device)
 
     def model_step(self, predict, latents, timestep):
         alpha = self.sampler.alphas_cumprod.to(latents.device)[int(timestep)]

@@ -110,6 +110,20 @@ class _PatchableHolder(torch.nn.Module):
         self.inner = inner
 
 
+# The usual ComfyUI sampler and sigma schedule names, for node menus when ComfyUI itself is not there to ask.
+USUAL_COMFY_SAMPLERS = ("euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_sde", "uni_pc", "uni_pc_bh2", "ddim", "lcm")
+USUAL_COMFY_SCHEDULES = ("simple", "normal", "karras", "exponential", "sgm_uniform", "ddim_uniform", "beta", "linear_quadratic")
+
+
+def comfy_sampling_names() -> tuple[list[str], list[str]]:
+    """ComfyUI's sampler names and sigma schedule names (its KSampler's menus); the usual ones headless."""
+    if in_comfyui():
+        import comfy.samplers
+
+        return list(comfy.samplers.KSampler.SAMPLERS), list(comfy.samplers.KSampler.SCHEDULERS)
+    return list(USUAL_COMFY_SAMPLERS), list(USUAL_COMFY_SCHEDULES)
+
+
 # ---------------------------------------------------------------------------------------------------
 # progress and cancellation
 

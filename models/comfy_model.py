@@ -1,0 +1,293 @@
+"""ComfyUI's own video models (its MODEL: Wan 2.1 / 2.2, LTX-Video, HunyuanVideo, ...) behind the Denoiser interface.
+
+The executor is ComfyUI's own sampling (`comfy.sample.sample_custom`: its CFGGuider, its k-diffusion samplers, its
+sigma schedules, its noise mask). The long-video strategies (continuation, hierarchical, interpolation) are unchanged:
+they call `sampling.denoise.denoise`, which hands a run to `ComfyDenoiser.sample` because this Denoiser samples
+itself. So every strategy is defined once, and a run of a strategy on a ComfyUI model is exactly ComfyUI sampling the
+same noise with a noise mask: model_sampling (EPS, V_PREDICTION, CONST flow with the model's shift), latent format
+scaling, conditioning handling, model patches, LoRAs, hooks and wrappers the user applied, and ComfyUI's model
+management placing the model (docs/comfyui_models.md gives the reasons for this choice).
+
+Frame conditioning on this executor:
+- replace: ComfyUI's noise mask (KSamplerX0Inpaint): before every model call the known frames are the clean latents
+  re-noised with the run's own noise by the model's `noise_scaling` (sigma * noise + (1 - sigma) * x for flow models),
+  and the model's clean estimate of them is the clean latents; at the end they are the clean latents exactly.
+- guidance: reconstruction guidance on the model's clean estimate (`denoised`, after CFG): the gradient of its error on
+  the known frames, through the model, moves the estimate by -(weight / 2) * s * gradient, s the signal scale of the
+  sampler's x at that sigma (1 for EPS/V in k-diffusion form, 1 - sigma for flow), which is Ho et al.'s step.
+- learned: not available here (the model's own learned conditioning, Wan I2V / first-last-frame / VACE, is not wired).
+
+Every `comfy` import is inside a function: this module is imported only when a ComfyUI MODEL is connected.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .denoiser import Denoiser
+
+
+@dataclass(frozen=True)
+class LatentLayout:
+    """How a model's latents map to pixels: channels, pixels per latent pixel, and pixel frames per latent frame.
+
+    Video VAEs with a causal first frame (temporal > 1) give latent frame 0 one pixel frame and every later latent
+    frame `temporal` pixel frames: pixel frames = temporal * (latent frames - 1) + 1.
+    """
+
+    channels: int
+    downscale: int
+    temporal: int
+
+    def pixel_frames(self, latent_frames: int) -> int:
+        return self.temporal * (latent_frames - 1) + 1
+
+    def latent_frames(self, pixel_frames: int) -> int:
+        """Latent frames of a clip of `pixel_frames` frames; a ValueError names the nearest counts that fit."""
+        if pixel_frames < 1 or (pixel_frames - 1) % self.temporal:
+            below = max(1, (pixel_frames - 1) // self.temporal * self.temporal + 1)
+            raise ValueError(
+                f"{pixel_frames} pixel frames do not fit this model's {self.temporal}x temporal compression: "
+                f"use {self.temporal} x n + 1 frames, e.g. {below} or {below + self.temporal}"
+            )
+        return (pixel_frames - 1) // self.temporal + 1
+
+    def pixel_span(self, latent_index: int) -> range:
+        """The pixel frames latent frame `latent_index` decodes to in a clip that starts at latent frame 0."""
+        if latent_index == 0:
+            return range(0, 1)
+        return range(self.temporal * (latent_index - 1) + 1, self.temporal * latent_index + 1)
+
+
+# ComfyUI's latent formats (comfy/latent_formats.py) and their VAEs' compression.
+LATENT_LAYOUTS = {
+    "Wan21": LatentLayout(16, 8, 4),
+    "Wan22": LatentLayout(48, 16, 4),
+    "HunyuanVideo": LatentLayout(16, 8, 4),
+    "LTXV": LatentLayout(128, 32, 8),
+    "Mochi": LatentLayout(12, 8, 6),
+    "Cosmos1CV8x8x8": LatentLayout(16, 8, 8),
+}
+
+# The pack's scheduler names (sampling/schedulers.py) as ComfyUI sampler and sigma schedule names.
+SAMPLER_ALIASES = {
+    "unipc": ("uni_pc", None),
+    "dpmpp_2m_karras": ("dpmpp_2m", "karras"),
+}
+# Models whose ComfyUI conditioning needs more than the text tokens (the samplers carry the token embeddings only).
+NEEDS_CONDITIONING_EXTRAS = {
+    "LTXV": "its text conditioning needs T5's attention_mask",
+    "HunyuanVideo": "its text conditioning needs the CLIP-L pooled output",
+}
+
+
+def latent_layout(latent_format) -> LatentLayout:
+    layout = LATENT_LAYOUTS.get(type(latent_format).__name__)
+    if layout is not None:
+        return layout
+    for base in type(latent_format).__mro__:
+        if base.__name__ in LATENT_LAYOUTS:
+            return LATENT_LAYOUTS[base.__name__]
+    return LatentLayout(latent_format.latent_channels, 8, 1)
+
+
+def prediction_kind(model_sampling) -> str:
+    """'epsilon', 'v_prediction' or 'flow' (CONST), read off ComfyUI's model_sampling classes."""
+    names = {base.__name__ for base in type(model_sampling).__mro__}
+    if "CONST" in names:
+        return "flow"
+    if "V_PREDICTION" in names:
+        return "v_prediction"
+    if "EPS" in names:
+        return "epsilon"
+    raise ValueError(f"model sampling {type(model_sampling).__name__} is none of EPS, V_PREDICTION and CONST")
+
+
+def _text_width(diffusion_model) -> int | None:
+    """Token embedding width the model takes (umT5 / T5 / LLaVA width 4096 for Wan, LTXV and HunyuanVideo)."""
+    for path in ("text_embedding.0", "caption_projection.linear_1", "txt_in.input_embedder"):
+        module = diffusion_model
+        for name in path.split("."):
+            module = getattr(module, name, None) if not name.isdigit() else (module[int(name)] if module is not None else None)
+            if module is None:
+                break
+        if module is not None and hasattr(module, "in_features"):
+            return int(module.in_features)
+    return None
+
+
+class ComfyDenoiser(Denoiser):
+    """A ComfyUI MODEL (its ModelPatcher) that the pack's strategies drive; ComfyUI's sampling runs every clip.
+
+    sigma_schedule: ComfyUI's scheduler name (simple, normal, karras, beta, ...) giving the sigmas from the model's
+    own model_sampling. sampler: a ComfyUI sampler name used for every run, or None to take the strategy's
+    `scheduler` name (euler, dpmpp_2m, unipc -> uni_pc, ...; any ComfyUI sampler name also works).
+    """
+
+    samples_itself = True
+    takes_known_frames = False
+
+    def __init__(self, patcher, sigma_schedule: str = "simple", sampler: str | None = None):
+        kind = type(patcher.model).__name__
+        if kind in NEEDS_CONDITIONING_EXTRAS:
+            raise ValueError(f"{kind} models cannot drive the LongVideo samplers yet: {NEEDS_CONDITIONING_EXTRAS[kind]}, "
+                             "which the samplers do not carry yet (Wan 2.1 / 2.2 text-to-video work)")
+        self.patcher = patcher
+        self.sigma_schedule = sigma_schedule
+        self.sampler = sampler
+        self.latent_format = patcher.get_model_object("latent_format")
+        self.model_sampling = patcher.get_model_object("model_sampling")
+        self.layout = latent_layout(self.latent_format)
+        self.latent_channels = self.layout.channels
+        self.downscale = self.layout.downscale
+        self.context_width = _text_width(patcher.get_model_object("diffusion_model")) or 4096
+        self.scheduler_config = {"prediction_type": prediction_kind(self.model_sampling)}
+
+    def load(self) -> torch.device:
+        # ComfyUI's sampling loads the model through its model management (load_models_gpu) at every run.
+        return self.patcher.load_device
+
+    def __call__(self, latents, timestep, context, known=None):
+        raise TypeError("a ComfyUI model is run by ComfyUI's sampling: call sampling.denoise.denoise, not the model")
+
+    def sampler_and_schedule(self, scheduler: str) -> tuple[str, str]:
+        import comfy.samplers
+
+        name, schedule = self.sampler or scheduler, self.sigma_schedule
+        if name in SAMPLER_ALIASES:
+            name, forced = SAMPLER_ALIASES[name]
+            schedule = forced or schedule
+        if name not in comfy.samplers.KSampler.SAMPLERS:
+            raise ValueError(f"sampler '{name}' is not one of ComfyUI's: choose one of {', '.join(comfy.samplers.KSampler.SAMPLERS)}")
+        if schedule not in comfy.samplers.KSampler.SCHEDULERS:
+            raise ValueError(f"sigma schedule '{schedule}' is not one of ComfyUI's: choose one of {', '.join(comfy.samplers.KSampler.SCHEDULERS)}")
+        return name, schedule
+
+    def sigmas(self, steps: int, scheduler: str, strength: float = 1.0) -> torch.Tensor:
+        """The sigmas ComfyUI's KSampler uses for `steps` at denoise `strength` (its penultimate-sigma rule included)."""
+        import comfy.samplers
+
+        name, schedule = self.sampler_and_schedule(scheduler)
+        return comfy.samplers.KSampler(self.patcher, steps=steps, device="cpu", sampler=name, scheduler=schedule,
+                                       denoise=strength, model_options=self.patcher.model_options).sigmas.cpu()
+
+    def sample(self, guidance, shape, *, noise: torch.Tensor, steps: int, seed, scheduler: str,
+               init_latents: torch.Tensor | None = None, strength: float = 1.0, conditioning=None,
+               callback: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
+        """One run of ComfyUI's sampling over `shape` [B, C, T, H, W] from standard normal `noise` (float32, CPU).
+
+        Latents in and out are in ComfyUI's LATENT space (what VAEEncode gives and VAEDecode takes); ComfyUI scales
+        them to the model's space itself. Returns float32 on the CPU.
+        """
+        import comfy.sample
+        import comfy.samplers
+
+        name, _ = self.sampler_and_schedule(scheduler)
+        sigmas = self.sigmas(steps, scheduler, strength)
+        latent = torch.zeros(shape) if init_latents is None else init_latents.float().cpu().expand(*shape).clone()
+        mask = None
+        sampler = comfy.samplers.sampler_object(name)
+        method = getattr(conditioning, "method", None)
+        if method == "learned":
+            raise ValueError("frame conditioning 'learned' is not available for ComfyUI models yet: use 'replace' or 'guidance'")
+        if conditioning is not None:
+            index = list(conditioning.known.indices)
+            clean = conditioning.known.latents.float().cpu().expand(shape[0], -1, -1, -1, -1)
+            if method == "replace":
+                # ComfyUI's noise mask: 1 = sample, 0 = keep the latent image (re-noised every step by the model's own rule).
+                # The sampled frames hold the latent that ComfyUI scales to zero in the model's space, so they start from
+                # pure noise with every model sampling (EPS adds the latent image to the starting noise).
+                if init_latents is None:
+                    latent = self.latent_format.process_out(torch.zeros(shape))
+                latent[:, :, index] = clean
+                mask = torch.ones(shape[0], 1, *shape[2:])
+                mask[:, :, index] = 0.0
+            elif method == "guidance":
+                sampler = self._guided(sampler, index, clean, conditioning.weight)
+            else:
+                raise ValueError(f"frame conditioning {type(conditioning).__name__} is not available for ComfyUI models")
+        positive = [[guidance.positive, {}]]
+        negative, cfg = ([[guidance.negative, {}]], guidance.cfg) if guidance.uses_cfg else (positive, 1.0)
+        total = len(sigmas) - 1
+        step_callback = None if callback is None else (lambda step, denoised, x, _: callback(step + 1, total, x))
+        samples = comfy.sample.sample_custom(
+            self.patcher, noise.float(), cfg, sampler, sigmas, positive, negative, latent, noise_mask=mask,
+            callback=step_callback, disable_pbar=True, seed=int(seed[0] if isinstance(seed, (list, tuple)) else seed),
+        ).float().cpu()
+        if mask is not None:
+            samples[:, :, index] = clean  # exactly the given latents (the model-space round trip rounds)
+        return samples
+
+    def _guided(self, sampler, index: list[int], clean: torch.Tensor, weight: float):
+        """ComfyUI's sampler `sampler` stepping with the reconstruction-guided clean estimate."""
+        import comfy.samplers
+
+        inner, latent_format, model_sampling = sampler.sampler_function, self.latent_format, self.model_sampling
+
+        def function(model, x, sigmas, extra_args=None, callback=None, disable=None, **options):
+            # Made outside inference mode: ComfyUI runs nodes under torch.inference_mode, whose tensors autograd refuses.
+            with torch.inference_mode(False):
+                positions = torch.tensor(index, device=x.device)
+                target = latent_format.process_in(clean.to(x.device)).to(x.dtype).clone()
+
+            def guided(x, sigma, **kwargs):
+                with torch.inference_mode(False), torch.enable_grad():
+                    noisy = x.detach().clone().requires_grad_(True)
+                    denoised = model(noisy, sigma, **kwargs)
+                    error = (denoised.index_select(2, positions) - target).pow(2).sum()
+                    (gradient,) = torch.autograd.grad(error, noisy)
+                shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+                signal = model_sampling.noise_scaling(sigma.reshape(-1)[:1].expand(x.shape[0]), torch.zeros(shape, device=x.device),
+                                                      torch.ones(shape, device=x.device))
+                return denoised.detach() - weight * signal / 2 * gradient
+
+            return inner(guided, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **options)
+
+        return comfy.samplers.KSAMPLER(function, sampler.extra_options, sampler.inpaint_options)
+
+
+class ComfyVAE:
+    """ComfyUI's VAE (from VAELoader) behind the pack's VAE interface: streaming decode for LongVideoSaveVideo.
+
+    Video VAEs with a causal first frame (Wan, HunyuanVideo, LTXV) cannot decode latent batches independently: each
+    batch would start with a one-pixel-frame 'first' frame and a seam. So every batch after the first is decoded with
+    `context` latent frames before it, whose pixel frames are dropped: the batch comes out with temporal x (its latent
+    frames) pixel frames, continuing the video. The causal decoder's memory of earlier frames is cut at the context,
+    so batches differ slightly from one whole decode (docs/comfyui_models.md states the measured difference).
+    """
+
+    def __init__(self, vae, context: int = 2):
+        self.vae = vae
+        self.context = context
+        self.latent_channels = int(vae.latent_channels)
+        self.downscale = _ratio(vae.downscale_ratio)
+        upscale = vae.upscale_ratio
+        self.temporal = int(upscale[0](2) - upscale[0](1)) if isinstance(upscale, tuple) and callable(upscale[0]) else 1
+        self.layout = LatentLayout(self.latent_channels, self.downscale, self.temporal)
+
+    def pixel_frames(self, latent_frames: int) -> int:
+        return self.layout.pixel_frames(latent_frames)
+
+    def decode_batches(self, latents: torch.Tensor, frames_per_batch: int):
+        """Yield IMAGE batches [n, H, W, 3] (float32, 0..1, CPU) for `latents` [B, C, T, h, w], `frames_per_batch` latent
+        frames at a time (video after video); only one batch of pixels exists at a time."""
+        batch, _, frames = latents.shape[:3]
+        for b in range(batch):
+            for start in range(0, frames, frames_per_batch):
+                stop = min(frames, start + frames_per_batch)
+                first = max(0, start - self.context) if self.temporal > 1 else start
+                pixels = self.vae.decode(latents[b : b + 1, :, first:stop])
+                pixels = pixels.reshape(-1, *pixels.shape[-3:])  # [frames, H, W, 3]
+                skip = self.layout.pixel_frames(start - first) if start > first else 0
+                yield pixels[skip:, ..., :3].float().cpu()
+
+    def encode(self, images: torch.Tensor, frames_per_batch: int) -> torch.Tensor:
+        """Latents [1, C, t, h, w] (float32, CPU, ComfyUI's LATENT space) of IMAGE frames [T, H, W, 3]."""
+        return self.vae.encode(images[..., :3]).float().cpu()
+
+
+def _ratio(ratio) -> int:
+    if isinstance(ratio, tuple):
+        return int(ratio[-1])
+    return int(ratio)

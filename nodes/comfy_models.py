@@ -1,0 +1,93 @@
+"""ComfyUI's own video models (Load Diffusion Model / Load VAE / Load CLIP) into the LongVideo samplers.
+
+LongVideoComfyModel turns ComfyUI's MODEL (and VAE) into the pack's LV_MODEL (and LV_VAE), so the continuation,
+hierarchical and latent interpolation samplers drive Wan 2.1 / 2.2, LTX-Video, HunyuanVideo, ... with ComfyUI's own
+sampling. LongVideoComfyPromptSchedule makes the per-chunk / per-level prompt list with ComfyUI's CLIP. The adapter
+module (models/comfy_model.py) is imported only when these nodes run.
+"""
+
+from ..utils.comfy import comfy_sampling_names
+from .common import CATEGORY, MODEL, VAE, NodeInputError
+from .continuation import PROMPT_SCHEDULE
+
+FROM_NODE = "(the sampler node's scheduler)"
+
+
+class LongVideoComfyModel:
+    DESCRIPTION = (
+        "Lets the LongVideo samplers (continuation, hierarchical, latent interpolation) drive a video model loaded by "
+        "ComfyUI's own nodes: Wan 2.1 / 2.2, LTX-Video, HunyuanVideo from Load Diffusion Model, with LoRAs and patches "
+        "applied. Every clip is sampled by ComfyUI's own sampler on the model's own sigmas; known frames use ComfyUI's "
+        "noise mask. Frame counts on these samplers are latent frames: Wan and HunyuanVideo make 4 x (latent frames - 1) "
+        "+ 1 pixel frames, LTX-Video 8 x (latent frames - 1) + 1."
+    )
+    CATEGORY = CATEGORY
+    FUNCTION = "adapt"
+    RETURN_TYPES = (MODEL, VAE)
+    RETURN_NAMES = ("model", "vae")
+    OUTPUT_TOOLTIPS = ("The model for the LongVideo samplers.",
+                       "The VAE for LongVideoSaveVideo / LongVideoDecode / start images (None when vae is not connected).")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        samplers, schedules = comfy_sampling_names()
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "A video model from Load Diffusion Model (UNETLoader), LoRAs and patches applied."}),
+                "sigma_schedule": (schedules, {"default": "simple", "tooltip": (
+                    "ComfyUI's scheduler: the sigmas from the model's own model_sampling (simple is what the Wan, LTX-Video "
+                    "and HunyuanVideo example workflows use).")}),
+                "sampler": ([FROM_NODE, *samplers], {"default": FROM_NODE, "tooltip": (
+                    "ComfyUI's sampler for every clip. The default takes the sampler node's scheduler: euler, dpmpp_2m, "
+                    "unipc (uni_pc), ddim, euler_ancestral, dpmpp_2m_karras (dpmpp_2m on karras sigmas).")}),
+            },
+            "optional": {
+                "vae": ("VAE", {"tooltip": "The model's VAE from Load VAE, for saving, decoding and start images."}),
+                "decode_context": ("INT", {"default": 2, "min": 0, "max": 64, "tooltip": (
+                    "Latent frames decoded before every decode batch (and dropped) so that a causal video VAE continues "
+                    "across batch boundaries without a seam.")}),
+            },
+        }
+
+    def adapt(self, model, sigma_schedule, sampler, vae=None, decode_context=2):
+        from ..models.comfy_model import ComfyDenoiser, ComfyVAE
+
+        node = "LongVideoComfyModel"
+        if not hasattr(model, "get_model_object"):
+            raise NodeInputError(f"{node}: 'model' is not a ComfyUI MODEL: connect Load Diffusion Model (UNETLoader)")
+        try:
+            denoiser = ComfyDenoiser(model, sigma_schedule, None if sampler == FROM_NODE else sampler)
+            denoiser.sampler_and_schedule(denoiser.sampler or "euler")
+        except ValueError as error:
+            raise NodeInputError(f"{node}: {error}") from None
+        adapted_vae = None
+        if vae is not None:
+            adapted_vae = ComfyVAE(vae, decode_context)
+            if adapted_vae.latent_channels != denoiser.latent_channels:
+                raise NodeInputError(f"{node}: the VAE makes {adapted_vae.latent_channels}-channel latents but the model "
+                                     f"works on {denoiser.latent_channels}: load the VAE that belongs to this model")
+        return (denoiser, adapted_vae)
+
+
+class LongVideoComfyPromptSchedule:
+    DESCRIPTION = ("One prompt per line, encoded with ComfyUI's CLIP (Load CLIP): for the hierarchical sampler's prompts "
+                   "and the continuation sampler's prompt_schedule with ComfyUI's video models.")
+    CATEGORY = CATEGORY
+    FUNCTION = "encode"
+    RETURN_TYPES = (PROMPT_SCHEDULE,)
+    OUTPUT_TOOLTIPS = ("One CONDITIONING per line.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "clip": ("CLIP", {"tooltip": "The text encoder from Load CLIP (umT5 for Wan, T5 for LTX-Video, ...)."}),
+                "text": ("STRING", {"multiline": True, "tooltip": "One prompt per line; empty lines are skipped."}),
+            }
+        }
+
+    def encode(self, clip, text):
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if not lines:
+            raise NodeInputError("LongVideoComfyPromptSchedule: 'text' holds no prompt: write one prompt per line")
+        return ([clip.encode_from_tokens_scheduled(clip.tokenize(line)) for line in lines],)

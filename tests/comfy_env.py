@@ -1,0 +1,127 @@
+"""Import the real ComfyUI in a test process (CPU, no torchvision) and build tiny checkpoints of its video models.
+
+ComfyUI is found through $COMFYUI_PATH, else ../shared/comfyui beside the checkout. `comfyui_or_skip()` skips a test
+with a visible reason when neither exists (a user's machine without ComfyUI); CI sets CI=true and .ci/run fails when
+these tests were skipped there.
+
+A few comfy/ldm modules import torchvision at import time, and there is no CPU torchvision for the pinned torch:
+`install_torchvision_stand_in()` puts a stand-in module in its place that fails only when something is used.
+"""
+
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+import types
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+DEFAULT_COMFYUI = os.path.join(os.path.dirname(ROOT), "shared", "comfyui")
+
+
+def comfyui_path() -> str | None:
+    path = os.environ.get("COMFYUI_PATH") or DEFAULT_COMFYUI
+    return path if os.path.isfile(os.path.join(path, "comfy", "model_management.py")) else None
+
+
+class _Absent(types.ModuleType):
+    """A module that is not installed: importing it works, using anything from it raises."""
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _Absent(f"{self.__name__}.{name}")
+
+    def __call__(self, *args, **kwargs):
+        raise RuntimeError(f"{self.__name__} was called, but torchvision is not installed (a test stand-in is in its place)")
+
+
+class _AbsentFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def __init__(self, root: str):
+        self.root = root
+
+    def find_spec(self, name, path=None, target=None):
+        if name == self.root or name.startswith(self.root + "."):
+            return importlib.machinery.ModuleSpec(name, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        return _Absent(spec.name)
+
+    def exec_module(self, module):
+        module.__path__ = []
+
+
+def install_torchvision_stand_in() -> None:
+    try:
+        import torchvision  # noqa: F401
+    except Exception:
+        for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
+            del sys.modules[name]
+        if not any(isinstance(f, _AbsentFinder) for f in sys.meta_path):
+            sys.meta_path.insert(0, _AbsentFinder("torchvision"))
+
+
+def remove_torchvision_stand_in() -> None:
+    """Undo install_torchvision_stand_in for the rest of the test session (other libraries probe for torchvision)."""
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _AbsentFinder)]
+    for name in [n for n in sys.modules if (n == "torchvision" or n.startswith("torchvision.")) and isinstance(sys.modules[n], _Absent)]:
+        del sys.modules[name]
+
+
+def import_comfy():
+    """Put ComfyUI on sys.path and import what the tests use, on the CPU."""
+    path = comfyui_path()
+    if path is None:
+        raise RuntimeError("ComfyUI was not found: set COMFYUI_PATH")
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    install_torchvision_stand_in()
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True
+    import comfy.model_management  # noqa: F401
+    import comfy.sample  # noqa: F401
+    import comfy.samplers  # noqa: F401
+    import comfy.sd  # noqa: F401
+    import folder_paths  # noqa: F401
+    import comfy
+
+
+def comfyui_or_skip():
+    if comfyui_path() is None:
+        pytest.skip("ComfyUI not found: set COMFYUI_PATH to a ComfyUI checkout (default ../shared/comfyui) to run "
+                    "the tests against ComfyUI's own video models")
+    return import_comfy()
+
+
+# ---------------------------------------------------------------------------------------------------
+# tiny random checkpoints of ComfyUI's own model classes, saved as a user's file would be
+
+
+def _fill(module: torch.nn.Module, seed: int, scale: float = 0.05) -> None:
+    """ComfyUI's ops skip weight initialisation: give every weight seeded small random values."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in sorted(module.named_parameters()):
+            if name.endswith("norm.weight") or ".norm" in name and name.endswith("weight"):
+                parameter.copy_(1 + scale * torch.randn(parameter.shape, generator=generator))
+            else:
+                parameter.copy_(scale * torch.randn(parameter.shape, generator=generator))
+
+
+def save_tiny_wan21(path: str, seed: int = 0, channels: int = 16) -> str:
+    """A tiny random Wan 2.1 text-to-video DiT (ComfyUI's detection: head size 128, text width 4096) as safetensors;
+    channels 48 makes it a Wan 2.2 TI2V 5B-like model (Wan 2.2's 48-channel latents)."""
+    import comfy.ops
+    from comfy.ldm.wan.model import WanModel
+    from safetensors.torch import save_file
+
+    model = WanModel(model_type="t2v", dim=128, ffn_dim=256, num_heads=1, num_layers=2, in_dim=channels, out_dim=channels,
+                     text_dim=4096, freq_dim=256, operations=comfy.ops.disable_weight_init)
+    _fill(model, seed)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    return path
+

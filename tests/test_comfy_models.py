@@ -1,0 +1,444 @@
+"""The long-video strategies on ComfyUI's own video models, against the real ComfyUI ($COMFYUI_PATH, default
+../shared/comfyui): a tiny random Wan 2.1 checkpoint saved as safetensors and loaded through ComfyUI's UNETLoader.
+
+Without ComfyUI these tests skip with the reason; under CI (CI=true) they fail instead, so CI always runs them.
+"""
+
+import os
+import sys
+
+import pytest
+import torch
+
+import comfy_env
+
+from longvideo.models.comfy_model import LATENT_LAYOUTS, ComfyDenoiser, LatentLayout, latent_layout
+from longvideo.models.denoiser import KnownFrames
+from longvideo.sampling import continuation, hierarchy, interpolation
+from longvideo.sampling.denoise import TextGuidance, denoise
+from longvideo.sampling.frame_conditioning import GuidanceConditioning
+
+SHAPE = (1, 16, 5, 8, 8)
+STEPS = 3
+CFG = 4.0
+
+
+def _comfy():
+    if comfy_env.comfyui_path() is None and os.environ.get("CI") == "true":
+        pytest.fail("ComfyUI was not found in CI: .ci/run must provide it (COMFYUI_PATH or ../shared/comfyui)")
+    return comfy_env.comfyui_or_skip()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def comfyui_in_process():
+    """While these tests run the pack sees ComfyUI (utils.comfy.in_comfyui); afterwards the session is headless again."""
+    yield
+    sys.modules.pop("folder_paths", None)
+    if comfy_env.comfyui_path() in sys.path:
+        sys.path.remove(comfy_env.comfyui_path())  # its main.py, nodes.py, utils/, tests/ no longer shadow anything
+    comfy_env.remove_torchvision_stand_in()
+
+
+@pytest.fixture(scope="module")
+def wan21(tmp_path_factory):
+    """ComfyUI's MODEL of a tiny Wan 2.1 file, loaded by ComfyUI's own UNETLoader from a diffusion_models folder."""
+    _comfy()
+    import folder_paths
+    import nodes as comfy_nodes
+
+    folder = tmp_path_factory.mktemp("diffusion_models")
+    comfy_env.save_tiny_wan21(str(folder / "tiny_wan21.safetensors"))
+    folder_paths.add_model_folder_path("diffusion_models", str(folder))
+    (model,) = comfy_nodes.UNETLoader().load_unet("tiny_wan21.safetensors", "default")
+    return model
+
+
+@pytest.fixture(scope="module")
+def text():
+    generator = torch.Generator().manual_seed(7)
+    return torch.randn(1, 6, 4096, generator=generator), torch.randn(1, 4, 4096, generator=generator)
+
+
+def with_sampling(model, kind):
+    """The model as ComfyUI's ModelSamplingDiscrete node patches it (kind eps or v_prediction); flow as loaded."""
+    if kind == "flow":
+        return model
+    from comfy_extras.nodes_model_advanced import ModelSamplingDiscrete
+
+    return ModelSamplingDiscrete().patch(model, kind, False)[0]
+
+
+def comfy_sample(model, noise, sampler, positive, negative, latent, mask=None, steps=STEPS, cfg=CFG, seed=0):
+    """ComfyUI's own KSampler path (comfy.sample.sample) with the simple schedule."""
+    import comfy.sample
+
+    return comfy.sample.sample(model, noise, steps, cfg, sampler, "simple", [[positive, {}]], [[negative, {}]], latent,
+                               noise_mask=mask, disable_pbar=True, seed=seed).float()
+
+
+def test_latent_layouts_give_pixel_frames():
+    _comfy()
+    import comfy.latent_formats as formats
+
+    assert latent_layout(formats.Wan21()) == LatentLayout(16, 8, 4)
+    assert latent_layout(formats.Wan22()) == LatentLayout(48, 16, 4)
+    assert latent_layout(formats.HunyuanVideo()) == LatentLayout(16, 8, 4)
+    assert latent_layout(formats.LTXV()) == LatentLayout(128, 32, 8)
+    wan, ltxv = LATENT_LAYOUTS["Wan21"], LATENT_LAYOUTS["LTXV"]
+    assert [wan.pixel_frames(n) for n in (1, 2, 5, 21)] == [1, 5, 17, 81]
+    assert [ltxv.pixel_frames(n) for n in (1, 2, 4, 13)] == [1, 9, 25, 97]
+    assert wan.latent_frames(81) == 21 and ltxv.latent_frames(97) == 13
+    assert list(wan.pixel_span(0)) == [0] and list(wan.pixel_span(2)) == [5, 6, 7, 8]
+    with pytest.raises(ValueError, match="e.g. 13 or 17"):
+        wan.latent_frames(16)
+    with pytest.raises(ValueError, match="e.g. 17 or 25"):
+        ltxv.latent_frames(20)
+
+
+def test_model_layout_read_from_comfyui(wan21):
+    denoiser = ComfyDenoiser(wan21)
+    assert (denoiser.latent_channels, denoiser.downscale, denoiser.layout.temporal) == (16, 8, 4)
+    assert denoiser.prediction_type == "flow" and denoiser.context_width == 4096
+    assert ComfyDenoiser(with_sampling(wan21, "eps")).prediction_type == "epsilon"
+    assert ComfyDenoiser(with_sampling(wan21, "v_prediction")).prediction_type == "v_prediction"
+
+
+@pytest.mark.parametrize("kind,sampler", [("flow", "euler"), ("flow", "uni_pc"), ("flow", "dpmpp_2m"),
+                                          ("eps", "euler"), ("v_prediction", "dpmpp_2m")])
+def test_one_clip_equals_comfyui_sampling(wan21, text, kind, sampler):
+    import comfy.sample
+
+    model = with_sampling(wan21, kind)
+    positive, negative = text
+    ours = denoise(ComfyDenoiser(model), TextGuidance(positive, negative, CFG), SHAPE, steps=STEPS, seed=3,
+                   scheduler="unipc" if sampler == "uni_pc" else sampler)
+    zeros = torch.zeros(SHAPE)
+    theirs = comfy_sample(model, comfy.sample.prepare_noise(zeros, 3), sampler, positive, negative, zeros, seed=3)
+    assert torch.isfinite(ours).all() and ours.abs().mean() > 0.1
+    assert (ours - theirs).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("kind", ["flow", "eps"])
+def test_continuation_chunk_is_comfyui_with_noise_mask(wan21, text, kind):
+    import comfy.sample
+
+    model = with_sampling(wan21, kind)
+    positive, negative = text
+    settings = continuation.ContinuationSettings(frames_per_chunk=4, chunks=2, min_known=2, max_known=2)
+    video = continuation.continue_video(ComfyDenoiser(model), [TextGuidance(positive, negative, CFG)], settings,
+                                        size=(1, 8, 8), steps=STEPS, seed=11, scheduler="euler")
+    assert video.shape == (1, 16, 4 + 2, 8, 8)
+    zeros = torch.zeros(1, 16, 4, 8, 8)
+    # Chunk 0: plain ComfyUI sampling with its own seed.
+    first = comfy_sample(model, comfy.sample.prepare_noise(zeros, continuation.chunk_seed(11, 0)), "euler", positive, negative, zeros)
+    assert (video[:, :, :4] - first).abs().max() <= 1e-4
+    # Chunk 1: ComfyUI's sampler with a noise mask keeping its first two frames (the last two of chunk 0).
+    latent = model.get_model_object("latent_format").process_out(torch.zeros_like(zeros))
+    latent[:, :, :2] = video[:, :, 2:4]
+    mask = torch.ones(1, 1, 4, 8, 8)
+    mask[:, :, :2] = 0
+    second = comfy_sample(model, comfy.sample.prepare_noise(zeros, continuation.chunk_seed(11, 1)), "euler", positive,
+                          negative, latent, mask=mask)
+    assert (second[:, :, :2] - video[:, :, 2:4]).abs().max() <= 1e-4  # ComfyUI keeps the masked frames (up to scaling)
+    assert (video[:, :, 4:] - second[:, :, 2:]).abs().max() <= 1e-4
+
+
+def test_continuation_keeps_known_frames_exact(wan21, text):
+    positive, negative = text
+    start = torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    settings = continuation.ContinuationSettings(frames_per_chunk=4, chunks=2, min_known=1, max_known=3)
+    video = continuation.continue_video(ComfyDenoiser(wan21), [TextGuidance(positive, negative, CFG)], settings,
+                                        size=(1, 8, 8), steps=STEPS, seed=5, scheduler="dpmpp_2m", start=start)
+    counts = continuation.known_frame_counts(settings, 5, 3)
+    assert video.shape[2] == 3 + sum(4 - k for k in counts)
+    assert torch.equal(video[:, :, :3], start)
+    # A chunk's result holds its known frames exactly (the strategy keeps only new frames, the executor writes them back).
+    denoiser = ComfyDenoiser(wan21)
+    known = KnownFrames([0, 1], start[:, :, 1:])
+    from longvideo.sampling.frame_conditioning import ReplaceConditioning
+
+    chunk = denoise(denoiser, TextGuidance(positive, negative, CFG), (1, 16, 4, 8, 8), steps=STEPS, seed=2,
+                    scheduler="euler", conditioning=ReplaceConditioning(known))
+    assert torch.equal(chunk[:, :, :2], start[:, :, 1:])
+
+
+def test_hierarchical_keeps_parents_and_batches_segments(wan21, text):
+    positive, negative = text
+    denoiser = ComfyDenoiser(wan21)
+    plan1, plan2 = hierarchy.HierarchyPlan(3, 1), hierarchy.HierarchyPlan(3, 2)
+
+    def run(plan, cap):
+        return hierarchy.sample_hierarchy(denoiser, plan, [[positive]] * plan.depth, negative, CFG,
+                                          hierarchy.HierarchySettings(batch_cap=cap), size=(8, 8), steps=STEPS, seed=9,
+                                          scheduler="euler")
+
+    keyframes = run(plan1, 1)
+    one_at_a_time, batched = run(plan2, 1), run(plan2, 2)
+    assert batched.shape == (1, 16, 5, 8, 8)
+    assert torch.equal(batched[:, :, [0, 2, 4]], keyframes)  # parents exact
+    assert (batched - one_at_a_time).abs().max() <= 1e-4  # a segment comes out alike alone or in a batch
+    assert not torch.equal(batched[:, :, 1], batched[:, :, 3])
+
+
+def test_interpolation_keeps_inputs(wan21, text):
+    positive, negative = text
+    latents = torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    out = interpolation.interpolate_latents(ComfyDenoiser(wan21), TextGuidance(positive, negative, CFG), latents,
+                                            interpolation.InterpolationSettings(factor=2, window=3, overlap=1),
+                                            steps=STEPS, seed=1, scheduler="euler")
+    assert out.shape == (1, 16, 5, 8, 8)
+    assert torch.equal(out[:, :, ::2], latents)
+
+
+def test_guidance_steers_the_clean_estimate_under_inference_mode(wan21, text):
+    """Reconstruction guidance runs inside ComfyUI's torch.inference_mode and changes the result."""
+    positive, negative = text
+    known = KnownFrames([0], torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(2)))
+    denoiser = ComfyDenoiser(wan21)
+    guidance = TextGuidance(positive, negative, CFG)
+    with torch.inference_mode():
+        plain = denoise(denoiser, guidance, SHAPE, steps=STEPS, seed=3, scheduler="euler")
+        guided = denoise(denoiser, guidance, SHAPE, steps=STEPS, seed=3, scheduler="euler",
+                         conditioning=GuidanceConditioning(known, 1.0, denoiser.prediction_type))
+    assert torch.isfinite(guided).all()
+    assert (guided - plain).abs().max() > 1e-3
+
+
+def test_learned_is_refused_with_a_clear_error(wan21, text):
+    from longvideo.sampling.frame_conditioning import LearnedConditioning
+
+    known = KnownFrames([0], torch.zeros(1, 16, 1, 8, 8))
+    with pytest.raises(ValueError, match="'learned' is not available for ComfyUI models"):
+        denoise(ComfyDenoiser(wan21), TextGuidance(*text, CFG), SHAPE, steps=1, seed=0, scheduler="euler",
+                conditioning=LearnedConditioning(known))
+
+
+# ---------------------------------------------------------------------------------------------------
+# nodes: ComfyUI's MODEL / VAE / CLIP into the LongVideo samplers
+
+
+class StandInClip:
+    """ComfyUI's CLIP interface (tokenize, encode_from_tokens_scheduled) giving seeded 4096-wide embeddings: umT5-xxl's
+    size is fixed in ComfyUI, so no tiny one can be loaded."""
+
+    def tokenize(self, text):
+        return text
+
+    def encode_from_tokens_scheduled(self, tokens):
+        seed = sum(map(ord, tokens))
+        return [[torch.randn(1, 5, 4096, generator=torch.Generator().manual_seed(seed)), {"pooled_output": None}]]
+
+
+class StandInCausalVAE:
+    """ComfyUI's VAE interface for a Wan-like causal video VAE (16 channels, 8x, 4x in time, causal first frame):
+    latent frame i decodes to its pixel frames from itself and latent frame i - 1 (a receptive field of one frame)."""
+
+    latent_channels = 16
+    downscale_ratio = (lambda a: max(0, (a + 3) // 4), 8, 8)
+    upscale_ratio = (lambda a: max(0, a * 4 - 3), 8, 8)
+
+    def decode(self, latents):
+        frames = []
+        for i in range(latents.shape[2]):
+            mixed = latents[:, :3, i] + 0.5 * (latents[:, :3, i - 1] if i else 0)
+            image = torch.sigmoid(mixed).repeat_interleave(8, -1).repeat_interleave(8, -2).permute(0, 2, 3, 1)
+            count = 1 if i == 0 else 4
+            frames += [image * (0.9 + 0.02 * j) for j in range(count)]
+        return torch.stack(frames, dim=1)  # [B, T, H, W, 3] like comfy.sd.VAE.decode
+
+    def encode(self, images):
+        raise NotImplementedError
+
+
+def test_nodes_drive_continuation_and_hierarchy(wan21, text):
+    from longvideo.nodes.comfy_models import FROM_NODE, LongVideoComfyModel, LongVideoComfyPromptSchedule
+    from longvideo.nodes.continuation import LongVideoContinuationSampler
+    from longvideo.nodes.hierarchy import LongVideoHierarchicalSampler
+
+    model, vae = LongVideoComfyModel().adapt(wan21, "simple", FROM_NODE)
+    assert vae is None and model.latent_channels == 16
+    positive, negative = [[text[0], {"pooled_output": None}]], [[text[1], {"pooled_output": None}]]
+    (latent,) = LongVideoContinuationSampler().sample(model, positive, negative, 64, 64, 4, 2, 1, 1, "replace", 1, 2, CFG, "euler")
+    assert latent["samples"].shape == (1, 16, 4 + 3, 8, 8)  # 7 latent frames = 25 pixel frames
+    (prompts,) = LongVideoComfyPromptSchedule().encode(StandInClip(), "a red ball\n\na blue ball")
+    assert len(prompts) == 2
+    (video,) = LongVideoHierarchicalSampler().sample(model, prompts, negative, "timeline", 64, 64, 3, 2, "replace", 2, 2, CFG,
+                                                     "unipc", 2)
+    assert video["samples"].shape == (1, 16, 5, 8, 8)
+    with pytest.raises(ValueError, match="not one of ComfyUI's"):
+        LongVideoComfyModel().adapt(wan21, "no-such-schedule", FROM_NODE)
+
+
+def test_streaming_decode_continues_a_causal_vae(tmp_path):
+    import av
+    import folder_paths
+
+    from longvideo.models.comfy_model import ComfyVAE
+    from longvideo.nodes.video import LongVideoSaveVideo
+
+    latents = torch.randn(1, 16, 7, 4, 4, generator=torch.Generator().manual_seed(0))
+    vae = ComfyVAE(StandInCausalVAE(), context=1)
+    assert (vae.latent_channels, vae.downscale, vae.temporal) == (16, 8, 4)
+    whole = StandInCausalVAE().decode(latents)[0]
+    batches = list(vae.decode_batches(latents, 3))
+    assert [len(b) for b in batches] == [1 + 4 * 2, 4 * 3, 4 * 1]
+    assert torch.equal(torch.cat(batches), whole)  # no seam once the context covers the decoder's memory
+    without_context = torch.cat(list(ComfyVAE(StandInCausalVAE(), context=0).decode_batches(latents, 3)))
+    assert len(without_context) == len(whole) - 6  # without context every later batch restarts as a causal first frame
+
+    previous = folder_paths.get_output_directory()
+    folder_paths.set_output_directory(str(tmp_path))
+    try:
+        result = LongVideoSaveVideo().save("LongVideo/wan", 16.0, "mp4", 19, samples={"samples": latents}, vae=vae,
+                                           frames_per_batch=3)
+    finally:
+        folder_paths.set_output_directory(previous)
+    info = result["ui"]["images"][0]
+    assert info["frames"] == 25
+    with av.open(str(tmp_path / info["subfolder"] / info["filename"])) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 25
+
+
+# ---------------------------------------------------------------------------------------------------
+# the shipped Wan 2.1 workflows, run against the real ComfyUI's core nodes
+
+WORKFLOWS = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "workflows", "comfyui")
+WAN_FILES = {"diffusion_models": "wan2.1_t2v_1.3B_fp16.safetensors", "text_encoders": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+             "vae": "wan_2.1_vae.safetensors"}
+
+
+def stand_in_loaders():
+    """ComfyUI's CLIPLoader and VAELoader (same inputs, same file lookup) returning the stand-ins above: ComfyUI fixes
+    umT5-xxl's size (5.7 B parameters) and the Wan VAE's width, so no tiny file of theirs can be loaded."""
+    import folder_paths
+    import nodes as comfy_nodes
+
+    class CLIPLoader(comfy_nodes.CLIPLoader):
+        def load_clip(self, clip_name, type="stable_diffusion", device="default"):
+            folder_paths.get_full_path_or_raise("text_encoders", clip_name)
+            assert type == "wan"
+            return (StandInClip(),)
+
+    class VAELoader(comfy_nodes.VAELoader):
+        def load_vae(self, vae_name):
+            folder_paths.get_full_path_or_raise("vae", vae_name)
+            return (StandInCausalVAE(),)
+
+    return {"CLIPLoader": CLIPLoader, "VAELoader": VAELoader}
+
+
+@pytest.fixture
+def wan_files(tmp_path, wan21):
+    """Tiny stand-ins under the file names the README tells users to download, in ComfyUI's model folders."""
+    import folder_paths
+    from safetensors.torch import save_file
+
+    for kind, name in WAN_FILES.items():
+        folder = tmp_path / kind
+        folder.mkdir()
+        if kind == "diffusion_models":
+            comfy_env.save_tiny_wan21(str(folder / name))
+        else:
+            save_file({"stand_in": torch.zeros(1)}, str(folder / name))
+        folder_paths.add_model_folder_path(kind, str(folder), is_default=True)
+    previous = folder_paths.get_output_directory()
+    folder_paths.set_output_directory(str(tmp_path / "output"))
+    yield tmp_path / "output"
+    folder_paths.set_output_directory(previous)
+
+
+@pytest.mark.parametrize("name,latent_frames", [("wan21_hierarchical", 5), ("wan21_continuation", 4 + 2)])
+def test_wan_workflow_runs_on_comfyui_nodes(name, latent_frames, wan_files):
+    import av
+    import json
+    import nodes as comfy_nodes
+
+    from longvideo import NODE_CLASS_MAPPINGS
+    from longvideo.utils.workflow import api_to_ui, load_workflow, run_workflow, ui_to_api
+
+    classes = {**comfy_nodes.NODE_CLASS_MAPPINGS, **NODE_CLASS_MAPPINGS}
+    api = load_workflow(os.path.join(WORKFLOWS, "api", f"{name}.json"), classes)
+    ui = json.load(open(os.path.join(WORKFLOWS, f"{name}.json")))
+    assert ui == json.loads(json.dumps(api_to_ui(api, classes)))  # tools/build_comfy_workflows.py made it
+    assert {k: v["inputs"] for k, v in ui_to_api(ui, classes).items()} == {k: v["inputs"] for k, v in api.items()}
+    # Small and quick: 64x64 frames, 2 steps, L = 3 and depth 2, or 2 chunks of 4 latent frames.
+    small = {"width": 64, "height": 64, "steps": 2, "keyframes": 3, "depth": 2, "frames_per_chunk": 4, "chunks": 2}
+    for node in api.values():
+        node["inputs"].update({k: v for k, v in small.items() if k in node["inputs"]})
+    ui_out = run_workflow(api, {**classes, **stand_in_loaders()})
+    (saved,) = [entry for node_ui in ui_out.values() for entry in node_ui["images"]]
+    pixel_frames = 4 * (latent_frames - 1) + 1
+    assert saved["frames"] == pixel_frames
+    with av.open(str(wan_files / saved["subfolder"] / saved["filename"])) as container:
+        assert sum(1 for _ in container.decode(video=0)) == pixel_frames
+
+
+# ---------------------------------------------------------------------------------------------------
+# Wan 2.2 (48-channel latents, 16x downscale: the TI2V 5B layout)
+
+
+@pytest.fixture(scope="module")
+def wan22(tmp_path_factory):
+    _comfy()
+    import comfy.sd
+
+    path = comfy_env.save_tiny_wan21(str(tmp_path_factory.mktemp("wan22") / "tiny_wan22.safetensors"), channels=48)
+    return comfy.sd.load_diffusion_model(path)  # what UNETLoader calls
+
+
+def test_wan22_clip_and_masked_chunk_equal_comfyui(wan22, text):
+    import comfy.sample
+
+    denoiser = ComfyDenoiser(wan22)
+    assert type(wan22.model).__name__ == "WAN22" and denoiser.layout == LatentLayout(48, 16, 4)
+    positive, negative = text
+    shape = (1, 48, 3, 4, 4)
+    zeros = torch.zeros(shape)
+    noise = comfy.sample.prepare_noise(zeros, 3)
+    ours = denoise(denoiser, TextGuidance(positive, negative, CFG), shape, steps=STEPS, seed=3, scheduler="uni_pc")
+    assert (ours - comfy_sample(wan22, noise, "uni_pc", positive, negative, zeros, seed=3)).abs().max() <= 1e-4
+    from longvideo.sampling.frame_conditioning import ReplaceConditioning
+
+    known = torch.randn(1, 48, 1, 4, 4, generator=torch.Generator().manual_seed(8))
+    chunk = denoise(denoiser, TextGuidance(positive, negative, CFG), shape, steps=STEPS, seed=3, scheduler="euler",
+                    conditioning=ReplaceConditioning(KnownFrames([0], known)))
+    latent = wan22.get_model_object("latent_format").process_out(torch.zeros(shape))
+    latent[:, :, :1] = known
+    mask = torch.ones(1, 1, 3, 4, 4)
+    mask[:, :, 0] = 0
+    reference = comfy_sample(wan22, noise, "euler", positive, negative, latent, mask=mask, seed=3)
+    assert torch.equal(chunk[:, :, :1], known)
+    assert (chunk[:, :, 1:] - reference[:, :, 1:]).abs().max() <= 1e-4
+
+
+def test_models_whose_conditioning_needs_more_than_tokens_are_refused():
+    import types
+
+    class LTXV:
+        pass
+
+    with pytest.raises(ValueError, match="LTXV models cannot drive the LongVideo samplers yet: .*attention_mask"):
+        ComfyDenoiser(types.SimpleNamespace(model=LTXV()))
+
+
+def test_progress_and_cancel_go_through_comfyui(wan21, text):
+    import comfy.model_management
+    import comfy.utils
+
+    from longvideo.nodes.comfy_models import FROM_NODE, LongVideoComfyModel
+    from longvideo.nodes.continuation import LongVideoContinuationSampler
+
+    model, _ = LongVideoComfyModel().adapt(wan21, "simple", FROM_NODE)
+    positive, negative = [[text[0], {}]], [[text[1], {}]]
+    reported = []
+    previous = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: reported.append((value, total)))
+    try:
+        LongVideoContinuationSampler().sample(model, positive, negative, 64, 64, 3, 2, 1, 1, "replace", 1, 2, CFG, "euler")
+        assert reported == [(i, 4) for i in range(1, 5)]  # 2 chunks x 2 steps on ComfyUI's ProgressBar
+        comfy.model_management.interrupt_current_processing(True)
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            LongVideoContinuationSampler().sample(model, positive, negative, 64, 64, 3, 2, 1, 1, "replace", 1, 2, CFG, "euler")
+    finally:
+        comfy.model_management.interrupt_current_processing(False)
+        comfy.utils.set_progress_bar_global_hook(previous)
