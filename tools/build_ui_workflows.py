@@ -56,11 +56,12 @@ GROUP_COLOUR = "#3f789e"
 TEMPLATE_NAMES = {
     "text_to_video": "1 Text to video",
     "continuation": "2 Continuation, 16 chunks",
-    "hierarchical": "3 Hierarchical keyframes and infill",
-    "interpolation": "4 Frame interpolation 5 to 65",
-    "window_attention": "5 Window attention, 96 frames",
-    "upscale": "6 Upscale and refine",
-    "distributed": "7 Clip-parallel sampling (Video-Infinity)",
+    "co_denoise": "3 Co-denoised windows, 96 frames",
+    "hierarchical": "4 Hierarchical keyframes and infill",
+    "interpolation": "5 Frame interpolation 5 to 65",
+    "window_attention": "6 Window attention, 96 frames",
+    "upscale": "7 Upscale and refine",
+    "distributed": "8 Clip-parallel sampling (Video-Infinity)",
 }
 
 
