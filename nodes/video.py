@@ -72,8 +72,8 @@ class LongVideoSaveVideo:
             batches = (images[start : start + frames_per_batch] for start in range(0, total, frames_per_batch))
 
         try:
-            reservation = reserve_output_path(output_directory(), filename_prefix, format)
-            with Progress(total, "writing video") as progress:
+            with reserve_output_path(output_directory(), filename_prefix, format) as reservation, \
+                    Progress(total, "writing video") as progress:
                 info = write_video(_counted(batches, progress), reservation, fps, format, crf, _metadata(prompt, extra_pnginfo))
         except BaseException as error:
             if samples is not None:

@@ -356,7 +356,7 @@ def video_job(context: RankContext, payload: dict) -> str | None:
     os.makedirs(payload["base_path"], exist_ok=True)
     reservation = reserve_output_path(payload["base_path"], payload["file_name"], "mp4")  # a number no other run takes
     path = reservation.path
-    with VideoWriter(reservation, payload["export_fps"]) as writer:
+    with reservation, VideoWriter(reservation, payload["export_fps"]) as writer:
         writer.write(frames)
         for rank in range(1, context.world_size):
             received = torch.empty(frames.shape, dtype=torch.uint8, device=transfer_device)
