@@ -15,7 +15,9 @@ The UNet's architecture is told by its weight keys and channels, not its config'
 """
 
 import json
+import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import inspect
@@ -24,7 +26,7 @@ import torch
 
 from ..utils.comfy import compute_device, default_dtype
 from .denoiser import Denoiser, UNet3DDenoiser
-from .hint_unet import MASK_LAYOUT, HintUNet3DDenoiser, MaskUNet3DDenoiser, is_hint_unet, known_frames_layout
+from .hint_unet import KNOWN_FRAMES_INPUT_KEY, MASK_LAYOUT, HintUNet3DDenoiser, MaskUNet3DDenoiser, is_hint_unet, known_frames_layout
 from .text_encoder import TextEncoder
 from .vae import VideoVAE
 
@@ -116,7 +118,8 @@ def load_text_to_video(path: str, dtype: torch.dtype = torch.float32, *, correct
     if continuityseq:
         unet = _load_continuityseq(unet_folder, unet_config, unet_files, unet_safetensors, dtype)
     else:
-        unet = _load_weights(UNet3DConditionModel, unet_folder, ("diffusion_pytorch_model",), torch_dtype=dtype)
+        with _quiet_about(KNOWN_FRAMES_INPUT_KEY):
+            unet = _load_weights(UNet3DConditionModel, unet_folder, ("diffusion_pytorch_model",), torch_dtype=dtype)
     vae = _load_weights(AutoencoderKL, os.path.join(path, "vae"), ("diffusion_pytorch_model",), torch_dtype=dtype)
     text_model = _load_weights(CLIPTextModel, os.path.join(path, "text_encoder"), ("model", "pytorch_model"), dtype=dtype)
     try:
@@ -145,6 +148,20 @@ def load_text_to_video(path: str, dtype: torch.dtype = torch.float32, *, correct
         text_encoder=TextEncoder(tokenizer, text_model),
         vae=VideoVAE(vae, scale=vae_scale),
     )
+
+
+@contextmanager
+def _quiet_about(config_key: str):
+    """diffusers warns that a config key it does not know is ignored; the pack's own keys are read by the pack."""
+    def keep(record: logging.LogRecord) -> bool:
+        return config_key not in record.getMessage()
+
+    config_logger = logging.getLogger("diffusers.configuration_utils")
+    config_logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        config_logger.removeFilter(keep)
 
 
 def check_model_folder(path: str, parts: tuple[str, ...], name: str, kind: str, example: str) -> None:
