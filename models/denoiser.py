@@ -56,6 +56,7 @@ class Denoiser:
     requires_known_frames: bool = False
     downscale: int = 8
     sample_range: float | None = None
+    noise_layout: str = "frames"
     samples_itself: bool = False
 
     @property

@@ -65,6 +65,7 @@ class WindowedDenoiser(Denoiser):
         self.scheduler_config = inner.scheduler_config
         self.takes_known_frames = inner.takes_known_frames
         self.sample_range = inner.sample_range
+        self.noise_layout = getattr(inner, "noise_layout", "frames")
         self.downscale = inner.downscale
         self.window_context = window_context
         self.latents_on_cpu = latents_on_cpu
