@@ -317,7 +317,7 @@ def test_node_rejects_what_continuityseq_cannot_do(tiny, tiny_model_folder):
     with pytest.raises(NodeInputError, match="only continues frames: connect start_image"):
         sample(model, clip)
     encode = LongVideoTextEncode().encode
-    with pytest.raises(NodeInputError, match="LongVideoSampler: this model \\(ContinuitySeq\\) only continues frames"):
+    with pytest.raises(NodeInputError, match="LongVideoSampler: this model only works from known frames \\(a ContinuitySeq model continues"):
         LongVideoSampler().sample(model, encode(clip, "x")[0], encode(clip, "")[0], {"samples": torch.zeros(1, 4, 3, 4, 4)},
                                   0, 2, 7.5, "ddim")
     plain, plain_clip, plain_vae = load(tiny_model_folder)
