@@ -7,7 +7,7 @@ module (models/comfy_model.py) is imported only when these nodes run.
 """
 
 from ..utils.comfy import comfy_sampling_names
-from .common import CATEGORY, MODEL, VAE, NodeInputError
+from .common import CONDITIONING, LOADERS, MODEL, VAE, NodeInputError
 from .continuation import PROMPT_SCHEDULE
 
 FROM_NODE = "(the sampler node's scheduler)"
@@ -21,7 +21,7 @@ class LongVideoComfyModel:
         "noise mask. Frame counts on these samplers are latent frames: Wan and HunyuanVideo make 4 x (latent frames - 1) "
         "+ 1 pixel frames, LTX-Video 8 x (latent frames - 1) + 1."
     )
-    CATEGORY = CATEGORY
+    CATEGORY = LOADERS
     FUNCTION = "adapt"
     RETURN_TYPES = (MODEL, VAE)
     RETURN_NAMES = ("model", "vae")
@@ -72,9 +72,10 @@ class LongVideoComfyModel:
 class LongVideoComfyPromptSchedule:
     DESCRIPTION = ("One prompt per line, encoded with ComfyUI's CLIP (Load CLIP): for the hierarchical sampler's prompts "
                    "and the continuation sampler's prompt_schedule with ComfyUI's video models.")
-    CATEGORY = CATEGORY
+    CATEGORY = CONDITIONING
     FUNCTION = "encode"
     RETURN_TYPES = (PROMPT_SCHEDULE,)
+    RETURN_NAMES = ("prompt_schedule",)
     OUTPUT_TOOLTIPS = ("One CONDITIONING per line.",)
 
     @classmethod
