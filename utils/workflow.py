@@ -429,6 +429,13 @@ def _check_link(api: dict, node_classes: dict, value: list, inp: _Input) -> str 
     return None
 
 
+def _non_finite(value: Any, inp: _Input) -> str | None:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and _type_name(inp.type) in ("INT", "FLOAT") and not math.isfinite(value):
+        return f"{value!r} is not a finite number - set a number{_range_text(inp)}"
+    return None
+
+
 def _check_widget(value: Any, inp: _Input) -> str | None:
     choices = inp.choices
     if choices is not None:
@@ -440,8 +447,9 @@ def _check_widget(value: Any, inp: _Input) -> str | None:
         return f"{value!r} is not one of the choices [{shown}]{hint} - pick one of them"
     kind = _type_name(inp.type)
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if number and kind in ("INT", "FLOAT") and not math.isfinite(value):
-        return f"{value!r} is not a finite number - set a number{_range_text(inp)}"
+    non_finite = _non_finite(value, inp)
+    if non_finite:
+        return non_finite
     ok = {"INT": number and isinstance(value, int), "FLOAT": number, "STRING": isinstance(value, str),
           "BOOLEAN": isinstance(value, bool)}.get(kind, True)
     if not ok:
@@ -514,7 +522,8 @@ def _problems(api: dict, node_classes: dict, specs: _Specs) -> list[str]:
                 problem = (f"takes a link to an output of type {_type_name(inp.type)}, got the value {value!r} - "
                            "link it as [source_node_id, output_index]")
             elif name in custom:
-                problem = None  # as ComfyUI: VALIDATE_INPUTS replaces the built-in checks of the inputs it takes
+                # As ComfyUI: VALIDATE_INPUTS replaces the built-in checks of the inputs it takes; NaN is refused all the same.
+                problem = _non_finite(value, inp)
             else:
                 problem = _check_widget(value, inp)
             if problem:
