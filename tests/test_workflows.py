@@ -34,10 +34,24 @@ def _load_builder():
 builder = _load_builder()  # the UI files (ComfyUI templates) have readable names: builder.ui_path(api file)
 
 
+@pytest.fixture(scope="session")
+def tiny_known_frames_folder(tiny_model_folder, tmp_path_factory):
+    """The tiny model with its UNet widened to take known frames, as the embedded model's is (the workflows use
+    'learned')."""
+    from diffusers import UNet3DConditionModel
+
+    from longvideo.tools.train_tiny_model import widen_for_known_frames
+
+    folder = tmp_path_factory.mktemp("models") / MODEL_NAME
+    shutil.copytree(tiny_model_folder, folder)
+    widen_for_known_frames(UNet3DConditionModel.from_pretrained(str(folder / "unet"))).save_pretrained(str(folder / "unet"))
+    return folder
+
+
 @pytest.fixture
-def models_dir(tiny_model_folder, tmp_path, monkeypatch):
+def models_dir(tiny_known_frames_folder, tmp_path, monkeypatch):
     folder = tmp_path / "shipped-models"
-    shutil.copytree(tiny_model_folder, folder / MODEL_NAME)
+    shutil.copytree(tiny_known_frames_folder, folder / MODEL_NAME)
     monkeypatch.setenv("LONGVIDEO_MODELS_DIR", str(folder))
     return folder
 
