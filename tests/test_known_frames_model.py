@@ -16,7 +16,7 @@ from longvideo.sampling.continuation import ContinuationSettings, continue_video
 from longvideo.sampling.denoise import TextGuidance
 from longvideo.sampling.hierarchy import HierarchyPlan, HierarchySettings, level_prompts, sample_hierarchy
 from longvideo.sampling.interpolation import InterpolationSettings, interpolate_latents
-from longvideo.tools.train_tiny_model import known_frame_mask, known_frames_input, widen_for_known_frames
+from longvideo.tools.train_tiny_model import known_frame_mask, known_frames_input, seam_weights, widen_for_known_frames
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +154,13 @@ def test_training_patterns_cover_every_mode():
                   for m in masks)
     assert min(none, first, ends, strided) > 40
     assert all(not m.all() for m in masks if m.sum() < 16)
+
+
+def test_frames_beside_known_frames_weigh_more_in_the_loss():
+    known = torch.tensor([1.0, 0, 0, 0, 1, 0, 0, 0, 0, 1]).view(1, 1, -1, 1, 1)
+    weights = seam_weights(known, 3.0).flatten().tolist()
+    assert weights == [1, 3, 1, 3, 1, 3, 1, 1, 3, 1]
+    assert torch.equal(seam_weights(torch.zeros(1, 1, 5, 1, 1), 3.0), torch.ones(1, 1, 5, 1, 1))
 
 
 # --- co-denoising ------------------------------------------------------------------------------------------------------

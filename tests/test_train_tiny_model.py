@@ -1,9 +1,11 @@
 """The training script writes a folder the loader reads, resumes exactly, and the shipped model it made is usable."""
 
+import json
 import os
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from longvideo.models.loader import load_text_to_video
 from longvideo.nodes.loaders import LongVideoModelLoader
@@ -31,6 +33,17 @@ def test_training_writes_a_loadable_folder_of_safetensors(tmp_path):
     latents = denoise(model.denoiser, TextGuidance(tokens[:1], tokens[1:], 5.0), (1, 4, 4, 8, 8), steps=2, seed=0)
     frames = torch.cat(list(model.vae.decode_batches(latents, 4)))
     assert frames.shape == (4, 64, 64, 3)
+
+
+def test_a_known_frames_folder_is_fine_tuned_further_not_widened_again(tmp_path):
+    first = train_tiny_model.train(str(tmp_path / "first"), str(tmp_path / "work-a"), MICRO, seed=0, log=lambda _: None)
+    again = train_tiny_model.train(str(tmp_path / "again"), str(tmp_path / "work-b"), MICRO, seed=1, log=lambda _: None,
+                                   start_from=first)
+    configs = [json.load(open(os.path.join(folder, "unet", "config.json"))) for folder in (first, again)]
+    assert configs[0]["in_channels"] == configs[1]["in_channels"] == 2 * configs[0]["out_channels"] + 1
+    assert configs[1]["known_frames_input"] == configs[0]["known_frames_input"] == "mask"
+    weights = [load_file(os.path.join(folder, "unet", "diffusion_pytorch_model.safetensors")) for folder in (first, again)]
+    assert not torch.equal(weights[0]["conv_in.weight"], weights[1]["conv_in.weight"])
 
 
 def test_each_prompt_word_is_one_token():

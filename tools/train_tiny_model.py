@@ -92,6 +92,7 @@ class TrainConfig:
     high_noise_share: float = 0.5  # share of training timesteps drawn from the noisier half, where layout and motion are decided
     known_frames_steps: int = 3000  # second stage: the UNet widened to take known frames (mask + known latents), fine-tuned
     known_frames_lr: float = 3e-4
+    seam_weight: float = 3.0  # loss weight of an unknown frame next to a known one (where a seam shows), others 1
 
 
 CONFIGS = {
@@ -383,7 +384,7 @@ def train_unet(unet, text_encoder, tokenizer, latents, labels, scaling: float, c
             known = torch.stack([known_frame_mask(clean.shape[2], generator) for _ in range(config.unet_batch)])
             known = known.view(config.unet_batch, 1, -1, 1, 1)
             noisy = known_frames_input(noisy, known.expand(-1, -1, -1, *clean.shape[3:]), clean)
-            unknown = 1 - known
+            unknown = (1 - known) * seam_weights(known, config.seam_weight)
         predicted = unet(noisy, timesteps, contexts(prompts)).sample
         target = schedule.get_velocity(clean, noise, timesteps)
         error = (unknown * (predicted - target).square()).sum(dim=(1, 2, 3, 4))
@@ -419,6 +420,17 @@ def widen_for_known_frames(unet):
     moves them (as SD inpainting was made from SD). unet/config.json records the layout (models/hint_unet.py)."""
     from diffusers import UNet3DConditionModel
 
+    channels = unet.config.in_channels
+    widened = UNet3DConditionModel.from_config({**unet.config, "in_channels": 2 * channels + 1})
+    state = unet.state_dict()
+    weight = state["conv_in.weight"]
+    state["conv_in.weight"] = torch.cat([weight, weight.new_zeros(weight.shape[0], channels + 1, *weight.shape[2:])], 1)
+    widened.load_state_dict(state)
+    return mark_known_frames_layout(widened)
+
+
+def mark_known_frames_layout(unet):
+    """Record the [noisy, mask, known latents] layout in the UNet's config (diffusers drops the key when loading)."""
     if ROOT not in sys.path:
         sys.path.insert(0, ROOT)
     from pack_import import import_pack
@@ -426,14 +438,12 @@ def widen_for_known_frames(unet):
     import_pack()
     from longvideo.models.hint_unet import KNOWN_FRAMES_INPUT_KEY, MASK_LAYOUT
 
-    channels = unet.config.in_channels
-    widened = UNet3DConditionModel.from_config({**unet.config, "in_channels": 2 * channels + 1})
-    state = unet.state_dict()
-    weight = state["conv_in.weight"]
-    state["conv_in.weight"] = torch.cat([weight, weight.new_zeros(weight.shape[0], channels + 1, *weight.shape[2:])], 1)
-    widened.load_state_dict(state)
-    widened.register_to_config(**{KNOWN_FRAMES_INPUT_KEY: MASK_LAYOUT})
-    return widened
+    unet.register_to_config(**{KNOWN_FRAMES_INPUT_KEY: MASK_LAYOUT})
+    return unet
+
+
+def takes_known_frames(unet) -> bool:
+    return unet.config.in_channels == 2 * unet.config.out_channels + 1
 
 
 def known_frames_input(noisy: torch.Tensor, mask: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
@@ -461,6 +471,14 @@ def known_frame_mask(frames: int, generator: torch.Generator) -> torch.Tensor:
     else:
         mask = (torch.rand(frames, generator=generator) < 0.25).float()
     return mask
+
+
+def seam_weights(known: torch.Tensor, weight: float) -> torch.Tensor:
+    """`weight` at frames next to a known frame, 1 elsewhere, for a known-frame mask [..., T, 1, 1]."""
+    beside = torch.zeros_like(known)
+    beside[..., 1:, :, :] += known[..., :-1, :, :]
+    beside[..., :-1, :, :] += known[..., 1:, :, :]
+    return 1 + (weight - 1) * (beside > 0).float()
 
 
 def crop_frames(clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -528,8 +546,9 @@ def train(out: str, work: str, config: TrainConfig, seed: int = 0, every: int = 
     """Train every part (resuming from `work`) and write the diffusers folder `out`; returns its path.
 
     Two UNet stages: text to video, then the same UNet widened to take known frames (widen_for_known_frames) and
-    fine-tuned on the known-frame patterns of every long-video mode. `start_from` (a folder this script wrote with a
-    plain UNet) takes the tokenizer, text encoder, VAE and first-stage UNet from it and runs the second stage only.
+    fine-tuned on the known-frame patterns of every long-video mode. `start_from` (a folder this script wrote) takes the
+    tokenizer, text encoder, VAE and UNet from it and runs the second stage only: on a plain UNet widened first, on a
+    UNet that already takes known frames as a further fine-tune of it.
     """
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
@@ -537,7 +556,7 @@ def train(out: str, work: str, config: TrainConfig, seed: int = 0, every: int = 
     began = time.time()
     if start_from:
         vae, text_encoder, unet = load_folder(start_from)
-        log(f"first stage from {start_from}")
+        log(f"{'known-frames UNet' if takes_known_frames(unet) else 'first stage'} from {start_from}")
     else:
         vae, text_encoder, unet = build_models(config, tokenizer)
         train_vae(vae, config, seed, checkpoint, every, log)
@@ -551,7 +570,7 @@ def train(out: str, work: str, config: TrainConfig, seed: int = 0, every: int = 
         log(f"latent scaling factor {scaling:.4f}")
         unet.load_state_dict(train_unet(unet, text_encoder, tokenizer, latents, labels, scaling, config, seed, checkpoint,
                                         every, log, plain_stage(config)))
-    unet = widen_for_known_frames(unet)
+    unet = mark_known_frames_layout(unet) if takes_known_frames(unet) else widen_for_known_frames(unet)
     if config.known_frames_steps:
         unet.load_state_dict(train_unet(unet, text_encoder, tokenizer, latents, labels, scaling, config, seed, checkpoint,
                                         every, log, known_frames_stage(config)))
@@ -566,8 +585,6 @@ def load_folder(folder: str):
     from transformers import CLIPTextModel
 
     unet = UNet3DConditionModel.from_pretrained(os.path.join(folder, "unet"))
-    if unet.config.in_channels != unet.config.out_channels:
-        raise SystemExit(f"{folder} already takes known frames: start from a folder with a plain (text-to-video) UNet")
     return (AutoencoderKL.from_pretrained(os.path.join(folder, "vae")),
             CLIPTextModel.from_pretrained(os.path.join(folder, "text_encoder")), unet)
 
@@ -584,7 +601,9 @@ def main() -> None:
     parser.add_argument("--vae-steps", type=int, help="override the configuration's VAE steps")
     parser.add_argument("--unet-steps", type=int, help="override the configuration's UNet steps")
     parser.add_argument("--known-frames-steps", type=int, help="override the configuration's known-frames (second stage) steps")
-    parser.add_argument("--start-from", help="a folder written by this script with a plain UNet: train the known-frames stage only")
+    parser.add_argument("--known-frames-lr", type=float, help="override the configuration's known-frames peak learning rate")
+    parser.add_argument("--start-from", help=("a folder written by this script: train the known-frames stage only, widening a plain UNet "
+                                                  "or fine-tuning further one that takes known frames"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch (1 on a machine busy with other jobs: oversubscribed threads crawl)")
     parser.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints")
@@ -592,7 +611,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     config = CONFIGS[args.config]
     overrides = {k: v for k, v in (("vae_steps", args.vae_steps), ("unet_steps", args.unet_steps),
-                                                     ("known_frames_steps", args.known_frames_steps)) if v is not None}
+                                                     ("known_frames_steps", args.known_frames_steps),
+                                                     ("known_frames_lr", args.known_frames_lr)) if v is not None}
     config = TrainConfig(**{**asdict(config), **overrides})
     train(args.out, args.work or args.out.rstrip("/\\") + ".work", config, args.seed, args.checkpoint_every,
           log=lambda message: print(message, flush=True), start_from=args.start_from)
