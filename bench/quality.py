@@ -210,8 +210,9 @@ def interpolation(model, prompt, seed, options) -> Generated:
 
 MODES = {"drawn": drawn, "sampler": plain_sampler, "continuation": continuation, "hierarchical": hierarchical,
          "interpolation": interpolation, "long": continuation}
-METHODS = {"continuation": ("replace", "guidance", "learned", "co-denoise"), "hierarchical": ("replace", "guidance", "learned"),
-           "interpolation": ("replace", "guidance", "learned"), "long": ("learned", "co-denoise", "replace")}
+METHODS = {"continuation": ("replace", "guidance", "resample", "learned", "co-denoise"),
+           "hierarchical": ("replace", "guidance", "resample", "learned"),
+           "interpolation": ("replace", "guidance", "resample", "learned"), "long": ("learned", "co-denoise", "replace")}
 LONG_FRAMES = 1024
 BLOCK = 128
 

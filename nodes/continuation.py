@@ -73,7 +73,10 @@ class LongVideoContinuationSampler:
                 "max_conditioning_frames": ("INT", {"default": 1, "min": 1, "max": 1023,
                                                     "tooltip": "Most frames carried over (-CX); each chunk draws a count in between from its seed."}),
                 "method": (list(continuation.METHODS), {"default": "replace",
-                                                        "tooltip": "replace: re-noise the known frames each step (any model). guidance: reconstruction guidance (slower: a backward pass per step). learned: the model takes the frames itself (ContinuitySeq checkpoints)."}),
+                                                        "tooltip": ("replace: re-noise the known frames each step (any model). guidance: reconstruction guidance (slower: a "
+                                                                    "backward pass per step). learned: the model takes the frames itself (the embedded model, ContinuitySeq "
+                                                                    "checkpoints); the best seams where a model has it. resample: replace plus RePaint's resampling of the "
+                                                                    "noisier half of the steps (any model, 2x the model calls), fewer seams than replace.")}),
                 "seed": SEED,
                 "steps": STEPS,
                 "cfg": CFG,

@@ -127,7 +127,9 @@ class LongVideoHierarchicalSampler:
                 "depth": ("INT", {"default": 2, "min": 1, "max": 8, "tooltip": "m: levels. The video has (L - 1)^m + 1 frames."}),
                 "method": (list(hierarchy.METHODS), {"default": "replace", "tooltip": (
                     "How runs keep their two endpoint frames. replace: re-noise them each step (any model). guidance: "
-                    "reconstruction guidance (a backward pass per step). learned: InfiNet takes them (connect infinet).")}),
+                    "reconstruction guidance (a backward pass per step). learned: the model takes them (the embedded model, or "
+                    "InfiNet: connect infinet). resample: replace plus RePaint's resampling of the noisier half of the steps "
+                    "(any model, 2x the model calls), fewer seams than replace.")}),
                 "seed": SEED,
                 "steps": STEPS,
                 "cfg": CFG,

@@ -35,7 +35,10 @@ class LongVideoLatentInterpolate:
                 "factor": ("INT", {"default": 4, "min": 2, "max": 64, "tooltip": "Output frames per input gap: 4 makes 5 frames 17."}),
                 "passes": ("INT", {"default": 1, "min": 1, "max": 8, "tooltip": "Interpolate this many times: 5 frames, factor 4, 2 passes -> 65."}),
                 "method": (list(interpolation.METHODS), {"default": "replace",
-                                                         "tooltip": "replace: re-noise the known frames every step (any model). guidance: reconstruction guidance (slower). learned: a hint-channel interpolation model takes them itself."}),
+                                                         "tooltip": ("replace: re-noise the known frames every step (any model). guidance: reconstruction guidance "
+                                                                     "(slower). learned: the model takes them itself (the embedded model, lxj616's hint-channel "
+                                                                     "interpolation UNets). resample: replace plus RePaint's resampling of the noisier half of the "
+                                                                     "steps (any model, 2x the model calls).")}),
                 "seed": SEED,
                 "steps": STEPS,
                 "cfg": CFG,

@@ -27,7 +27,7 @@ import torch
 
 from .context_windows import WindowedDenoiser, window_starts
 from .denoise import TextGuidance, denoise
-from .frame_conditioning import METHODS, KnownFrames
+from .frame_conditioning import KnownFrames, make_conditioning
 
 NOISE_KINDS = ("freenoise", "independent")
 CO_DENOISE_METHODS = ("replace", "learned")
@@ -112,7 +112,7 @@ def co_denoise_video(
         if start.shape[2] >= settings.frames:
             raise ValueError(f"the start clip has {start.shape[2]} frames: make frames larger so that new frames follow it")
         known = KnownFrames(list(range(start.shape[2])), start.float().cpu())
-        conditioning = METHODS[settings.method](known)
+        conditioning = make_conditioning(settings.method, known)
     return denoise(windowed, prompts[0], shape, steps=steps, seed=seed, scheduler=scheduler, conditioning=conditioning,
                    noise=noise, callback=None if on_step is None else (lambda step, total, _: on_step(step, total)))
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from .denoise import TextGuidance, denoise
-from .frame_conditioning import METHODS, KnownFrames
+from .frame_conditioning import METHODS, KnownFrames, make_conditioning
 
 
 @dataclass
@@ -98,7 +98,7 @@ def continue_video(
         if k:
             # Every part holds at least one frame, so the last k parts hold the last k frames.
             known = KnownFrames(list(range(k)), torch.cat(parts[-k:], dim=2)[:, :, -k:])
-            conditioning = _method(settings, denoiser, known)
+            conditioning = make_conditioning(settings.method, known, settings.guidance_weight, denoiser.prediction_type)
         try:
             latents = denoise(
                 denoiser, prompts[min(chunk, len(prompts) - 1)], (batch, channels, settings.frames_per_chunk, height, width),
@@ -113,12 +113,6 @@ def continue_video(
             new = _match_statistics(new, reference)
         parts.append(new)
     return torch.cat(parts, dim=2)
-
-
-def _method(settings: ContinuationSettings, denoiser, known: KnownFrames):
-    if settings.method == "guidance":
-        return METHODS["guidance"](known, settings.guidance_weight, denoiser.prediction_type)
-    return METHODS[settings.method](known)
 
 
 def _channel_statistics(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,6 +14,7 @@ ancestral step noise from its own CPU generator, so an item comes out the same w
 beside others (hierarchical segments rely on this). `[s]` for one item draws exactly what `s` draws.
 """
 
+import copy
 import inspect
 import math
 from collections.abc import Callable, Sequence
@@ -172,18 +173,51 @@ def denoise(
     if conditioning is not None:
         conditioning.prepare(sampler, noise, device)
     step_arguments = {"generator": generator} if "generator" in inspect.signature(sampler.step).parameters else {}
+    resampling = None
     for index, timestep in enumerate(timesteps):
         step_alpha = None if clip_alphas is None else clip_alphas[index]
-        if conditioning is None:
-            prediction = predict(latents, timestep)
-        else:
-            latents, prediction = conditioning.model_step(predict, latents, timestep)
-        latents = _scheduler_step(sampler, prediction, host_timesteps[index], latents, step_arguments, video_layout)
+        extra_passes = 0 if conditioning is None else conditioning.extra_passes(index, len(timesteps))
+        for attempt in range(extra_passes + 1):
+            if attempt < extra_passes:
+                state = copy.deepcopy(sampler.__dict__)  # multistep solvers keep history: each pass starts from it
+            if conditioning is None:
+                prediction = predict(latents, timestep)
+            else:
+                latents, prediction = conditioning.model_step(predict, latents, timestep)
+            latents = _scheduler_step(sampler, prediction, host_timesteps[index], latents, step_arguments, video_layout)
+            if attempt < extra_passes:
+                resampling = resampling or torch.Generator("cpu").manual_seed(_first_seed(seed) + RESAMPLING_SEED_OFFSET)
+                latents = renoise(sampler, latents, host_timesteps[index + 1], host_timesteps[index], resampling)
+                sampler.__dict__.clear()
+                sampler.__dict__.update(state)
         if callback is not None:
             callback(index + 1, len(timesteps), latents)
     if conditioning is not None:
         latents = conditioning.finish(latents)
     return latents.cpu()
+
+
+RESAMPLING_SEED_OFFSET = 7_919  # resampling noise comes from its own generator: the run's other draws stay as they are
+
+
+def _first_seed(seed: int | Sequence[int]) -> int:
+    return int(seed[0] if isinstance(seed, Sequence) else seed)
+
+
+def renoise(sampler, latents: torch.Tensor, timestep: torch.Tensor, back_to: torch.Tensor,
+            generator: torch.Generator) -> torch.Tensor:
+    """`latents` at `timestep` diffused forward to the noisier `back_to` with fresh noise: q(x_back | x_t).
+
+    Variance-preserving samples (DDIM, DDPM, DPM-Solver, UniPC) scale by sqrt(a_back / a_t) and add the missing
+    variance; the Euler schedulers' samples are x0 + sigma * noise, which only add sigma_back^2 - sigma_t^2.
+    """
+    now, back = alpha_bar(sampler, timestep).double(), alpha_bar(sampler, back_to).double()
+    noise = torch.randn(tuple(latents.shape), generator=generator, dtype=torch.float32).to(latents.device)
+    if float(sampler.init_noise_sigma) > 1.0:
+        added = ((1 - back) / back - (1 - now) / now).clamp(min=0).sqrt()
+        return latents + added.float() * noise
+    ratio = back / now
+    return ratio.sqrt().float() * latents + (1 - ratio).clamp(min=0).sqrt().float() * noise
 
 
 def alpha_bar(sampler, timestep: torch.Tensor) -> torch.Tensor:

@@ -11,11 +11,16 @@ sets. The loop calls `model_step` instead of the model at every step and `finish
   model's clean estimate of the known frames is compared with the known latents and the gradient of that
   error, through the model, steers every frame (weight `weight`; 1 is the natural setting). It costs a
   backward pass through the model at every step.
+- ResampleConditioning (training-free, any model): replace plus RePaint's resampling (Lugmayr et al. 2022): in the
+  noisier part of the run every step is taken, its result re-noised back to the level it started from, and taken again,
+  `passes` extra times. Each pass lets the new frames settle against the known ones at that noise level, so the layout
+  is decided with them even where the model relates frames weakly. It costs 1 + passes x until model calls per step.
 - LearnedConditioning: the model takes the known frames itself (ContinuitySeq's conditioning stream, InfiNet's
   keyframe masks, hint channels; see Denoiser.takes_known_frames); as with replace, the sample carries them re-noised
   to the current level every step, and at the end they are exactly the given latents.
 """
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -36,6 +41,10 @@ class FrameConditioning:
 
     def __init__(self, known: KnownFrames):
         self.known = known
+
+    def extra_passes(self, step: int, steps: int) -> int:
+        """How many times the loop re-noises step `step`'s result and takes the step again (RePaint's resampling)."""
+        return 0
 
     def prepare(self, sampler, noise: torch.Tensor, device: torch.device) -> None:
         self.sampler = sampler
@@ -67,6 +76,23 @@ class ReplaceConditioning(FrameConditioning):
         latents = latents.clone()
         latents[:, :, self.index] = self.clean
         return latents
+
+
+class ResampleConditioning(ReplaceConditioning):
+    method = "resample"
+
+    def __init__(self, known: KnownFrames, passes: int = 2, until: float = 0.5):
+        if passes < 0:
+            raise ValueError(f"resampling passes must be 0 or more, got {passes}")
+        if not 0.0 <= until <= 1.0:
+            raise ValueError(f"the share of resampled steps must be in [0, 1], got {until}")
+        super().__init__(known)
+        self.passes = passes
+        self.until = until
+
+    def extra_passes(self, step, steps):
+        # Never the last step: its result is the output, and there is no noise level to go back from.
+        return self.passes if step < min(steps - 1, math.ceil(self.until * steps)) else 0
 
 
 class LearnedConditioning(ReplaceConditioning):
@@ -119,4 +145,15 @@ class GuidanceConditioning(FrameConditioning):
         return latents, epsilon
 
 
-METHODS = {"replace": ReplaceConditioning, "guidance": GuidanceConditioning, "learned": LearnedConditioning}
+METHODS = {"replace": ReplaceConditioning, "guidance": GuidanceConditioning, "learned": LearnedConditioning,
+           "resample": ResampleConditioning}
+
+
+def make_conditioning(method: str, known: KnownFrames, guidance_weight: float = 1.0,
+                      prediction_type: str = "epsilon") -> FrameConditioning:
+    """The frame conditioning a strategy's `method` setting names, for `known` frames."""
+    if method not in METHODS:
+        raise ValueError(f"method '{method}' is unknown: choose one of {', '.join(METHODS)}")
+    if method == "guidance":
+        return GuidanceConditioning(known, guidance_weight, prediction_type)
+    return METHODS[method](known)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from .denoise import TextGuidance, denoise
-from .frame_conditioning import METHODS, KnownFrames
+from .frame_conditioning import METHODS, KnownFrames, make_conditioning
 
 
 @dataclass(frozen=True)
@@ -181,8 +181,7 @@ def _sample_batch(denoiser, plan, video, level, batch, lines, negative, cfg, set
     if level > 0:
         endpoints = torch.cat([video[:, :, [f[0], f[-1]]] for f in frames])
         known = KnownFrames([0, plan.keyframes - 1], endpoints)
-        conditioning = (METHODS["guidance"](known, settings.guidance_weight, denoiser.prediction_type)
-                        if settings.method == "guidance" else METHODS[settings.method](known))
+        conditioning = make_conditioning(settings.method, known, settings.guidance_weight, denoiser.prediction_type)
     latents = denoise(
         denoiser, TextGuidance(_stack(lines), negative, cfg), (len(batch), channels, plan.keyframes, height, width),
         steps=steps, seed=[segment_seed(seed, level, s) for s in batch], scheduler=scheduler, conditioning=conditioning,

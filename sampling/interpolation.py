@@ -26,7 +26,7 @@ import torch
 
 from ..attention.temporal import WindowAttention
 from .denoise import TextGuidance, denoise
-from .frame_conditioning import METHODS, KnownFrames
+from .frame_conditioning import METHODS, KnownFrames, make_conditioning
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def _interpolate_once(denoiser, guidance, latents, settings, pass_index, steps, 
         result = denoise(
             model, guidance, (batch, channels, sampled, height, width), steps=steps,
             seed=derived_seed(seed, pass_index, "window", window.start), scheduler=scheduler,
-            conditioning=_conditioning(settings, denoiser, known),
+            conditioning=make_conditioning(settings.method, known, settings.guidance_weight, denoiser.prediction_type),
             noise=frame_noise(seed, pass_index, range(window.start * k, window.start * k + sampled), (batch, channels, 1, height, width)),
             callback=None if on_step is None else (lambda step, total, _, w=window_index: on_step(pass_index, w, step)),
         )
@@ -161,12 +161,6 @@ def _interpolate_once(denoiser, guidance, latents, settings, pass_index, steps, 
             local = (gap - window.start) * k
             out[:, :, gap * k + 1 : (gap + 1) * k] = result[:, :, local + 1 : local + k]
     return out
-
-
-def _conditioning(settings: InterpolationSettings, denoiser, known: KnownFrames):
-    if settings.method == "guidance":
-        return METHODS["guidance"](known, settings.guidance_weight, denoiser.prediction_type)
-    return METHODS[settings.method](known)
 
 
 def _with_window_attention(denoiser, attention_window: int, frames: int):

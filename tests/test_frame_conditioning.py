@@ -3,11 +3,11 @@ import torch
 
 from longvideo.models.denoiser import Denoiser
 from longvideo.nodes.loaders import LongVideoModelLoader
-from longvideo.sampling.denoise import TextGuidance, denoise
+from longvideo.sampling.denoise import TextGuidance, denoise, renoise
 from longvideo.sampling.frame_conditioning import (
-    METHODS, FrameConditioning, GuidanceConditioning, KnownFrames, ReplaceConditioning,
+    METHODS, FrameConditioning, GuidanceConditioning, KnownFrames, ReplaceConditioning, ResampleConditioning,
 )
-from longvideo.sampling.schedulers import SCHEDULER_NAMES
+from longvideo.sampling.schedulers import SCHEDULER_NAMES, make_scheduler
 
 SHAPE = (1, 4, 8, 4, 4)
 
@@ -120,3 +120,59 @@ def test_learned_method_hands_the_known_frames_to_the_model_and_keeps_them_exact
         assert batch == 2 and indices == [0, 5]
         assert torch.equal(latents, torch.cat([clean, clean]))
     assert torch.equal(out[:, :, [0, 5]], clean)
+
+
+# --- resample (RePaint's resampling on top of replace) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULER_NAMES)
+def test_resample_keeps_known_frames_exact_with_every_scheduler(tiny, scheduler):
+    frames = known([0, 1])
+    out = run(tiny, ResampleConditioning(frames, passes=2, until=0.5), scheduler=scheduler)
+    assert torch.equal(out[:, :, [0, 1]], frames.latents) and torch.isfinite(out).all()
+    assert not torch.equal(out, run(tiny, ReplaceConditioning(frames), scheduler=scheduler))
+
+
+def test_resample_without_passes_is_replace(tiny):
+    frames = known([0, 5])
+    for scheduler in ("dpmpp_2m", "euler_ancestral"):
+        assert torch.equal(run(tiny, ResampleConditioning(frames, passes=0), scheduler=scheduler),
+                           run(tiny, ReplaceConditioning(frames), scheduler=scheduler))
+
+
+def test_resample_repeats_the_noisier_steps_only(tiny, monkeypatch):
+    model, _ = tiny
+    timesteps = []
+    call = type(model).__call__
+
+    def spy(self, latents, timestep, context):
+        timesteps.append(int(timestep))
+        return call(self, latents, timestep, context)
+
+    monkeypatch.setattr(type(model), "__call__", spy)
+    run(tiny, ResampleConditioning(known([0]), passes=2, until=0.5), steps=6)
+    distinct = sorted(set(timesteps), reverse=True)
+    assert [timesteps.count(t) for t in distinct] == [3, 3, 3, 1, 1, 1]
+    assert len(timesteps) == 6 + 2 * 3
+
+
+def test_renoising_goes_back_to_the_noisier_level(tiny):
+    """q(x_s | x_t): a clean signal re-noised from t to s has the noise level of s, for VP and Euler samples alike."""
+    for scheduler in ("ddim", "euler"):
+        sampler = make_scheduler(scheduler, tiny[0].scheduler_config)
+        sampler.set_timesteps(10)
+        t, s = sampler.timesteps[6], sampler.timesteps[2]
+        clean = torch.zeros(4000, 4, 1, 4, 4)
+        at_t = sampler.add_noise(clean, torch.randn(clean.shape, generator=torch.Generator().manual_seed(0)), t.reshape(1))
+        back = renoise(sampler, at_t, t, s, torch.Generator().manual_seed(1))
+        expected = sampler.add_noise(clean, torch.randn(clean.shape, generator=torch.Generator().manual_seed(2)), s.reshape(1))
+        assert back.std().item() == pytest.approx(expected.std().item(), rel=0.01)
+        assert torch.equal(renoise(sampler, at_t, t, t, torch.Generator().manual_seed(1)), at_t)
+
+
+def test_resample_settings_are_checked():
+    with pytest.raises(ValueError, match="passes"):
+        ResampleConditioning(known([0]), passes=-1)
+    with pytest.raises(ValueError, match="share"):
+        ResampleConditioning(known([0]), until=1.5)
+    assert "resample" in METHODS

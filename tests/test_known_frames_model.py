@@ -154,6 +154,8 @@ def test_training_patterns_cover_every_mode():
                   for m in masks)
     assert min(none, first, ends, strided) > 40
     assert all(not m.all() for m in masks if m.sum() < 16)
+    slow = [known_frame_mask(16, generator, infill_only=True) for _ in range(200)]
+    assert all(m.any() and not (m[0] and not m[1:].any()) for m in slow)  # never text to video or a continuation start
 
 
 def test_frames_beside_known_frames_weigh_more_in_the_loss():

@@ -93,12 +93,19 @@ class TrainConfig:
     known_frames_steps: int = 3000  # second stage: the UNet widened to take known frames (mask + known latents), fine-tuned
     known_frames_lr: float = 3e-4
     seam_weight: float = 3.0  # loss weight of an unknown frame next to a known one (where a seam shows), others 1
+    # Slow clips for the known-frames stage: interpolating a generated clip, or infilling between keyframes made a few
+    # frames apart, asks for slower motion than the training clips have (2 px a frame between keyframes 4 frames apart
+    # is 0.5 px a frame); these clips are drawn only with the infill and interpolation patterns.
+    slow_clips: int = 512
+    slow_speed: tuple[float, float] = (0.25, 1.5)
+    slow_share: float = 0.3
 
 
 CONFIGS = {
     "default": TrainConfig(),
     "micro": TrainConfig(vae_channels=(8, 8, 8, 8), unet_channels=(8, 16), unet_heads=2, text_width=16, text_layers=1, frames=4,
-                         vae_steps=3, vae_batch=4, clips=4, unet_steps=3, unet_batch=2, warmup=1, known_frames_steps=3),
+                         vae_steps=3, vae_batch=4, clips=4, unet_steps=3, unet_batch=2, warmup=1, known_frames_steps=3,
+                         slow_clips=4),
 }
 
 
@@ -296,24 +303,26 @@ def train_vae(vae, config: TrainConfig, seed: int, checkpoint: Checkpoint, every
 
 
 @torch.no_grad()
-def encode_clips(vae, config: TrainConfig, seed: int, checkpoint: Checkpoint, log):
-    """The latents [N, 4, T, 8, 8] (unscaled posterior means) and prompt parts of the training clips, made once."""
-    if checkpoint.state().get("clips_encoded"):
-        tensors = checkpoint.load("clips")
+def encode_clips(vae, config: TrainConfig, seed: int, checkpoint: Checkpoint, log, kind: str = "clips"):
+    """The latents [N, 4, T, 8, 8] (unscaled posterior means) and prompt parts of the training clips ("clips") or the
+    slow clips ("slow_clips"), made once."""
+    if checkpoint.state().get(f"{kind}_encoded"):
+        tensors = checkpoint.load(kind)
         return tensors["latents"], tensors["labels"]
-    rng = random.Random(seed + 17)
+    count, speed, offset = (config.clips, config.speed, 17) if kind == "clips" else (config.slow_clips, config.slow_speed, 29)
+    rng = random.Random(seed + offset)
     latents, labels = [], []
     began = time.time()
-    for first in range(0, config.clips, 4):
-        clips = [random_clip(rng, config.frames, speed=config.speed) for _ in range(min(4, config.clips - first))]
+    for first in range(0, count, 4):
+        clips = [random_clip(rng, config.frames, speed=speed) for _ in range(min(4, count - first))]
         pixels = to_pixels(np.concatenate([render(clip, config.frames) for clip in clips]))
         encoded = vae.encode(pixels).latent_dist.mode().unflatten(0, (len(clips), config.frames))
         latents.append(encoded.transpose(1, 2))
         labels += [[SHAPES.index(c.shape), list(COLOURS).index(c.colour), list(DIRECTIONS).index(c.direction)] for c in clips]
         if (first + len(clips)) % 256 == 0:
-            log(f"encoded {first + len(clips)}/{config.clips} clips ({time.time() - began:.0f}s)")
+            log(f"encoded {first + len(clips)}/{count} {kind.replace('_', ' ')} ({time.time() - began:.0f}s)")
     latents, labels = torch.cat(latents).contiguous(), torch.tensor(labels)  # as loaded back: same std to the bit
-    checkpoint.save("clips", {"latents": latents, "labels": labels}, clips_encoded=True)
+    checkpoint.save(kind, {"latents": latents, "labels": labels}, **{f"{kind}_encoded": True})
     return latents, labels
 
 
@@ -342,8 +351,9 @@ def known_frames_stage(config: TrainConfig) -> UNetStage:
 
 
 def train_unet(unet, text_encoder, tokenizer, latents, labels, scaling: float, config: TrainConfig, seed: int,
-               checkpoint: Checkpoint, every: int, log, stage: UNetStage) -> dict:
-    """v prediction on scaled clip latents with the frozen text encoder; returns the EMA weights of the UNet."""
+               checkpoint: Checkpoint, every: int, log, stage: UNetStage, slow: tuple | None = None) -> dict:
+    """v prediction on scaled clip latents with the frozen text encoder; returns the EMA weights of the UNet.
+    `slow` (latents, labels of slow clips) makes a share of the known-frames stage's clips slow, with infill patterns."""
     from diffusers import DDPMScheduler
 
     schedule = DDPMScheduler.from_config(SCHEDULER_CONFIG)
@@ -369,11 +379,18 @@ def train_unet(unet, text_encoder, tokenizer, latents, labels, scaling: float, c
         picks = torch.randint(0, len(latents), (config.unet_batch,), generator=generator)
         reverse = torch.rand(config.unet_batch, generator=generator) < 0.5
         drop = torch.rand(config.unet_batch, generator=generator) < config.drop_prompt
-        clean = latents[picks] * scaling
+        clean, item_labels = latents[picks], labels[picks]
+        slow_items = torch.zeros(config.unet_batch, dtype=torch.bool)
+        if slow is not None:
+            slow_items = torch.rand(config.unet_batch, generator=generator) < config.slow_share
+            slow_picks = torch.randint(0, len(slow[0]), (config.unet_batch,), generator=generator)
+            clean = torch.where(slow_items.view(-1, 1, 1, 1, 1), slow[0][slow_picks], clean)
+            item_labels = torch.where(slow_items.view(-1, 1), slow[1][slow_picks], item_labels)
+        clean = clean * scaling
         clean = torch.where(reverse.view(-1, 1, 1, 1, 1), clean.flip(2), clean)
         if stage.known_frames:
             clean = crop_frames(clean, generator)
-        prompts = ["" if d else label_prompt(labels[i].tolist(), bool(r)) for i, r, d in zip(picks, reverse, drop)]
+        prompts = ["" if d else label_prompt(label.tolist(), bool(r)) for label, r, d in zip(item_labels, reverse, drop)]
         timesteps = torch.where(torch.rand(config.unet_batch, generator=generator) < config.high_noise_share,
                                 torch.randint(len(alphas) // 2, len(alphas), (config.unet_batch,), generator=generator),
                                 torch.randint(0, len(alphas), (config.unet_batch,), generator=generator))
@@ -381,7 +398,7 @@ def train_unet(unet, text_encoder, tokenizer, latents, labels, scaling: float, c
         noisy = schedule.add_noise(clean, noise, timesteps)
         unknown = torch.ones(clean.shape[0], 1, clean.shape[2], 1, 1)
         if stage.known_frames:
-            known = torch.stack([known_frame_mask(clean.shape[2], generator) for _ in range(config.unet_batch)])
+            known = torch.stack([known_frame_mask(clean.shape[2], generator, infill_only=bool(s)) for s in slow_items])
             known = known.view(config.unet_batch, 1, -1, 1, 1)
             noisy = known_frames_input(noisy, known.expand(-1, -1, -1, *clean.shape[3:]), clean)
             unknown = (1 - known) * seam_weights(known, config.seam_weight)
@@ -451,13 +468,16 @@ def known_frames_input(noisy: torch.Tensor, mask: torch.Tensor, clean: torch.Ten
     return torch.cat([noisy, mask, clean * mask], dim=1)
 
 
-def known_frame_mask(frames: int, generator: torch.Generator) -> torch.Tensor:
+def known_frame_mask(frames: int, generator: torch.Generator, infill_only: bool = False) -> torch.Tensor:
     """[frames] with 1 at known frames, in the patterns the long-video modes use: none (text to video), the first k
-    (continuation), both ends (hierarchical infill), every k-th (interpolation), or a few at random."""
+    (continuation), both ends (hierarchical infill), every k-th (interpolation), or a few at random. `infill_only`
+    draws only the infill and interpolation patterns (for slow clips)."""
     def draw(low: int, high: int) -> int:  # low..high inclusive
         return int(torch.randint(low, high + 1, (), generator=generator))
 
     mask, pattern = torch.zeros(frames), float(torch.rand((), generator=generator))
+    if infill_only:
+        pattern = 0.55 + 0.4 * pattern
     if pattern < 0.25:
         return mask
     if pattern < 0.55:
@@ -572,8 +592,9 @@ def train(out: str, work: str, config: TrainConfig, seed: int = 0, every: int = 
                                         every, log, plain_stage(config)))
     unet = mark_known_frames_layout(unet) if takes_known_frames(unet) else widen_for_known_frames(unet)
     if config.known_frames_steps:
+        slow = encode_clips(vae, config, seed, checkpoint, log, kind="slow_clips") if config.slow_clips else None
         unet.load_state_dict(train_unet(unet, text_encoder, tokenizer, latents, labels, scaling, config, seed, checkpoint,
-                                        every, log, known_frames_stage(config)))
+                                        every, log, known_frames_stage(config), slow))
     save_folder(out, vae, text_encoder, tokenizer, unet)
     log(f"wrote {out} ({folder_megabytes(out):.1f} MB) in {time.time() - began:.0f}s")
     return os.path.abspath(out)
