@@ -19,8 +19,9 @@ against the grey background). Printed per mode, over all videos:
 
 - ms / frame: wall time per generated frame (the cost of a method, side by side with the others in one run).
 
-Each long-video mode has a row per frame-conditioning method (METHODS): replace, guidance, learned (models that take
-known frames, such as the embedded one) and, for continuation, co-denoise (sampling/co_denoise.py: the same number of
+Each long-video mode has a row per frame-conditioning method (METHODS): replace, guidance, resample (replace with
+RePaint's resampling), blend (infill and interpolation: the new frames start from the known frames mixed along time),
+learned (models that take known frames, such as the embedded one) and, for continuation, co-denoise (sampling/co_denoise.py: the same number of
 frames denoised at once in overlapping windows, no known frames; its seams are the window edges). The 'long' mode
 (ask for it with --modes long) is a 1,024-frame continuation that also prints identity and the centroid's distance
 from the middle per 128-frame block: drift over a long video.
@@ -211,8 +212,8 @@ def interpolation(model, prompt, seed, options) -> Generated:
 MODES = {"drawn": drawn, "sampler": plain_sampler, "continuation": continuation, "hierarchical": hierarchical,
          "interpolation": interpolation, "long": continuation}
 METHODS = {"continuation": ("replace", "guidance", "resample", "learned", "co-denoise"),
-           "hierarchical": ("replace", "guidance", "resample", "learned"),
-           "interpolation": ("replace", "guidance", "resample", "learned"), "long": ("learned", "co-denoise", "replace")}
+           "hierarchical": ("replace", "guidance", "resample", "blend", "learned"),
+           "interpolation": ("replace", "guidance", "resample", "blend", "learned"), "long": ("learned", "co-denoise", "replace")}
 LONG_FRAMES = 1024
 BLOCK = 128
 

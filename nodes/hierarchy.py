@@ -129,7 +129,8 @@ class LongVideoHierarchicalSampler:
                     "How runs keep their two endpoint frames. replace: re-noise them each step (any model). guidance: "
                     "reconstruction guidance (a backward pass per step). learned: the model takes them (the embedded model, or "
                     "InfiNet: connect infinet). resample: replace plus RePaint's resampling of the noisier half of the steps "
-                    "(any model, 2x the model calls), fewer seams than replace.")}),
+                    "(any model, 2x the model calls). blend: the new frames start from their parents mixed along time and "
+                    "only the last half of the steps runs (any model, training-free, the fewest seams without learned).")}),
                 "seed": SEED,
                 "steps": STEPS,
                 "cfg": CFG,

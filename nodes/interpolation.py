@@ -38,7 +38,9 @@ class LongVideoLatentInterpolate:
                                                          "tooltip": ("replace: re-noise the known frames every step (any model). guidance: reconstruction guidance "
                                                                      "(slower). learned: the model takes them itself (the embedded model, lxj616's hint-channel "
                                                                      "interpolation UNets). resample: replace plus RePaint's resampling of the noisier half of the "
-                                                                     "steps (any model, 2x the model calls).")}),
+                                                                     "steps (any model, 2x the model calls). blend: the new frames start "
+                                                                     "from the keyframes mixed along time and only the last half of the steps "
+                                                                     "runs (any model, training-free, few seams).")}),
                 "seed": SEED,
                 "steps": STEPS,
                 "cfg": CFG,

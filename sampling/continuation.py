@@ -20,7 +20,11 @@ from dataclasses import dataclass
 import torch
 
 from .denoise import TextGuidance, denoise
-from .frame_conditioning import METHODS, KnownFrames, make_conditioning
+from .frame_conditioning import METHODS as CONDITIONING_METHODS
+from .frame_conditioning import KnownFrames, make_conditioning
+
+# blend starts new frames from a mix of known frames on both sides: a chunk has them on one side only.
+METHODS = tuple(m for m in CONDITIONING_METHODS if m != "blend")
 
 
 @dataclass
@@ -43,6 +47,9 @@ class ContinuationSettings:
                 f"frames_per_chunk ({self.frames_per_chunk}) must exceed the conditioning frames ({self.max_known}) "
                 "so that every chunk adds new frames"
             )
+        if self.method == "blend":
+            raise ValueError("method 'blend' needs known frames on both sides of the new ones (infill, interpolation); "
+                             f"a chunk has them on one side: choose one of {', '.join(METHODS)}")
         if self.method not in METHODS:
             raise ValueError(f"method '{self.method}' is unknown: choose one of {', '.join(METHODS)}")
 

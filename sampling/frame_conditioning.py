@@ -15,6 +15,12 @@ sets. The loop calls `model_step` instead of the model at every step and `finish
   noisier part of the run every step is taken, its result re-noised back to the level it started from, and taken again,
   `passes` extra times. Each pass lets the new frames settle against the known ones at that noise level, so the layout
   is decided with them even where the model relates frames weakly. It costs 1 + passes x until model calls per step.
+- BlendConditioning (training-free, any model): replace, but the new frames start from the known frames blended along
+  time (each new frame the linear mix of the nearest known frames before and after it) noised to `strength`, and only
+  the last `strength` of the steps run (SDEdit from the blend). Where the known frames are close in time (infill
+  between keyframes, interpolation) the blend already holds the layout, so the model only refines it: a weakly coupling
+  model cannot put the object elsewhere. With known frames on one side only (continuation) the blend is the nearest
+  known frame held still, so it suits infill and interpolation, not continuation.
 - LearnedConditioning: the model takes the known frames itself (ContinuitySeq's conditioning stream, InfiNet's
   keyframe masks, hint channels; see Denoiser.takes_known_frames); as with replace, the sample carries them re-noised
   to the current level every step, and at the end they are exactly the given latents.
@@ -38,9 +44,13 @@ class FrameConditioning:
     noise mask and 'guidance' into guidance on its clean estimate: models/comfy_model.py)."""
 
     method: str | None = None
+    strength = 1.0  # below 1: the loop starts from `initial_latents` and runs the last `strength` of the steps
 
     def __init__(self, known: KnownFrames):
         self.known = known
+
+    def initial_latents(self, shape) -> torch.Tensor | None:
+        return None
 
     def extra_passes(self, step: int, steps: int) -> int:
         """How many times the loop re-noises step `step`'s result and takes the step again (RePaint's resampling)."""
@@ -95,6 +105,36 @@ class ResampleConditioning(ReplaceConditioning):
         return self.passes if step < min(steps - 1, math.ceil(self.until * steps)) else 0
 
 
+class BlendConditioning(ReplaceConditioning):
+    method = "replace"  # other executors run it as replace from `initial_latents` at `strength`
+
+    def __init__(self, known: KnownFrames, strength: float = 0.6):
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"blend strength must be in (0, 1], got {strength}")
+        super().__init__(known)
+        self.strength = strength
+
+    def initial_latents(self, shape):
+        return blend_along_time(self.known, shape)
+
+
+def blend_along_time(known: KnownFrames, shape) -> torch.Tensor:
+    """Latents of `shape` [B, C, T, H, W] (float32, CPU): the known frames where known, and between them the linear
+    mix of the nearest known frame before and after (the nearest one alone beyond the first or last known frame)."""
+    indices = list(known.indices)
+    clean = known.latents.float().cpu().expand(shape[0], -1, -1, -1, -1)
+    out = torch.empty(tuple(shape))
+    for t in range(shape[2]):
+        after = next((k for k, index in enumerate(indices) if index >= t), len(indices) - 1)
+        before = after if indices[after] <= t else max(after - 1, 0)
+        if indices[before] == indices[after]:
+            out[:, :, t] = clean[:, :, after]
+        else:
+            weight = (t - indices[before]) / (indices[after] - indices[before])
+            out[:, :, t] = torch.lerp(clean[:, :, before], clean[:, :, after], weight)
+    return out
+
+
 class LearnedConditioning(ReplaceConditioning):
     method = "learned"
 
@@ -146,7 +186,7 @@ class GuidanceConditioning(FrameConditioning):
 
 
 METHODS = {"replace": ReplaceConditioning, "guidance": GuidanceConditioning, "learned": LearnedConditioning,
-           "resample": ResampleConditioning}
+           "resample": ResampleConditioning, "blend": BlendConditioning}
 
 
 def make_conditioning(method: str, known: KnownFrames, guidance_weight: float = 1.0,

@@ -5,7 +5,8 @@ from longvideo.models.denoiser import Denoiser
 from longvideo.nodes.loaders import LongVideoModelLoader
 from longvideo.sampling.denoise import TextGuidance, denoise, renoise
 from longvideo.sampling.frame_conditioning import (
-    METHODS, FrameConditioning, GuidanceConditioning, KnownFrames, ReplaceConditioning, ResampleConditioning,
+    METHODS, BlendConditioning, FrameConditioning, GuidanceConditioning, KnownFrames, ReplaceConditioning,
+    ResampleConditioning, blend_along_time,
 )
 from longvideo.sampling.schedulers import SCHEDULER_NAMES, make_scheduler
 
@@ -176,3 +177,37 @@ def test_resample_settings_are_checked():
     with pytest.raises(ValueError, match="share"):
         ResampleConditioning(known([0]), until=1.5)
     assert "resample" in METHODS
+
+
+# --- blend (SDEdit from the known frames mixed along time) --------------------------------------------------------------
+
+
+def test_blend_mixes_the_nearest_known_frames_along_time():
+    latents = torch.stack([torch.full((1, 2, 2), 0.0), torch.full((1, 2, 2), 4.0)], dim=1).unsqueeze(0)  # [1, 1, 2, 2, 2]
+    blended = blend_along_time(KnownFrames([1, 5], latents), (1, 1, 7, 2, 2))
+    assert blended[0, 0, :, 0, 0].tolist() == [0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 4.0]
+
+
+def test_blend_keeps_known_frames_exact_and_runs_the_last_share_of_the_steps(tiny, monkeypatch):
+    model, _ = tiny
+    calls = []
+    call = type(model).__call__
+
+    def spy(self, latents, timestep, context):
+        calls.append(int(timestep))
+        return call(self, latents, timestep, context)
+
+    monkeypatch.setattr(type(model), "__call__", spy)
+    frames = known([0, 7])
+    out = run(tiny, BlendConditioning(frames, strength=0.5), steps=6)
+    assert torch.equal(out[:, :, [0, 7]], frames.latents) and torch.isfinite(out).all()
+    assert len(calls) == 3 and max(calls) < 600
+
+
+def test_blend_is_refused_where_known_frames_are_on_one_side_only():
+    from longvideo.sampling.continuation import ContinuationSettings
+
+    with pytest.raises(ValueError, match="blend"):
+        ContinuationSettings(16, 2, 1, 1, "blend").check()
+    with pytest.raises(ValueError, match="strength"):
+        BlendConditioning(known([0]), strength=0.0)

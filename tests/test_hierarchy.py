@@ -122,7 +122,7 @@ def test_parent_frames_are_unchanged_at_every_level(tiny):
         shallow = deeper
 
 
-@pytest.mark.parametrize("method", ["replace", "guidance"])
+@pytest.mark.parametrize("method", ["replace", "guidance", "resample", "blend"])
 def test_each_run_is_conditioned_on_its_parents(tiny, monkeypatch, method):
     calls = []
     original = hierarchy.denoise

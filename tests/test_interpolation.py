@@ -142,7 +142,7 @@ class FrameLocalDenoiser(Denoiser):
         return prediction
 
 
-@pytest.mark.parametrize("method", ["replace", "learned"])
+@pytest.mark.parametrize("method", ["replace", "learned", "blend"])
 def test_overlapping_windows_stitch_exactly_for_a_frame_local_model(method):
     """Window seams are invisible: per-frame noise and per-frame hints do not depend on the window split."""
     samples = keyframes(11)
