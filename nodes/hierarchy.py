@@ -7,6 +7,7 @@ from ..models.denoiser import UNet3DDenoiser
 from ..models.infinet import CONDITIONS, InfiNetDenoiser, load_infinet
 from ..models.loader import ModelLoadError
 from ..sampling import hierarchy
+from ..sampling.frame_conditioning import BLEND_STRENGTH
 from ..utils.comfy import Progress, intermediate_device, model_search_folders
 from .common import (
     save_partial_latent,
@@ -143,16 +144,19 @@ class LongVideoHierarchicalSampler:
                 "guidance_weight": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": "guidance method only (ignored by replace and learned): the strength of the reconstruction guidance."}),
                 "start_latent": ("LATENT", {"tooltip": "Levels already made, (L - 1)^j + 1 frames (e.g. a partial result, or any clip of L "
                                                        "frames as keyframes): sampling goes on from level j + 1."}),
+                "blend_strength": ("FLOAT", {"default": BLEND_STRENGTH, "min": 0.05, "max": 1.0, "step": 0.05, "tooltip": (
+                    "blend method only: the share of the steps run from the blended known frames. Lower keeps the blend's layout "
+                    "(fewest seams where keyframes are close in time); higher lets the model change more (fast motion).")}),
             },
         }
 
     def sample(self, model, prompts, negative, prompt_layout, width, height, keyframes, depth, method, seed, steps, cfg,
-               scheduler, batch_cap, infinet=None, guidance_weight=1.0, start_latent=None):
+               scheduler, batch_cap, infinet=None, guidance_weight=1.0, start_latent=None, blend_strength=BLEND_STRENGTH):
         check_numbers(self, locals())
         node = "LongVideoHierarchicalSampler"
         check_frame_size(node, width, height)
         plan = hierarchy.HierarchyPlan(keyframes, depth)
-        settings = hierarchy.HierarchySettings(batch_cap, method, guidance_weight)
+        settings = hierarchy.HierarchySettings(batch_cap, method, guidance_weight, blend_strength)
         try:
             plan.check()
             settings.check()

@@ -5,6 +5,7 @@ import torch
 
 from ..sampling import flow_interpolation, interpolation
 from ..sampling.denoise import TextGuidance
+from ..sampling.frame_conditioning import BLEND_STRENGTH
 from ..utils.comfy import Progress, intermediate_device
 from .common import SAMPLING, VIDEO, MODEL, NodeInputError, conditioning_embeddings, video_latents, check_numbers
 from .sampler import CFG, SCHEDULER, SEED, STEPS
@@ -54,17 +55,21 @@ class LongVideoLatentInterpolate:
             },
             "optional": {
                 "guidance_weight": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": "guidance method only (ignored by replace and learned): the strength of the reconstruction guidance."}),
+                "blend_strength": ("FLOAT", {"default": BLEND_STRENGTH, "min": 0.05, "max": 1.0, "step": 0.05, "tooltip": (
+                    "blend method only: the share of the steps run from the blended known frames. Lower keeps the blend's layout "
+                    "(fewest seams where keyframes are close in time); higher lets the model change more (fast motion).")}),
             },
         }
 
     def interpolate(self, model, positive, negative, samples, factor, passes, method, seed, steps, cfg, scheduler,
-                    attention_window=17, window=17, overlap=4, guidance_weight=1.0):
+                    attention_window=17, window=17, overlap=4, guidance_weight=1.0, blend_strength=BLEND_STRENGTH):
         check_numbers(self, locals())
         node = "LongVideoLatentInterpolate"
         latents = video_latents(samples, node, "samples", model.latent_channels)
         if latents.shape[2] < 2:
             raise NodeInputError(f"{node}: 'samples' has {latents.shape[2]} frame; interpolation needs at least 2")
-        settings = interpolation.InterpolationSettings(factor, passes, method, guidance_weight, window, overlap, attention_window)
+        settings = interpolation.InterpolationSettings(factor, passes, method, guidance_weight, window, overlap, attention_window,
+                                                       blend_strength)
         try:
             settings.check()
         except ValueError as error:

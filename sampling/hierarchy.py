@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from .denoise import TextGuidance, denoise
-from .frame_conditioning import METHODS, KnownFrames, make_conditioning
+from .frame_conditioning import BLEND_STRENGTH, METHODS, KnownFrames, make_conditioning
 
 
 @dataclass(frozen=True)
@@ -118,8 +118,11 @@ class HierarchySettings:
     batch_cap: int = 8
     method: str = "replace"
     guidance_weight: float = 1.0
+    blend_strength: float = BLEND_STRENGTH
 
     def check(self) -> None:
+        if not 0.0 < self.blend_strength <= 1.0:
+            raise ValueError(f"blend_strength must be in (0, 1], got {self.blend_strength}")
         if self.batch_cap < 1:
             raise ValueError(f"batch cap must be at least 1, got {self.batch_cap}")
         if self.method not in METHODS:
@@ -181,7 +184,8 @@ def _sample_batch(denoiser, plan, video, level, batch, lines, negative, cfg, set
     if level > 0:
         endpoints = torch.cat([video[:, :, [f[0], f[-1]]] for f in frames])
         known = KnownFrames([0, plan.keyframes - 1], endpoints)
-        conditioning = make_conditioning(settings.method, known, settings.guidance_weight, denoiser.prediction_type)
+        conditioning = make_conditioning(settings.method, known, settings.guidance_weight, denoiser.prediction_type,
+                                         settings.blend_strength)
     latents = denoise(
         denoiser, TextGuidance(_stack(lines), negative, cfg), (len(batch), channels, plan.keyframes, height, width),
         steps=steps, seed=[segment_seed(seed, level, s) for s in batch], scheduler=scheduler, conditioning=conditioning,

@@ -26,7 +26,7 @@ import torch
 
 from ..attention.temporal import WindowAttention
 from .denoise import TextGuidance, denoise
-from .frame_conditioning import METHODS, KnownFrames, make_conditioning
+from .frame_conditioning import BLEND_STRENGTH, METHODS, KnownFrames, make_conditioning
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,11 @@ class InterpolationSettings:
     window: int = 17
     overlap: int = 4
     attention_window: int = 17
+    blend_strength: float = BLEND_STRENGTH
 
     def check(self) -> None:
+        if not 0.0 < self.blend_strength <= 1.0:
+            raise ValueError(f"blend_strength must be in (0, 1], got {self.blend_strength}")
         if self.factor < 2:
             raise ValueError(f"factor must be at least 2 (one new frame per gap), got {self.factor}")
         if self.passes < 1:
@@ -153,7 +156,8 @@ def _interpolate_once(denoiser, guidance, latents, settings, pass_index, steps, 
         result = denoise(
             model, guidance, (batch, channels, sampled, height, width), steps=steps,
             seed=derived_seed(seed, pass_index, "window", window.start), scheduler=scheduler,
-            conditioning=make_conditioning(settings.method, known, settings.guidance_weight, denoiser.prediction_type),
+            conditioning=make_conditioning(settings.method, known, settings.guidance_weight, denoiser.prediction_type,
+                                           settings.blend_strength),
             noise=frame_noise(seed, pass_index, range(window.start * k, window.start * k + sampled), (batch, channels, 1, height, width)),
             callback=None if on_step is None else (lambda step, total, _, w=window_index: on_step(pass_index, w, step)),
         )
