@@ -141,9 +141,10 @@ def test_resample_without_passes_is_replace(tiny):
                            run(tiny, ReplaceConditioning(frames), scheduler=scheduler))
 
 
-def test_resample_repeats_the_noisier_steps_only(tiny, monkeypatch):
-    model, _ = tiny
-    timesteps = []
+@pytest.fixture
+def model_timesteps(tiny, monkeypatch):
+    """The timestep of every model call, in order."""
+    model, timesteps = tiny[0], []
     call = type(model).__call__
 
     def spy(self, latents, timestep, context):
@@ -151,6 +152,11 @@ def test_resample_repeats_the_noisier_steps_only(tiny, monkeypatch):
         return call(self, latents, timestep, context)
 
     monkeypatch.setattr(type(model), "__call__", spy)
+    return timesteps
+
+
+def test_resample_repeats_the_noisier_steps_only(tiny, model_timesteps):
+    timesteps = model_timesteps
     run(tiny, ResampleConditioning(known([0]), passes=2, until=0.5), steps=6)
     distinct = sorted(set(timesteps), reverse=True)
     assert [timesteps.count(t) for t in distinct] == [3, 3, 3, 1, 1, 1]
@@ -188,16 +194,8 @@ def test_blend_mixes_the_nearest_known_frames_along_time():
     assert blended[0, 0, :, 0, 0].tolist() == [0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 4.0]
 
 
-def test_blend_keeps_known_frames_exact_and_runs_the_last_share_of_the_steps(tiny, monkeypatch):
-    model, _ = tiny
-    calls = []
-    call = type(model).__call__
-
-    def spy(self, latents, timestep, context):
-        calls.append(int(timestep))
-        return call(self, latents, timestep, context)
-
-    monkeypatch.setattr(type(model), "__call__", spy)
+def test_blend_keeps_known_frames_exact_and_runs_the_last_share_of_the_steps(tiny, model_timesteps):
+    calls = model_timesteps
     frames = known([0, 7])
     out = run(tiny, BlendConditioning(frames, strength=0.5), steps=6)
     assert torch.equal(out[:, :, [0, 7]], frames.latents) and torch.isfinite(out).all()

@@ -8,7 +8,6 @@ from a real ComfyUI: $COMFYUI_PATH, else ../shared/comfyui beside the checkout. 
 missing or out of date (exit 1), which the tests also verify.
 """
 
-import argparse
 import glob
 import os
 import sys
@@ -16,7 +15,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE, os.path.join(os.path.dirname(HERE), "tests")]
 
-from build_ui_workflows import serialise  # noqa: E402
+from build_ui_workflows import build  # noqa: E402
 from pack_import import ROOT, import_pack  # noqa: E402
 
 FOLDER = os.path.join(ROOT, "workflows", "comfyui")
@@ -40,22 +39,7 @@ def ui_workflows(classes: dict[str, type]) -> dict[str, dict]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="report out-of-date UI files instead of writing them")
-    args = parser.parse_args()
-    stale = []
-    for path, workflow in ui_workflows(node_classes()).items():
-        text = serialise(workflow)
-        current = open(path, encoding="utf-8").read() if os.path.exists(path) else None
-        if current == text:
-            continue
-        stale.append(path)
-        if not args.check:
-            with open(path, "w", encoding="utf-8") as handle:
-                handle.write(text)
-    for path in stale:
-        print(("out of date: " if args.check else "wrote ") + os.path.relpath(path, ROOT))
-    return 1 if args.check and stale else 0
+    return build(__doc__, lambda: ui_workflows(node_classes()))
 
 
 if __name__ == "__main__":

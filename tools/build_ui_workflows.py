@@ -242,11 +242,17 @@ def serialise(workflow: dict) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    return build(__doc__, ui_workflows)
+
+
+def build(doc: str, make_workflows) -> int:
+    """The command line of a workflow builder: write the UI files `make_workflows()` gives, or with --check only report
+    those that are missing or out of date (exit 1)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="report out-of-date UI files instead of writing them")
     args = parser.parse_args()
     stale = []
-    for path, workflow in ui_workflows().items():
+    for path, workflow in make_workflows().items():
         text = serialise(workflow)
         current = open(path, encoding="utf-8").read() if os.path.exists(path) else None
         if current == text:
