@@ -112,16 +112,21 @@ def _fill(module: torch.nn.Module, seed: int, scale: float = 0.05) -> None:
                 parameter.copy_(scale * torch.randn(parameter.shape, generator=generator))
 
 
-def save_tiny_wan21(path: str, seed: int = 0, channels: int = 16) -> str:
-    """A tiny random Wan 2.1 text-to-video DiT (ComfyUI's detection: head size 128, text width 4096) as safetensors;
-    channels 48 makes it a Wan 2.2 TI2V 5B-like model (Wan 2.2's 48-channel latents)."""
-    import comfy.ops
-    from comfy.ldm.wan.model import WanModel
+def _save(model: torch.nn.Module, path: str, seed: int) -> str:
     from safetensors.torch import save_file
 
-    model = WanModel(model_type="t2v", dim=128, ffn_dim=256, num_heads=1, num_layers=2, in_dim=channels, out_dim=channels,
-                     text_dim=4096, freq_dim=256, operations=comfy.ops.disable_weight_init)
     _fill(model, seed)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
     return path
 
+
+def save_tiny_wan21(path: str, seed: int = 0, channels: int = 16, extra_in: int = 0) -> str:
+    """A tiny random Wan 2.1 text-to-video DiT (ComfyUI's detection: head size 128, text width 4096) as safetensors;
+    channels 48 makes it a Wan 2.2 TI2V 5B-like model (Wan 2.2's 48-channel latents); extra_in 20 gives it the 4 mask
+    + 16 image input channels of an image-to-video Wan (Wan 2.2 I2V's layout: WanImageToVideo's concat latents)."""
+    import comfy.ops
+    from comfy.ldm.wan.model import WanModel
+
+    model = WanModel(model_type="t2v", dim=128, ffn_dim=256, num_heads=1, num_layers=2, in_dim=channels + extra_in,
+                     out_dim=channels, text_dim=4096, freq_dim=256, operations=comfy.ops.disable_weight_init)
+    return _save(model, path, seed)

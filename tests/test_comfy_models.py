@@ -72,8 +72,18 @@ def comfy_sample(model, noise, sampler, positive, negative, latent, mask=None, s
     """ComfyUI's own KSampler path (comfy.sample.sample) with the simple schedule."""
     import comfy.sample
 
-    return comfy.sample.sample(model, noise, steps, cfg, sampler, "simple", [[positive, {}]], [[negative, {}]], latent,
+    def listed(c):
+        return c if isinstance(c, list) else [[c, {}]]
+
+    return comfy.sample.sample(model, noise, steps, cfg, sampler, "simple", listed(positive), listed(negative), latent,
                                noise_mask=mask, disable_pbar=True, seed=seed).float()
+
+
+def prompts(model, positive, negative, node="test"):
+    """CONDITIONING lists as the nodes turn them into the samplers' prompts (tokens and the whole list)."""
+    from longvideo.nodes.common import conditioning_prompt
+
+    return conditioning_prompt(positive, node, "positive", model), conditioning_prompt(negative, node, "negative", model)
 
 
 def test_latent_layouts_give_pixel_frames():
@@ -234,15 +244,16 @@ class StandInCausalVAE:
     latent frame i decodes to its pixel frames from itself and latent frame i - 1 (a receptive field of one frame)."""
 
     latent_channels = 16
+    temporal = 4
     downscale_ratio = (lambda a: max(0, (a + 3) // 4), 8, 8)
     upscale_ratio = (lambda a: max(0, a * 4 - 3), 8, 8)
 
     def decode(self, latents):
-        frames = []
+        frames, scale = [], self.upscale_ratio[1]
         for i in range(latents.shape[2]):
             mixed = latents[:, :3, i] + 0.5 * (latents[:, :3, i - 1] if i else 0)
-            image = torch.sigmoid(mixed).repeat_interleave(8, -1).repeat_interleave(8, -2).permute(0, 2, 3, 1)
-            count = 1 if i == 0 else 4
+            image = torch.sigmoid(mixed).repeat_interleave(scale, -1).repeat_interleave(scale, -2).permute(0, 2, 3, 1)
+            count = 1 if i == 0 else self.temporal
             frames += [image * (0.9 + 0.02 * j) for j in range(count)]
         return torch.stack(frames, dim=1)  # [B, T, H, W, 3] like comfy.sd.VAE.decode
 
@@ -411,14 +422,89 @@ def test_wan22_clip_and_masked_chunk_equal_comfyui(wan22, text):
     assert (chunk[:, :, 1:] - reference[:, :, 1:]).abs().max() <= 1e-4
 
 
-def test_models_whose_conditioning_needs_more_than_tokens_are_refused():
-    import types
+# ---------------------------------------------------------------------------------------------------
+# ComfyUI's whole CONDITIONING (tokens + extras) reaches ComfyUI's sampling; frame-laid extras are cut to each run
 
-    class LTXV:
-        pass
 
-    with pytest.raises(ValueError, match="LTXV models cannot drive the LongVideo samplers yet: .*attention_mask"):
-        ComfyDenoiser(types.SimpleNamespace(model=LTXV()))
+def test_frame_laid_conditioning_is_cut_to_the_run_frames():
+    from longvideo.models.comfy_model import ComfyConditioning
+
+    image, mask = torch.randn(1, 16, 6, 4, 4), torch.ones(1, 1, 6, 4, 4)
+    plain = ComfyConditioning([[torch.zeros(1, 2, 8), {"pooled_output": torch.ones(1, 3)}]], "node: 'positive'")
+    assert plain.for_frames([1, 3], 6) is plain  # nothing laid along the frames: unchanged, whatever the run
+    laid = ComfyConditioning([[torch.zeros(1, 2, 8), {"concat_latent_image": image, "concat_mask": mask, "other": 1}]],
+                             "node: 'positive'")
+    cut = laid.for_frames([2, 3, 4, 5], 6)
+    assert torch.equal(cut.entries[0][1]["concat_latent_image"], image[:, :, 2:6])
+    assert cut.entries[0][1]["concat_mask"].shape[2] == 4 and cut.entries[0][1]["other"] == 1
+    assert laid.entries[0][1]["concat_latent_image"] is image  # the user's conditioning is not changed
+    with pytest.raises(ValueError, match="'positive': its 'concat_latent_image' covers 6 latent frames but the video has 9"):
+        laid.for_frames([0, 1, 2], 9)
+    with pytest.raises(ValueError, match="'positive': its 'concat_latent_image' is laid along .* spaced 2 apart"):
+        laid.for_frames([0, 2, 4], 6)
+
+
+@pytest.fixture(scope="module")
+def wan_i2v(tmp_path_factory):
+    """A tiny Wan with the 36 input channels of image-to-video (4 mask + 16 image channels besides the latents)."""
+    _comfy()
+    import comfy.sd
+
+    path = comfy_env.save_tiny_wan21(str(tmp_path_factory.mktemp("wan_i2v") / "tiny_wan_i2v.safetensors"), extra_in=20)
+    return comfy.sd.load_diffusion_model(path)
+
+
+def test_continuation_cuts_wan_image_to_video_conditioning_to_each_chunk(wan_i2v, text):
+    """WanImageToVideo's concat_latent_image / concat_mask cover the whole video; chunk c sees its own frames of them."""
+    import comfy.sample
+
+    total = 4 + 2  # two chunks of 4 latent frames, 2 known
+    generator = torch.Generator().manual_seed(5)
+    image = torch.randn(1, 16, total, 8, 8, generator=generator)
+    mask = torch.ones(1, 1, total, 8, 8)
+    mask[:, :, 0] = 0.0
+    extras = {"concat_latent_image": image, "concat_mask": mask}
+    positive, negative = [[text[0], dict(extras)]], [[text[1], dict(extras)]]
+    denoiser = ComfyDenoiser(wan_i2v)
+    settings = continuation.ContinuationSettings(frames_per_chunk=4, chunks=2, min_known=2, max_known=2)
+    guidance = TextGuidance.from_prompts(*prompts(denoiser, positive, negative), CFG)
+    video = continuation.continue_video(denoiser, [guidance], settings, size=(1, 8, 8), steps=STEPS, seed=11,
+                                        scheduler="euler")
+    zeros = torch.zeros(1, 16, 4, 8, 8)
+
+    def cut(frames):
+        return {"concat_latent_image": image[:, :, frames], "concat_mask": mask[:, :, frames]}
+
+    first = comfy_sample(wan_i2v, comfy.sample.prepare_noise(zeros, continuation.chunk_seed(11, 0)), "euler",
+                         [[text[0], cut(slice(0, 4))]], [[text[1], cut(slice(0, 4))]], zeros)
+    assert (video[:, :, :4] - first).abs().max() <= 1e-4
+    latent = zeros.clone()
+    latent[:, :, :2] = video[:, :, 2:4]
+    noise_mask = torch.ones(1, 1, 4, 8, 8)
+    noise_mask[:, :, :2] = 0
+    second = comfy_sample(wan_i2v, comfy.sample.prepare_noise(zeros, continuation.chunk_seed(11, 1)), "euler",
+                          [[text[0], cut(slice(2, 6))]], [[text[1], cut(slice(2, 6))]], latent, mask=noise_mask)
+    assert (video[:, :, 4:] - second[:, :, 2:]).abs().max() <= 1e-4
+    # Without the cut, chunk 0 would not even run (6 concat frames beside 4 sampled); check the extras mattered.
+    plain = continuation.continue_video(denoiser, [TextGuidance(*text, CFG)], settings, size=(1, 8, 8), steps=STEPS,
+                                        seed=11, scheduler="euler")
+    assert (plain - video).abs().max() > 1e-3
+
+
+def test_hierarchy_refuses_frame_laid_conditioning_on_spaced_keyframes(wan_i2v, text):
+    from longvideo.nodes.common import NodeInputError
+    from longvideo.nodes.comfy_models import FROM_NODE, LongVideoComfyModel
+    from longvideo.nodes.hierarchy import LongVideoHierarchicalSampler
+
+    model, _ = LongVideoComfyModel().adapt(wan_i2v, "simple", FROM_NODE)
+    extras = {"concat_latent_image": torch.zeros(1, 16, 5, 8, 8), "concat_mask": torch.ones(1, 1, 5, 8, 8)}
+    with pytest.raises(ValueError, match="LongVideoHierarchicalSampler: 'prompts': its 'concat_latent_image' is laid along "
+                                         "the video's frames, .* spaced 2 apart"):
+        LongVideoHierarchicalSampler().sample(model, [[[text[0], extras]]], [[text[1], extras]], "timeline", 64, 64, 3, 2,
+                                              "replace", 1, 1, CFG, "euler", 2)
+    with pytest.raises(NodeInputError, match="'keyframe_idxs' cannot be used by the LongVideo samplers: LTXVAddGuide"):
+        LongVideoHierarchicalSampler().sample(model, [[[text[0], {"keyframe_idxs": torch.zeros(1, 3, 2)}]]],
+                                              [[text[1], {}]], "timeline", 64, 64, 3, 2, "replace", 1, 1, CFG, "euler", 2)
 
 
 def test_progress_and_cancel_go_through_comfyui(wan21, text):
@@ -442,3 +528,4 @@ def test_progress_and_cancel_go_through_comfyui(wan21, text):
     finally:
         comfy.model_management.interrupt_current_processing(False)
         comfy.utils.set_progress_bar_global_hook(previous)
+
