@@ -130,3 +130,29 @@ def save_tiny_wan21(path: str, seed: int = 0, channels: int = 16, extra_in: int 
     model = WanModel(model_type="t2v", dim=128, ffn_dim=256, num_heads=1, num_layers=2, in_dim=channels + extra_in,
                      out_dim=channels, text_dim=4096, freq_dim=256, operations=comfy.ops.disable_weight_init)
     return _save(model, path, seed)
+
+
+def save_tiny_ltxv(path: str, seed: int = 0) -> str:
+    """A tiny random LTX-Video DiT: ComfyUI's detection reads the head size as to_k's width / 32 heads and the
+    cross-attention width off transformer_blocks.0.attn2.to_k (here 32 heads x 4 = 128 wide, 1 layer); T5-XXL's
+    4096-wide tokens (the caption projection's input)."""
+    import comfy.ops
+    from comfy.ldm.lightricks.model import LTXVModel
+
+    model = LTXVModel(in_channels=128, cross_attention_dim=128, attention_head_dim=4, num_attention_heads=32,
+                      caption_channels=4096, num_layers=1, operations=comfy.ops.disable_weight_init)
+    return _save(model, path, seed)
+
+
+def save_tiny_hunyuan_video(path: str, seed: int = 0) -> str:
+    """A tiny random HunyuanVideo DiT: ComfyUI's detection assumes head size 128 (one head of 128 here), reads 3-D patches
+    (1, 2, 2), the CLIP-L pooled input (vector_in, 768) and the text width (4096, LLaVA's) off the weights; one double
+    and one single block, no guidance embedding."""
+    import comfy.ops
+    from comfy.ldm.hunyuan_video.model import HunyuanVideo
+
+    model = HunyuanVideo(image_model="hunyuan_video", in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096,
+                         hidden_size=128, mlp_ratio=4.0, num_heads=1, depth=1, depth_single_blocks=1, axes_dim=[16, 56, 56],
+                         theta=256, patch_size=[1, 2, 2], qkv_bias=True, guidance_embed=False, byt5=False, meanflow=False,
+                         operations=comfy.ops.disable_weight_init)
+    return _save(model, path, seed)

@@ -260,6 +260,15 @@ class StandInCausalVAE:
     def encode(self, images):
         raise NotImplementedError
 
+    @classmethod
+    def like(cls, channels: int, layout: LatentLayout):
+        """The same kind of stand-in with another model's channels, downscale and temporal compression (LTXV: 8x)."""
+        t = layout.temporal
+        attributes = {"latent_channels": channels, "temporal": t,
+                      "downscale_ratio": (lambda a: max(0, (a + t - 1) // t), layout.downscale, layout.downscale),
+                      "upscale_ratio": (lambda a: max(0, a * t - t + 1), layout.downscale, layout.downscale)}
+        return type(f"StandIn{channels}x{t}", (cls,), attributes)()
+
 
 def test_nodes_drive_continuation_and_hierarchy(wan21, text):
     from longvideo.nodes.comfy_models import FROM_NODE, LongVideoComfyModel, LongVideoComfyPromptSchedule
@@ -529,3 +538,130 @@ def test_progress_and_cancel_go_through_comfyui(wan21, text):
         comfy.model_management.interrupt_current_processing(False)
         comfy.utils.set_progress_bar_global_hook(previous)
 
+
+# ---------------------------------------------------------------------------------------------------
+# LTX-Video (128 channels, 32x, 8x in time; T5 attention_mask; known frames at per-token timestep 0) and
+# HunyuanVideo (16 channels, 8x, 4x in time; CLIP-L pooled_output; ComfyUI keeps noise-masked frames clean)
+
+DITS = {
+    "ltxv": (comfy_env.save_tiny_ltxv, (1, 128, 3, 4, 4), LatentLayout(128, 32, 8)),
+    "hunyuan_video": (comfy_env.save_tiny_hunyuan_video, (1, 16, 3, 8, 8), LatentLayout(16, 8, 4)),
+}
+
+
+@pytest.fixture(scope="module", params=list(DITS))
+def dit(request, tmp_path_factory):
+    """(ComfyUI's MODEL from UNETLoader, latent shape, positive, negative) for a tiny LTXV or HunyuanVideo file; the
+    conditioning carries the extras their text encoders give (T5's / LLaVA's attention_mask with padding masked out,
+    CLIP-L's pooled_output), without which their models do not run."""
+    _comfy()
+    import folder_paths
+    import nodes as comfy_nodes
+
+    save, shape, layout = DITS[request.param]
+    folder = tmp_path_factory.mktemp(f"{request.param}_models")
+    save(str(folder / f"tiny_{request.param}.safetensors"))
+    folder_paths.add_model_folder_path("diffusion_models", str(folder))
+    (model,) = comfy_nodes.UNETLoader().load_unet(f"tiny_{request.param}.safetensors", "default")
+    assert ComfyDenoiser(model).layout == layout
+    generator = torch.Generator().manual_seed(17)
+
+    def conditioning(tokens, padding):
+        mask = torch.ones(1, tokens, dtype=torch.long)
+        mask[:, tokens - padding:] = 0
+        return [[torch.randn(1, tokens, 4096, generator=generator),
+                 {"attention_mask": mask, "pooled_output": torch.randn(1, 768, generator=generator)}]]
+
+    return model, shape, conditioning(6, 2), conditioning(4, 1), request.param
+
+
+@pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m"])
+def test_dit_clip_equals_comfyui_sampling(dit, sampler):
+    import comfy.sample
+
+    model, shape, positive, negative, _ = dit
+    denoiser = ComfyDenoiser(model)
+    ours = denoise(denoiser, TextGuidance.from_prompts(*prompts(denoiser, positive, negative), CFG), shape, steps=STEPS,
+                   seed=3, scheduler=sampler)
+    zeros = torch.zeros(shape)
+    theirs = comfy_sample(model, comfy.sample.prepare_noise(zeros, 3), sampler, positive, negative, zeros, seed=3)
+    assert torch.isfinite(ours).all() and ours.abs().mean() > 0.1
+    assert (ours - theirs).abs().max() <= 1e-4
+    # The extras matter: the attention mask changes the result (the model sees it through ComfyUI's conditioning).
+    unmasked = [[positive[0][0], {**positive[0][1], "attention_mask": torch.ones_like(positive[0][1]["attention_mask"])}]]
+    other = denoise(denoiser, TextGuidance.from_prompts(*prompts(denoiser, unmasked, negative), CFG), shape, steps=STEPS,
+                    seed=3, scheduler=sampler)
+    assert (other - ours).abs().max() > 1e-4
+
+
+def test_dit_continuation_chunk_is_comfyui_with_noise_mask(dit):
+    """A chunk is ComfyUI's sampling with the noise mask over its known frames, and they come back exact. ComfyUI's
+    LTXV turns the mask into per-token timesteps (known frames at timestep 0, shown clean); its HunyuanVideo shows the
+    known frames clean at the step's timestep; both are what replace does on these models."""
+    import comfy.sample
+
+    model, shape, positive, negative, kind = dit
+    denoiser = ComfyDenoiser(model)
+    batch, channels, frames, height, width = shape
+    start = torch.randn(1, channels, 2, height, width, generator=torch.Generator().manual_seed(1))
+    settings = continuation.ContinuationSettings(frames_per_chunk=frames, chunks=2, min_known=1, max_known=1)
+    seen = []
+    hook = model.model.diffusion_model.register_forward_pre_hook(lambda module, args: seen.append(args[1].detach().clone()))
+    try:
+        video = continuation.continue_video(denoiser, [TextGuidance.from_prompts(*prompts(denoiser, positive, negative), CFG)],
+                                            settings, size=(1, height, width), steps=STEPS, seed=5, scheduler="euler",
+                                            start=start)
+    finally:
+        hook.remove()
+    assert video.shape[2] == 2 + 2 * (frames - 1)
+    assert torch.equal(video[:, :, :2], start)
+    if kind == "ltxv":  # per-token timesteps [batch, tokens, 1]: the known frame's tokens (the first h x w) at 0
+        tokens = height * width
+        assert all(t.shape[1] == 3 * tokens and (t[:, :tokens] == 0).all() and (t[:, tokens:] > 0).all() for t in seen)
+    zeros = torch.zeros(1, channels, frames, height, width)
+    latent = model.get_model_object("latent_format").process_out(zeros.clone())
+    latent[:, :, :1] = video[:, :, frames: frames + 1]  # chunk 1 knows the last frame of chunk 0
+    mask = torch.ones(1, 1, frames, height, width)
+    mask[:, :, 0] = 0
+    second = comfy_sample(model, comfy.sample.prepare_noise(zeros, continuation.chunk_seed(5, 1)), "euler", positive,
+                          negative, latent, mask=mask)
+    assert (video[:, :, frames + 1:] - second[:, :, 1:]).abs().max() <= 1e-4
+
+
+def test_dit_hierarchical_keeps_parents_and_batches_segments(dit):
+    model, shape, positive, negative, _ = dit
+    denoiser = ComfyDenoiser(model)
+    height, width = shape[3:]
+    other = [[positive[0][0].flip(1), dict(positive[0][1])]]
+    lines = [prompts(denoiser, c, negative)[0] for c in (positive, other)]
+    negative_prompt = prompts(denoiser, positive, negative)[1]
+
+    def run(depth, cap):
+        plan = hierarchy.HierarchyPlan(3, depth)
+        return hierarchy.sample_hierarchy(denoiser, plan, hierarchy.timeline_prompts(plan, lines), negative_prompt, CFG,
+                                          hierarchy.HierarchySettings(batch_cap=cap), size=(height, width), steps=STEPS,
+                                          seed=9, scheduler="euler")
+
+    keyframes, batched, one_at_a_time = run(1, 1), run(2, 2), run(2, 1)
+    assert batched.shape == (1, shape[1], 5, height, width)
+    assert torch.equal(batched[:, :, [0, 2, 4]], keyframes)  # parents exact
+    assert (batched - one_at_a_time).abs().max() <= 1e-4  # segments with different prompts, alone or side by side
+
+
+def test_dit_nodes_count_frames(dit):
+    """The adapter reads the layout; the continuation node makes latent frames that decode to t x (n - 1) + 1."""
+    from longvideo.models.comfy_model import ComfyVAE
+    from longvideo.nodes.comfy_models import FROM_NODE, LongVideoComfyModel
+    from longvideo.nodes.continuation import LongVideoContinuationSampler
+
+    model, shape, positive, negative, kind = dit
+    vae = StandInCausalVAE.like(shape[1], LATENT_LAYOUTS["LTXV" if kind == "ltxv" else "HunyuanVideo"])
+    adapted, adapted_vae = LongVideoComfyModel().adapt(model, "simple", FROM_NODE, vae)
+    size = shape[3] * adapted.downscale
+    (latent,) = LongVideoContinuationSampler().sample(adapted, positive, negative, size, size, 3, 2, 1, 1, "replace", 1, 1,
+                                                      CFG, "euler")
+    assert latent["samples"].shape[2] == 3 + 2
+    decoded = torch.cat(list(adapted_vae.decode_batches(latent["samples"], 2)))
+    temporal = 8 if kind == "ltxv" else 4
+    assert isinstance(adapted_vae, ComfyVAE) and adapted_vae.temporal == temporal
+    assert len(decoded) == temporal * (5 - 1) + 1 == adapted.layout.pixel_frames(5)
