@@ -1,6 +1,6 @@
 """Batched against whole decoding with ComfyUI's own Wan 2.1 VAE: how far LongVideoSaveVideo's streaming decode
-(ComfyVAE.decode_batches: every batch after the first decoded with `context` latent frames before it, their pixel
-frames dropped) lands from one decode of the whole latent video.
+(ComfyVAE.decode_batches) lands from one decode of the whole latent video, with the decoder's causal cache carried
+across batches and with `context` latent frames re-decoded before every batch (their pixel frames dropped).
 
     COMFYUI_PATH=../shared/comfyui python bench/comfy_decode.py [--frames 13] [--size 4] [--batches 4] [--contexts 0 1 2 4 8]
 
@@ -10,8 +10,11 @@ and 4x causal temporal compression), with seeded random weights (no model hub he
 scale, norms at 1, the last convolution scaled so that the decoded frames span ComfyUI's 0..1 range without saturating.
 The latents are seeded standard normal, smoothed over time so that neighbouring frames are alike as in a real video.
 
-Context 0 means no context: every batch then starts as a causal first frame, so it decodes to one pixel frame fewer
-than its share (the video comes out shorter); those rows compare the frames that exist, aligned on the batches' ends.
+"ours cache" is what LongVideoSaveVideo does with this VAE: the decoder's causal feature cache carried from batch to
+batch (ComfyVAE.carry_cache), which must equal the whole decode. The "ours" rows re-decode `context` latent frames
+instead (what it does with other video VAEs). Context 0 means no context: every batch then starts as a causal first
+frame, so it decodes to one pixel frame fewer than its share (the video comes out shorter); those rows compare the
+frames that exist, aligned on the batches' ends.
 Prints, per batch size and context, the max and mean |difference| over all frames in 0..1 pixel values, and the max
 over the first pixel frames after each batch boundary (where a seam would show); beside each, ComfyUI's own temporal
 tiling (VAE Decode (Tiled): tiles of `batch` latent frames overlapping by `context`, blended) on the same VAE.
@@ -28,25 +31,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
 from pack_import import import_pack  # noqa: E402
-
-
-def random_wan21_vae_state(seed: int = 0) -> dict:
-    """A state dict of ComfyUI's Wan 2.1 VAE (the configuration comfy.sd.VAE builds for these keys), random weights."""
-    from comfy.ldm.wan.vae import WanVAE
-
-    model = WanVAE(dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
-                   temperal_downsample=[False, True, True], dropout=0.0)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name.endswith("gamma"):
-                parameter.fill_(1.0)
-            elif parameter.dim() > 1:
-                fan_in = parameter[0].numel()
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) / fan_in**0.5)
-            else:
-                parameter.zero_()
-    return model.state_dict()
 
 
 def main() -> int:
@@ -69,7 +53,7 @@ def main() -> int:
     from longvideo.models.comfy_model import ComfyVAE
 
     torch.set_grad_enabled(False)
-    state = random_wan21_vae_state()
+    state = comfy_env.random_wan21_vae_state()
     probe = comfy.sd.VAE(sd=state)
     generator = torch.Generator().manual_seed(1)
     raw = torch.randn(1, 16, args.frames + 2, args.size, args.size, generator=generator)
@@ -93,8 +77,14 @@ def main() -> int:
           f"decode {seconds:.1f} s; pixel values mean {whole.mean():.3f}, std {whole.std():.3f}, {saturated:.1%} at 0 or 1")
     print(f"{'decode':10} {'batch':>5} {'context':>7} {'frames':>6} {'max |diff|':>10} {'mean |diff|':>11} {'max at seams':>12} {'time (s)':>8}")
     for batch in args.batches:
+        start = time.perf_counter()
+        carried = torch.cat(list(ComfyVAE(vae, carry_cache=True).decode_batches(latents, batch)))
+        seconds = time.perf_counter() - start
+        difference = (carried - whole).abs()
+        print(f"{'ours cache':10} {batch:5d} {'-':>7} {len(carried):6d} {difference.max().item():10.2e} "
+              f"{difference.mean().item():11.2e} {'':>12} {seconds:8.1f}")
         for context in args.contexts:
-            adapted = ComfyVAE(vae, context=context)
+            adapted = ComfyVAE(vae, context=context, carry_cache=False)
             start = time.perf_counter()
             pieces = list(adapted.decode_batches(latents, batch))
             seconds = time.perf_counter() - start

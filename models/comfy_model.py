@@ -338,15 +338,20 @@ class ComfyVAE:
     """ComfyUI's VAE (from VAELoader) behind the pack's VAE interface: streaming decode for LongVideoSaveVideo.
 
     Video VAEs with a causal first frame (Wan, HunyuanVideo, LTXV) cannot decode latent batches independently: each
-    batch would start with a one-pixel-frame 'first' frame and a seam. So every batch after the first is decoded with
-    `context` latent frames before it, whose pixel frames are dropped: the batch comes out with temporal x (its latent
-    frames) pixel frames, continuing the video. The causal decoder's memory of earlier frames is cut at the context,
-    so batches differ slightly from one whole decode (docs/comfyui_models.md states the measured difference).
+    batch would start with a one-pixel-frame 'first' frame and a seam.
+    - The Wan 2.1 VAE (ComfyUI's comfy.ldm.wan.vae.WanVAE, also Wan 2.2 A14B's) decodes frame by frame with a causal
+      feature cache; with `carry_cache` the cache goes on from batch to batch, so the batches are exactly the whole
+      decode, with a few frames' features held between batches (the decoder's own memory, bounded).
+    - Any other video VAE: every batch after the first is decoded with `context` latent frames before it, whose pixel
+      frames are dropped: the batch comes out with temporal x (its latent frames) pixel frames, continuing the video.
+      The causal decoder's memory of earlier frames is cut at the context, so batches differ from one whole decode
+      (docs/comfyui_models.md states the measured difference).
     """
 
-    def __init__(self, vae, context: int = 2):
+    def __init__(self, vae, context: int = 2, carry_cache: bool = True):
         self.vae = vae
         self.context = context
+        self.carry_cache = carry_cache
         self.latent_channels = int(vae.latent_channels)
         self.downscale = _ratio(vae.downscale_ratio)
         upscale = vae.upscale_ratio
@@ -360,6 +365,10 @@ class ComfyVAE:
         """Yield IMAGE batches [n, H, W, 3] (float32, 0..1, CPU) for `latents` [B, C, T, h, w], `frames_per_batch` latent
         frames at a time (video after video); only one batch of pixels exists at a time."""
         batch, _, frames = latents.shape[:3]
+        if self.carry_cache and self.streams_exactly:
+            for b in range(batch):
+                yield from self._stream_wan21(latents[b : b + 1], frames_per_batch)
+            return
         for b in range(batch):
             for start in range(0, frames, frames_per_batch):
                 stop = min(frames, start + frames_per_batch)
@@ -368,6 +377,31 @@ class ComfyVAE:
                 pixels = pixels.reshape(-1, *pixels.shape[-3:])  # [frames, H, W, 3]
                 skip = self.layout.pixel_frames(start - first) if start > first else 0
                 yield pixels[skip:, ..., :3].float().cpu()
+
+    @property
+    def streams_exactly(self) -> bool:
+        """Whether this VAE is ComfyUI's Wan 2.1 VAE, whose causal feature cache can go on across decode batches."""
+        model = getattr(self.vae, "first_stage_model", None)
+        return (type(model).__name__ == "WanVAE" and type(model).__module__ == "comfy.ldm.wan.vae"
+                and hasattr(model, "decoder") and hasattr(model, "conv2"))
+
+    def _stream_wan21(self, latents: torch.Tensor, frames_per_batch: int):
+        """ComfyUI's WanVAE.decode (conv2, then the decoder one latent frame at a time on one feature cache) and
+        VAE.decode's placement and output processing, with the cache kept from one batch to the next."""
+        import comfy.model_management
+        from comfy.ldm.wan.vae import count_conv3d
+
+        vae, model = self.vae, self.vae.first_stage_model
+        shape = (1, latents.shape[1], min(frames_per_batch, latents.shape[2]), *latents.shape[3:])
+        comfy.model_management.load_models_gpu([vae.patcher], memory_required=vae.memory_used_decode(shape, vae.vae_dtype),
+                                               force_full_load=vae.disable_offload)
+        cache = [None] * count_conv3d(model.decoder)
+        with torch.inference_mode():
+            for start in range(0, latents.shape[2], frames_per_batch):
+                x = model.conv2(latents[:, :, start : start + frames_per_batch].to(vae.vae_dtype).to(vae.device))
+                out = torch.cat([model.decoder(x[:, :, i : i + 1], feat_cache=cache, feat_idx=[0]) for i in range(x.shape[2])], 2)
+                pixels = vae.process_output(out.to(vae.output_device).float()).movedim(1, -1)
+                yield pixels.reshape(-1, *pixels.shape[-3:])[..., :3].float().cpu()
 
     def encode(self, images: torch.Tensor, frames_per_batch: int) -> torch.Tensor:
         """Latents [1, C, t, h, w] (float32, CPU, ComfyUI's LATENT space) of IMAGE frames [T, H, W, 3]."""

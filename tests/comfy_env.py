@@ -156,3 +156,23 @@ def save_tiny_hunyuan_video(path: str, seed: int = 0) -> str:
                          theta=256, patch_size=[1, 2, 2], qkv_bias=True, guidance_embed=False, byt5=False, meanflow=False,
                          operations=comfy.ops.disable_weight_init)
     return _save(model, path, seed)
+
+
+def random_wan21_vae_state(seed: int = 0) -> dict:
+    """A state dict of ComfyUI's Wan 2.1 VAE in the configuration comfy.sd.VAE builds for these keys (dim 96: ComfyUI
+    fixes it, so no tiny one loads), seeded random weights: convolutions at a fan-in scale, norms at 1, biases 0."""
+    from comfy.ldm.wan.vae import WanVAE
+
+    model = WanVAE(dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                   temperal_downsample=[False, True, True], dropout=0.0)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("gamma"):
+                parameter.fill_(1.0)
+            elif parameter.dim() > 1:
+                fan_in = parameter[0].numel()
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) / fan_in**0.5)
+            else:
+                parameter.zero_()
+    return model.state_dict()

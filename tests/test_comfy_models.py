@@ -290,6 +290,7 @@ def test_nodes_drive_continuation_and_hierarchy(wan21, text):
 
 
 def test_streaming_decode_continues_a_causal_vae(tmp_path):
+    _comfy()
     import av
     import folder_paths
 
@@ -317,6 +318,27 @@ def test_streaming_decode_continues_a_causal_vae(tmp_path):
     assert info["frames"] == 25
     with av.open(str(tmp_path / info["subfolder"] / info["filename"])) as container:
         assert sum(1 for _ in container.decode(video=0)) == 25
+
+
+def test_wan21_vae_streams_exactly_across_decode_batches():
+    """ComfyUI's own Wan 2.1 VAE (comfy.sd.VAE from a state dict, random weights): batches that carry the decoder's
+    causal cache are the whole decode (to float rounding); re-decoding a context instead is not (this random decoder
+    remembers longer than one latent frame)."""
+    _comfy()
+    import comfy.sd
+
+    from longvideo.models.comfy_model import ComfyVAE
+
+    vae = comfy.sd.VAE(sd=comfy_env.random_wan21_vae_state())
+    latents = torch.randn(1, 16, 5, 2, 2, generator=torch.Generator().manual_seed(3))
+    whole = vae.decode(latents)[0]
+    adapted = ComfyVAE(vae, context=1)
+    assert adapted.streams_exactly and (adapted.temporal, adapted.downscale) == (4, 8)
+    batches = list(adapted.decode_batches(latents, 2))
+    assert [len(b) for b in batches] == [1 + 4, 4 * 2, 4 * 1]
+    assert (torch.cat(batches) - whole).abs().max() <= 1e-5  # float rounding of the 1x1x1 input convolution on slices
+    with_context = torch.cat(list(ComfyVAE(vae, context=1, carry_cache=False).decode_batches(latents, 2)))
+    assert with_context.shape == whole.shape and (with_context - whole).abs().max() > 1e-2
 
 
 # ---------------------------------------------------------------------------------------------------
