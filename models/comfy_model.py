@@ -8,10 +8,20 @@ same noise with a noise mask: model_sampling (EPS, V_PREDICTION, CONST flow with
 scaling, conditioning handling, model patches, LoRAs, hooks and wrappers the user applied, and ComfyUI's model
 management placing the model (docs/comfyui_models.md gives the reasons for this choice).
 
+Conditioning: the prompts carry ComfyUI's whole CONDITIONING (ComfyConditioning: tokens and extras, e.g. T5's
+attention_mask for LTX-Video, CLIP-L's pooled_output for HunyuanVideo, WanImageToVideo's concat latents and
+clip_vision_output), handed to sample_custom as given. Extras laid along the video's latent frames (concat_latent_image,
+concat_mask) must cover the whole video and are cut to each run's frames when these are consecutive (continuation
+chunks, the last hierarchical level, the last interpolation pass); runs over spaced frames refuse them.
+
 Frame conditioning on this executor:
-- replace: ComfyUI's noise mask (KSamplerX0Inpaint): before every model call the known frames are the clean latents
-  re-noised with the run's own noise by the model's `noise_scaling` (sigma * noise + (1 - sigma) * x for flow models),
-  and the model's clean estimate of them is the clean latents; at the end they are the clean latents exactly.
+- replace: ComfyUI's noise mask (KSamplerX0Inpaint), so the known frames are shown to the model the way ComfyUI's own
+  sampling shows noise-masked frames to that model: Wan (and every model with BaseModel's rule) gets the clean latents
+  re-noised with the run's own noise by the model's `noise_scaling` (sigma * noise + (1 - sigma) * x for flow models);
+  LTX-Video gets them clean with timestep 0 on their tokens (ComfyUI's LTXV turns the mask into per-token timesteps, its
+  image-to-video conditioning); HunyuanVideo gets them clean at the step's timestep (ComfyUI's HunyuanVideo
+  scale_latent_inpaint, written for its image-to-video "v2 replace"). The model's clean estimate of them is the clean
+  latents, and at the end they are the clean latents exactly.
 - guidance: reconstruction guidance on the model's clean estimate (`denoised`, after CFG): the gradient of its error on
   the known frames, through the model, moves the estimate by -(weight / 2) * s * gradient, s the signal scale of the
   sampler's x at that sigma (1 for EPS/V in k-diffusion form, 1 - sigma for flow), which is Ho et al.'s step.
@@ -75,11 +85,57 @@ SAMPLER_ALIASES = {
     "unipc": ("uni_pc", None),
     "dpmpp_2m_karras": ("dpmpp_2m", "karras"),
 }
-# Models whose ComfyUI conditioning needs more than the text tokens (the samplers carry the token embeddings only).
-NEEDS_CONDITIONING_EXTRAS = {
-    "LTXV": "its text conditioning needs T5's attention_mask",
-    "HunyuanVideo": "its text conditioning needs the CLIP-L pooled output",
+# Conditioning extras laid along the video's latent frames (dim 2 of a 5-D tensor): WanImageToVideo,
+# WanFirstLastFrameToVideo, WanFunInpaintToVideo, HunyuanImageToVideo, ... A run over part of the video gets them cut
+# to its frames.
+FRAME_LAID = ("concat_latent_image", "concat_mask")
+# Extras the LongVideo samplers cannot honour, and why.
+REFUSED_EXTRAS = {
+    "keyframe_idxs": "LTXVAddGuide appends its guide frames to the LATENT, which the LongVideo samplers make themselves: "
+                     "give the frames as a start clip (continuation start_latent) instead",
 }
+
+
+@dataclass(frozen=True)
+class ComfyConditioning:
+    """ComfyUI's CONDITIONING exactly as a node gave it ([[tokens, extras], ...]: T5's attention_mask for LTX-Video,
+    the CLIP-L pooled_output for HunyuanVideo, WanImageToVideo's concat_latent_image / concat_mask and
+    clip_vision_output, ...): the Prompt.native that ComfyDenoiser hands to ComfyUI's sampling.
+
+    `name` names the input it came from (for errors); `frames` the video frames its frame-laid extras were cut to.
+    """
+
+    entries: list
+    name: str = "conditioning"
+    frames: tuple | None = None
+
+    def for_frames(self, frames: list[int], total: int) -> "ComfyConditioning":
+        """This conditioning for a run over latent frames `frames` of a `total`-frame video.
+
+        Frame-laid extras must cover the whole video (`total` latent frames) and are cut to `frames` when these are
+        consecutive. Runs over spaced frames (hierarchical keyframes, interpolation passes before the last) are refused:
+        the latents of every n-th frame of a causal video VAE are not those frames of the whole video's latents, so
+        cutting would hand the model conditioning it was never given.
+        """
+        laid = [(key, value) for _, extras in self.entries for key, value in extras.items()
+                if key in FRAME_LAID and isinstance(value, torch.Tensor) and value.dim() == 5]
+        if not laid:
+            return self
+        for key, value in laid:
+            if value.shape[2] != total:
+                raise ValueError(f"{self.name}: its '{key}' covers {value.shape[2]} latent frames but the video has {total}: "
+                                 "make it for the whole video (e.g. WanImageToVideo's length = the video's pixel frames)")
+        if frames != list(range(frames[0], frames[0] + len(frames))):
+            raise ValueError(f"{self.name}: its '{laid[0][0]}' is laid along the video's frames, but this run samples "
+                             f"latent frames {frames[0]}, {frames[1]}, ... spaced {frames[1] - frames[0]} apart (hierarchical "
+                             "keyframes or an interpolation pass before the last); a causal video VAE's latents of spaced "
+                             "frames are not those frames of the whole video's latents, so it cannot be cut to them: use "
+                             "continuation, hierarchical with depth 1, or interpolation with one pass")
+        window = slice(frames[0], frames[0] + len(frames))
+        entries = [[tokens, {key: (value[:, :, window] if key in FRAME_LAID and isinstance(value, torch.Tensor)
+                                   and value.dim() == 5 else value) for key, value in extras.items()}]
+                   for tokens, extras in self.entries]
+        return ComfyConditioning(entries, self.name, tuple(frames))
 
 
 def latent_layout(latent_format) -> LatentLayout:
@@ -129,10 +185,6 @@ class ComfyDenoiser(Denoiser):
     takes_known_frames = False
 
     def __init__(self, patcher, sigma_schedule: str = "simple", sampler: str | None = None):
-        kind = type(patcher.model).__name__
-        if kind in NEEDS_CONDITIONING_EXTRAS:
-            raise ValueError(f"{kind} models cannot drive the LongVideo samplers yet: {NEEDS_CONDITIONING_EXTRAS[kind]}, "
-                             "which the samplers do not carry yet (Wan 2.1 / 2.2 text-to-video work)")
         self.patcher = patcher
         self.sigma_schedule = sigma_schedule
         self.sampler = sampler
@@ -143,6 +195,14 @@ class ComfyDenoiser(Denoiser):
         self.downscale = self.layout.downscale
         self.context_width = _text_width(patcher.get_model_object("diffusion_model")) or 4096
         self.scheduler_config = {"prediction_type": prediction_kind(self.model_sampling)}
+
+    def native_conditioning(self, conditioning, name: str = "conditioning") -> ComfyConditioning:
+        """ComfyUI's CONDITIONING list as the Prompt.native this model samples with; refuses extras it cannot honour."""
+        for _, extras in conditioning:
+            for key in extras:
+                if key in REFUSED_EXTRAS and extras[key] is not None:
+                    raise ValueError(f"{name}: its '{key}' cannot be used by the LongVideo samplers: {REFUSED_EXTRAS[key]}")
+        return ComfyConditioning(list(conditioning), name)
 
     def load(self) -> torch.device:
         # ComfyUI's sampling loads the model through its model management (load_models_gpu) at every run.
@@ -207,17 +267,44 @@ class ComfyDenoiser(Denoiser):
                 sampler = self._guided(sampler, index, clean, conditioning.weight)
             else:
                 raise ValueError(f"frame conditioning {type(conditioning).__name__} is not available for ComfyUI models")
-        positive = [[guidance.positive, {}]]
-        negative, cfg = ([[guidance.negative, {}]], guidance.cfg) if guidance.uses_cfg else (positive, 1.0)
         total = len(sigmas) - 1
         step_callback = None if callback is None else (lambda step, denoised, x, _: callback(step + 1, total, x))
-        samples = comfy.sample.sample_custom(
-            self.patcher, noise.float(), cfg, sampler, sigmas, positive, negative, latent, noise_mask=mask,
-            callback=step_callback, disable_pbar=True, seed=int(seed[0] if isinstance(seed, (list, tuple)) else seed),
-        ).float().cpu()
+        seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed] * shape[0]
+        samples = torch.empty(shape)
+        for rows, positive, negative in self._conditioning_groups(guidance, shape[0]):
+            cfg = guidance.cfg if negative is not None else 1.0
+            samples[rows] = comfy.sample.sample_custom(
+                self.patcher, noise[rows].float(), cfg, sampler, sigmas, positive, positive if negative is None else negative,
+                latent[rows], noise_mask=None if mask is None else mask[rows], callback=step_callback, disable_pbar=True,
+                seed=int(seeds[rows[0]]),
+            ).float().cpu()
         if mask is not None:
             samples[:, :, index] = clean  # exactly the given latents (the model-space round trip rounds)
         return samples
+
+    @staticmethod
+    def _conditioning_groups(guidance, batch: int):
+        """(batch rows, positive, negative or None) per ComfyUI sampling run: ComfyUI applies one CONDITIONING to a whole
+        batch, so items with their own conditioning (hierarchical segments with different prompts) run apart, and items
+        that share one run together. Prompts without native conditioning become [[tokens, {}]] (one batched run)."""
+        if guidance.native_positive is None:
+            positive = [[guidance.positive, {}]]
+            negative = [[guidance.negative, {}]] if guidance.uses_cfg else None
+            return [(list(range(batch)), positive, negative)]
+        if guidance.uses_cfg and guidance.native_negative is None:
+            raise ValueError("the positive prompt carries ComfyUI conditioning but the negative does not: give both as CONDITIONING")
+
+        def pick(natives, row):
+            return natives[row if len(natives) > 1 else 0]
+
+        groups: dict[tuple, list[int]] = {}
+        for row in range(batch):
+            key = (id(pick(guidance.native_positive, row)),
+                   id(pick(guidance.native_negative, row)) if guidance.uses_cfg else None)
+            groups.setdefault(key, []).append(row)
+        return [(rows, pick(guidance.native_positive, rows[0]).entries,
+                 pick(guidance.native_negative, rows[0]).entries if guidance.uses_cfg else None)
+                for rows in groups.values()]
 
     def _guided(self, sampler, index: list[int], clean: torch.Tensor, weight: float):
         """ComfyUI's sampler `sampler` stepping with the reconstruction-guided clean estimate."""
@@ -251,15 +338,20 @@ class ComfyVAE:
     """ComfyUI's VAE (from VAELoader) behind the pack's VAE interface: streaming decode for LongVideoSaveVideo.
 
     Video VAEs with a causal first frame (Wan, HunyuanVideo, LTXV) cannot decode latent batches independently: each
-    batch would start with a one-pixel-frame 'first' frame and a seam. So every batch after the first is decoded with
-    `context` latent frames before it, whose pixel frames are dropped: the batch comes out with temporal x (its latent
-    frames) pixel frames, continuing the video. The causal decoder's memory of earlier frames is cut at the context,
-    so batches differ slightly from one whole decode (docs/comfyui_models.md states the measured difference).
+    batch would start with a one-pixel-frame 'first' frame and a seam.
+    - The Wan 2.1 VAE (ComfyUI's comfy.ldm.wan.vae.WanVAE, also Wan 2.2 A14B's) decodes frame by frame with a causal
+      feature cache; with `carry_cache` the cache goes on from batch to batch, so the batches are exactly the whole
+      decode, with a few frames' features held between batches (the decoder's own memory, bounded).
+    - Any other video VAE: every batch after the first is decoded with `context` latent frames before it, whose pixel
+      frames are dropped: the batch comes out with temporal x (its latent frames) pixel frames, continuing the video.
+      The causal decoder's memory of earlier frames is cut at the context, so batches differ from one whole decode
+      (docs/comfyui_models.md states the measured difference).
     """
 
-    def __init__(self, vae, context: int = 2):
+    def __init__(self, vae, context: int = 2, carry_cache: bool = True):
         self.vae = vae
         self.context = context
+        self.carry_cache = carry_cache
         self.latent_channels = int(vae.latent_channels)
         self.downscale = _ratio(vae.downscale_ratio)
         upscale = vae.upscale_ratio
@@ -273,6 +365,10 @@ class ComfyVAE:
         """Yield IMAGE batches [n, H, W, 3] (float32, 0..1, CPU) for `latents` [B, C, T, h, w], `frames_per_batch` latent
         frames at a time (video after video); only one batch of pixels exists at a time."""
         batch, _, frames = latents.shape[:3]
+        if self.carry_cache and self.streams_exactly:
+            for b in range(batch):
+                yield from self._stream_wan21(latents[b : b + 1], frames_per_batch)
+            return
         for b in range(batch):
             for start in range(0, frames, frames_per_batch):
                 stop = min(frames, start + frames_per_batch)
@@ -281,6 +377,31 @@ class ComfyVAE:
                 pixels = pixels.reshape(-1, *pixels.shape[-3:])  # [frames, H, W, 3]
                 skip = self.layout.pixel_frames(start - first) if start > first else 0
                 yield pixels[skip:, ..., :3].float().cpu()
+
+    @property
+    def streams_exactly(self) -> bool:
+        """Whether this VAE is ComfyUI's Wan 2.1 VAE, whose causal feature cache can go on across decode batches."""
+        model = getattr(self.vae, "first_stage_model", None)
+        return (type(model).__name__ == "WanVAE" and type(model).__module__ == "comfy.ldm.wan.vae"
+                and hasattr(model, "decoder") and hasattr(model, "conv2"))
+
+    def _stream_wan21(self, latents: torch.Tensor, frames_per_batch: int):
+        """ComfyUI's WanVAE.decode (conv2, then the decoder one latent frame at a time on one feature cache) and
+        VAE.decode's placement and output processing, with the cache kept from one batch to the next."""
+        import comfy.model_management
+        from comfy.ldm.wan.vae import count_conv3d
+
+        vae, model = self.vae, self.vae.first_stage_model
+        shape = (1, latents.shape[1], min(frames_per_batch, latents.shape[2]), *latents.shape[3:])
+        comfy.model_management.load_models_gpu([vae.patcher], memory_required=vae.memory_used_decode(shape, vae.vae_dtype),
+                                               force_full_load=vae.disable_offload)
+        cache = [None] * count_conv3d(model.decoder)
+        with torch.inference_mode():
+            for start in range(0, latents.shape[2], frames_per_batch):
+                x = model.conv2(latents[:, :, start : start + frames_per_batch].to(vae.vae_dtype).to(vae.device))
+                out = torch.cat([model.decoder(x[:, :, i : i + 1], feat_cache=cache, feat_idx=[0]) for i in range(x.shape[2])], 2)
+                pixels = vae.process_output(out.to(vae.output_device).float()).movedim(1, -1)
+                yield pixels.reshape(-1, *pixels.shape[-3:])[..., :3].float().cpu()
 
     def encode(self, images: torch.Tensor, frames_per_batch: int) -> torch.Tensor:
         """Latents [1, C, t, h, w] (float32, CPU, ComfyUI's LATENT space) of IMAGE frames [T, H, W, 3]."""

@@ -18,7 +18,8 @@ class LongVideoComfyModel:
         "Lets the LongVideo samplers (continuation, hierarchical, latent interpolation) drive a video model loaded by "
         "ComfyUI's own nodes: Wan 2.1 / 2.2, LTX-Video, HunyuanVideo from Load Diffusion Model, with LoRAs and patches "
         "applied. Every clip is sampled by ComfyUI's own sampler on the model's own sigmas; known frames use ComfyUI's "
-        "noise mask. Frame counts on these samplers are latent frames: Wan and HunyuanVideo make 4 x (latent frames - 1) "
+        "noise mask; the whole CONDITIONING (attention masks, pooled outputs, WanImageToVideo's latents) reaches the "
+        "model. Frame counts on these samplers are latent frames: Wan and HunyuanVideo make 4 x (latent frames - 1) "
         "+ 1 pixel frames, LTX-Video 8 x (latent frames - 1) + 1."
     )
     CATEGORY = LOADERS
@@ -45,7 +46,8 @@ class LongVideoComfyModel:
                 "vae": ("VAE", {"tooltip": "The model's VAE from Load VAE, for saving, decoding and start images."}),
                 "decode_context": ("INT", {"default": 2, "min": 0, "max": 64, "tooltip": (
                     "Latent frames decoded before every decode batch (and dropped) so that a causal video VAE continues "
-                    "across batch boundaries without a seam.")}),
+                    "across batch boundaries without a seam. Not used with the Wan 2.1 VAE, whose decoder carries its "
+                    "causal cache from batch to batch (exactly the whole decode).")}),
             },
         }
 

@@ -119,6 +119,21 @@ def conditioning_embeddings(conditioning, node: str, name: str, width: int) -> t
     return embeddings.float()
 
 
+def conditioning_prompt(conditioning, node: str, name: str, model):
+    """A ComfyUI CONDITIONING as the samplers' Prompt: its token embeddings (checked as conditioning_embeddings does)
+    and, for a model that samples with ComfyUI's whole conditioning (ComfyDenoiser), the list itself, extras and all."""
+    from ..sampling.denoise import Prompt
+
+    tokens = conditioning_embeddings(conditioning, node, name, model.context_width)
+    native = getattr(model, "native_conditioning", None)
+    if native is None:
+        return Prompt(tokens)
+    try:
+        return Prompt(tokens, native(conditioning, f"{node}: '{name}'"))
+    except ValueError as error:
+        raise NodeInputError(str(error)) from None
+
+
 def video_latents(latent, node: str, name: str = "latent", channels: int | None = None) -> torch.Tensor:
     """The samples [B, C, T, H, W] of a ComfyUI LATENT, checked."""
     samples = latent.get("samples") if isinstance(latent, dict) else None

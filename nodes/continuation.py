@@ -8,7 +8,7 @@ from ..sampling.denoise import TextGuidance
 from ..utils.comfy import Progress, intermediate_device
 from .common import (
     save_partial_latent,
-    CONDITIONING, SAMPLING, CLIP, MODEL, VAE, NodeInputError, check_frame_size, conditioning_embeddings, frame_size_input,
+    CONDITIONING, SAMPLING, CLIP, MODEL, VAE, NodeInputError, check_frame_size, conditioning_prompt, frame_size_input,
     latent_downscale, latent_frame_size, video_latents,
 )
 from .common import check_numbers
@@ -117,10 +117,10 @@ class LongVideoContinuationSampler:
             raise NodeInputError(f"{node}: a ContinuitySeq model only continues frames: connect start_image (with vae) "
                                  "or start_latent")
         start = self._start(node, model, start_image, vae, start_latent, width, height)
-        negative_tokens = conditioning_embeddings(negative, node, "negative", model.context_width)
+        negative_prompt = conditioning_prompt(negative, node, "negative", model)
         schedule = prompt_schedule if prompt_schedule is not None else [positive]
-        prompts = [TextGuidance(conditioning_embeddings(c, node, "prompt_schedule" if prompt_schedule else "positive",
-                                                        model.context_width), negative_tokens, cfg) for c in schedule]
+        prompts = [TextGuidance.from_prompts(conditioning_prompt(c, node, "prompt_schedule" if prompt_schedule else "positive",
+                                                                 model), negative_prompt, cfg) for c in schedule]
         batch = 1 if start is None else start.shape[0]
         with Progress(chunks * steps, "continuation") as progress:
             try:

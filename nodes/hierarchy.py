@@ -11,7 +11,7 @@ from ..sampling.frame_conditioning import BLEND_STRENGTH
 from ..utils.comfy import Progress, intermediate_device, model_search_folders
 from .common import (
     save_partial_latent,
-    LOADERS, NOTHING_FOUND, SAMPLING, MODEL, NodeInputError, check_frame_size, conditioning_embeddings, frame_size_input, latent_downscale, latent_frame_size,
+    LOADERS, NOTHING_FOUND, SAMPLING, MODEL, NodeInputError, check_frame_size, conditioning_prompt, frame_size_input, latent_downscale, latent_frame_size,
     validate_model_choice,
     video_latents,
 )
@@ -168,15 +168,15 @@ class LongVideoHierarchicalSampler:
         _check_memory(node, plan, model.latent_channels, size)
         denoiser = self._denoiser(node, model, method, infinet)
 
-        lines = [conditioning_embeddings(c, node, "prompts", model.context_width) for c in prompts]
+        lines = [conditioning_prompt(c, node, "prompts", model) for c in prompts]
         layout = hierarchy.timeline_prompts if prompt_layout == "timeline" else hierarchy.level_prompts
-        negative_tokens = conditioning_embeddings(negative, node, "negative", model.context_width)
+        negative_prompt = conditioning_prompt(negative, node, "negative", model)
         start = self._start(node, model, plan, start_latent, size)
         first_level = 0 if start is None else plan.level_of_start(start.shape[2])
         with Progress(plan.runs(batch_cap, first_level) * steps, "hierarchical") as progress:
             try:
                 latents = hierarchy.sample_hierarchy(
-                    denoiser, plan, layout(plan, lines), negative_tokens, cfg, settings, size=size, steps=steps, seed=seed,
+                    denoiser, plan, layout(plan, lines), negative_prompt, cfg, settings, size=size, steps=steps, seed=seed,
                     scheduler=scheduler, start=start, on_step=lambda level, step: progress.update(),
                 )
             except hierarchy.LevelsInterrupted as interrupted:

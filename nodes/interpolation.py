@@ -7,7 +7,7 @@ from ..sampling import flow_interpolation, interpolation
 from ..sampling.denoise import TextGuidance
 from ..sampling.frame_conditioning import BLEND_STRENGTH
 from ..utils.comfy import Progress, intermediate_device
-from .common import SAMPLING, VIDEO, MODEL, NodeInputError, conditioning_embeddings, video_latents, check_numbers
+from .common import SAMPLING, VIDEO, MODEL, NodeInputError, conditioning_prompt, video_latents, check_numbers
 from .sampler import CFG, SCHEDULER, SEED, STEPS
 
 MAX_OUTPUT_FRAMES = 1_000_000
@@ -84,8 +84,8 @@ class LongVideoLatentInterpolate:
         if total > MAX_OUTPUT_FRAMES:
             raise NodeInputError(f"{node}: {latents.shape[2]} frames, factor {factor}, {passes} passes make {total} frames: "
                                  "lower passes or factor")
-        guidance = TextGuidance(conditioning_embeddings(positive, node, "positive", model.context_width),
-                                conditioning_embeddings(negative, node, "negative", model.context_width), cfg)
+        guidance = TextGuidance.from_prompts(conditioning_prompt(positive, node, "positive", model),
+                                             conditioning_prompt(negative, node, "negative", model), cfg)
         with Progress(interpolation.count_model_runs(latents.shape[2], settings) * steps, "interpolation") as progress:
             out = interpolation.interpolate_latents(
                 model, guidance, latents, settings, steps=steps, seed=seed, scheduler=scheduler,

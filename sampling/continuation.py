@@ -93,22 +93,26 @@ def continue_video(
 ) -> torch.Tensor:
     """Latents [B, C, total, H, W] on the CPU. `size` is (batch, height, width) of the latents, `start` an optional
     clip [B or 1, C, T, H, W] to continue, chunk c uses prompts[min(c, len(prompts) - 1)]. `on_step(chunk, step)`
-    runs after every step. A failure or cancel raises ChunksInterrupted carrying the finished frames."""
+    runs after every step. A failure or cancel raises ChunksInterrupted carrying the finished frames. A chunk's prompt is
+    cut to the chunk's frames of the whole video (TextGuidance.for_frames: e.g. WanImageToVideo's concat latents)."""
     settings.check()
     batch, height, width = size
     channels = denoiser.latent_channels
     start_frames = 0 if start is None else start.shape[2]
     parts = [] if start is None else [start.float().cpu().expand(batch, -1, -1, -1, -1)]
     reference = None
-    for chunk, k in enumerate(known_frame_counts(settings, seed, start_frames)):
+    counts = known_frame_counts(settings, seed, start_frames)
+    total, made = start_frames + sum(settings.frames_per_chunk - k for k in counts), start_frames
+    for chunk, k in enumerate(counts):
         conditioning = None
         if k:
             # Every part holds at least one frame, so the last k parts hold the last k frames.
             known = KnownFrames(list(range(k)), torch.cat(parts[-k:], dim=2)[:, :, -k:])
             conditioning = make_conditioning(settings.method, known, settings.guidance_weight, denoiser.prediction_type)
         try:
+            guidance = prompts[min(chunk, len(prompts) - 1)].for_frames(range(made - k, made - k + settings.frames_per_chunk), total)
             latents = denoise(
-                denoiser, prompts[min(chunk, len(prompts) - 1)], (batch, channels, settings.frames_per_chunk, height, width),
+                denoiser, guidance, (batch, channels, settings.frames_per_chunk, height, width),
                 steps=steps, seed=chunk_seed(seed, chunk), scheduler=scheduler, conditioning=conditioning,
                 callback=None if on_step is None else (lambda step, total, _, c=chunk: on_step(c, step)),
             )
@@ -119,6 +123,7 @@ def continue_video(
             reference = reference if reference is not None else _channel_statistics(new)
             new = _match_statistics(new, reference)
         parts.append(new)
+        made += new.shape[2]
     return torch.cat(parts, dim=2)
 
 

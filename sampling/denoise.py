@@ -18,7 +18,7 @@ import copy
 import inspect
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -29,17 +29,65 @@ from .schedulers import make_scheduler
 StepCallback = Callable[[int, int, torch.Tensor], None]
 
 
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt as the samplers take it: its token embeddings [1, tokens, width] and, for a model that samples itself,
+    that model's own conditioning (`native`: ComfyUI's whole CONDITIONING, extras and all, as ComfyConditioning).
+
+    The pack's loop reads only the tokens; a Denoiser with `samples_itself` (ComfyUI's MODEL) hands `native` to its
+    sampler instead. A native conditioning has `for_frames(frames, total)`: itself for a run over `frames` of a
+    `total`-frame video (its parts laid along the video's frames cut to them).
+    """
+
+    tokens: torch.Tensor
+    native: object | None = None
+
+
 @dataclass
 class TextGuidance:
     """Text conditioning for one sampling run.
 
     positive / negative: token embeddings [1 or B, tokens, width]; negative None means no guidance.
     cfg: the classifier-free guidance scale; at 1 or below only the positive pass runs.
+    native_positive / native_negative: the model's own conditioning (Prompt.native), one for every batch item or one
+    per item; None when the prompts carry none (the pack's own models). `for_frames` cuts them to a run's frames.
     """
 
     positive: torch.Tensor
     negative: torch.Tensor | None = None
     cfg: float = 7.5
+    native_positive: tuple | None = None
+    native_negative: tuple | None = None
+
+    @classmethod
+    def from_prompts(cls, positive, negative, cfg: float) -> "TextGuidance":
+        """Guidance from Prompts (or bare token tensors): `positive` one prompt, or a list of one per batch item (their
+        token counts matched by repetition, which leaves cross-attention unchanged); `negative` one prompt or None."""
+        items = list(positive) if isinstance(positive, (list, tuple)) else [positive]
+        tokens = [_tokens(item) for item in items]
+        stacked = tokens[0] if len(tokens) == 1 else stack_tokens(tokens)
+        natives = tuple(getattr(item, "native", None) for item in items)
+        native_negative = getattr(negative, "native", None)
+        return cls(stacked, None if negative is None else _tokens(negative), cfg,
+                   None if all(n is None for n in natives) else natives,
+                   None if native_negative is None else (native_negative,))
+
+    def for_frames(self, frames, total: int) -> "TextGuidance":
+        """This guidance for a run over `frames` (indices into a video of `total` frames; one list for every batch item,
+        or a list of lists, one per item): native conditioning laid along the video's frames is cut to them. Raises
+        ValueError where that cannot be done soundly (the native conditioning says why)."""
+        if self.native_positive is None and self.native_negative is None:
+            return self
+        per_item = len(frames) > 0 and not isinstance(frames[0], int)
+
+        def cut(natives):
+            if natives is None:
+                return None
+            if not per_item:
+                return tuple(n.for_frames(list(frames), total) for n in natives)
+            return tuple(natives[i if len(natives) > 1 else 0].for_frames(list(f), total) for i, f in enumerate(frames))
+
+        return replace(self, native_positive=cut(self.native_positive), native_negative=cut(self.native_negative))
 
     @property
     def uses_cfg(self) -> bool:
@@ -279,6 +327,16 @@ def _scheduler_step(sampler, prediction, timestep, latents, step_arguments, vide
 
     stepped = sampler.step(fold(prediction), timestep, fold(latents), **step_arguments).prev_sample
     return stepped.reshape(batch, frames, channels, height, width).permute(0, 2, 1, 3, 4)
+
+
+def _tokens(prompt) -> torch.Tensor:
+    return prompt.tokens if isinstance(prompt, Prompt) else prompt
+
+
+def stack_tokens(lines: list[torch.Tensor]) -> torch.Tensor:
+    """Per-item embeddings [1, tokens_i, width] -> [B, tokens, width] (token counts matched by repetition)."""
+    common = math.lcm(*(line.shape[1] for line in lines))
+    return torch.cat([line.repeat(1, common // line.shape[1], 1) for line in lines])
 
 
 def _expand_batch(embeddings: torch.Tensor, batch: int, name: str) -> torch.Tensor:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .denoise import TextGuidance, denoise
+from .denoise import Prompt, TextGuidance, denoise
 from .frame_conditioning import BLEND_STRENGTH, METHODS, KnownFrames, make_conditioning
 
 
@@ -132,8 +132,8 @@ class HierarchySettings:
 def sample_hierarchy(
     denoiser,
     plan: HierarchyPlan,
-    prompts: list[list[torch.Tensor]],
-    negative: torch.Tensor | None,
+    prompts: list[list[torch.Tensor | Prompt]],
+    negative: torch.Tensor | Prompt | None,
     cfg: float,
     settings: HierarchySettings,
     *,
@@ -146,7 +146,8 @@ def sample_hierarchy(
 ) -> torch.Tensor:
     """Latents [1, C, plan.frames, H, W] (float32, CPU) of one video.
 
-    prompts[j]: level j's token embeddings [1, tokens, width], spread over its segments. `size` is the latent
+    prompts[j]: level j's token embeddings [1, tokens, width] (or Prompts, which may carry a model's own conditioning,
+    cut to every run's frames), spread over its segments. `size` is the latent
     (height, width). `start` [1, C, N(j), H, W] holds levels already made (e.g. a partial result): sampling goes on
     from level j. `on_step(level, step)` runs after every model step. A failure or cancel raises LevelsInterrupted
     carrying the video of the finished levels.
@@ -187,7 +188,8 @@ def _sample_batch(denoiser, plan, video, level, batch, lines, negative, cfg, set
         conditioning = make_conditioning(settings.method, known, settings.guidance_weight, denoiser.prediction_type,
                                          settings.blend_strength)
     latents = denoise(
-        denoiser, TextGuidance(_stack(lines), negative, cfg), (len(batch), channels, plan.keyframes, height, width),
+        denoiser, TextGuidance.from_prompts(lines, negative, cfg).for_frames(frames, plan.frames),
+        (len(batch), channels, plan.keyframes, height, width),
         steps=steps, seed=[segment_seed(seed, level, s) for s in batch], scheduler=scheduler, conditioning=conditioning,
         callback=None if on_step is None else (lambda step, total, _: on_step(level, step)),
     )
@@ -195,8 +197,3 @@ def _sample_batch(denoiser, plan, video, level, batch, lines, negative, cfg, set
     for item, indices in enumerate(frames):
         video[0, :, indices[new]] = latents[item, :, new]
 
-
-def _stack(lines: list[torch.Tensor]) -> torch.Tensor:
-    """Per-segment embeddings [1, tokens_i, width] -> [B, tokens, width] (token counts matched by repetition)."""
-    common = math.lcm(*(line.shape[1] for line in lines))
-    return torch.cat([line.repeat(1, common // line.shape[1], 1) for line in lines])

@@ -138,12 +138,16 @@ def interpolate_latents(
     if settings.method != "learned" and denoiser.requires_known_frames:
         raise ValueError("this model takes its known frames itself (hint channels): use method 'learned'")
     current = latents.float().cpu()
+    total = output_frames(latents.shape[2], settings.factor, settings.passes)
     for pass_index in range(settings.passes):
-        current = _interpolate_once(denoiser, guidance, current, settings, pass_index, steps, seed, scheduler, on_step)
+        # Pass p's output frame i is frame i * k**(passes - 1 - p) of the final video (for_frames cuts prompts to it).
+        spacing = settings.factor ** (settings.passes - 1 - pass_index)
+        current = _interpolate_once(denoiser, guidance, current, settings, pass_index, steps, seed, scheduler, on_step,
+                                    (spacing, total))
     return current
 
 
-def _interpolate_once(denoiser, guidance, latents, settings, pass_index, steps, seed, scheduler, on_step):
+def _interpolate_once(denoiser, guidance, latents, settings, pass_index, steps, seed, scheduler, on_step, placement):
     k = settings.factor
     batch, channels, frames, height, width = latents.shape
     out = torch.empty(batch, channels, output_frames(frames, k), height, width)
@@ -153,8 +157,10 @@ def _interpolate_once(denoiser, guidance, latents, settings, pass_index, steps, 
     model = _with_window_attention(denoiser, settings.attention_window, sampled)
     for window_index, window in enumerate(windows):
         known = KnownFrames(list(range(0, sampled, k)), latents[:, :, window.start : window.stop])
+        spacing, total = placement
+        frames = [spacing * frame for frame in range(window.start * k, window.start * k + sampled)]
         result = denoise(
-            model, guidance, (batch, channels, sampled, height, width), steps=steps,
+            model, guidance.for_frames(frames, total), (batch, channels, sampled, height, width), steps=steps,
             seed=derived_seed(seed, pass_index, "window", window.start), scheduler=scheduler,
             conditioning=make_conditioning(settings.method, known, settings.guidance_weight, denoiser.prediction_type,
                                            settings.blend_strength),

@@ -112,16 +112,67 @@ def _fill(module: torch.nn.Module, seed: int, scale: float = 0.05) -> None:
                 parameter.copy_(scale * torch.randn(parameter.shape, generator=generator))
 
 
-def save_tiny_wan21(path: str, seed: int = 0, channels: int = 16) -> str:
-    """A tiny random Wan 2.1 text-to-video DiT (ComfyUI's detection: head size 128, text width 4096) as safetensors;
-    channels 48 makes it a Wan 2.2 TI2V 5B-like model (Wan 2.2's 48-channel latents)."""
-    import comfy.ops
-    from comfy.ldm.wan.model import WanModel
+def _save(model: torch.nn.Module, path: str, seed: int) -> str:
     from safetensors.torch import save_file
 
-    model = WanModel(model_type="t2v", dim=128, ffn_dim=256, num_heads=1, num_layers=2, in_dim=channels, out_dim=channels,
-                     text_dim=4096, freq_dim=256, operations=comfy.ops.disable_weight_init)
     _fill(model, seed)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
     return path
 
+
+def save_tiny_wan21(path: str, seed: int = 0, channels: int = 16, extra_in: int = 0) -> str:
+    """A tiny random Wan 2.1 text-to-video DiT (ComfyUI's detection: head size 128, text width 4096) as safetensors;
+    channels 48 makes it a Wan 2.2 TI2V 5B-like model (Wan 2.2's 48-channel latents); extra_in 20 gives it the 4 mask
+    + 16 image input channels of an image-to-video Wan (Wan 2.2 I2V's layout: WanImageToVideo's concat latents)."""
+    import comfy.ops
+    from comfy.ldm.wan.model import WanModel
+
+    model = WanModel(model_type="t2v", dim=128, ffn_dim=256, num_heads=1, num_layers=2, in_dim=channels + extra_in,
+                     out_dim=channels, text_dim=4096, freq_dim=256, operations=comfy.ops.disable_weight_init)
+    return _save(model, path, seed)
+
+
+def save_tiny_ltxv(path: str, seed: int = 0) -> str:
+    """A tiny random LTX-Video DiT: ComfyUI's detection reads the head size as to_k's width / 32 heads and the
+    cross-attention width off transformer_blocks.0.attn2.to_k (here 32 heads x 4 = 128 wide, 1 layer); T5-XXL's
+    4096-wide tokens (the caption projection's input)."""
+    import comfy.ops
+    from comfy.ldm.lightricks.model import LTXVModel
+
+    model = LTXVModel(in_channels=128, cross_attention_dim=128, attention_head_dim=4, num_attention_heads=32,
+                      caption_channels=4096, num_layers=1, operations=comfy.ops.disable_weight_init)
+    return _save(model, path, seed)
+
+
+def save_tiny_hunyuan_video(path: str, seed: int = 0) -> str:
+    """A tiny random HunyuanVideo DiT: ComfyUI's detection assumes head size 128 (one head of 128 here), reads 3-D patches
+    (1, 2, 2), the CLIP-L pooled input (vector_in, 768) and the text width (4096, LLaVA's) off the weights; one double
+    and one single block, no guidance embedding."""
+    import comfy.ops
+    from comfy.ldm.hunyuan_video.model import HunyuanVideo
+
+    model = HunyuanVideo(image_model="hunyuan_video", in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096,
+                         hidden_size=128, mlp_ratio=4.0, num_heads=1, depth=1, depth_single_blocks=1, axes_dim=[16, 56, 56],
+                         theta=256, patch_size=[1, 2, 2], qkv_bias=True, guidance_embed=False, byt5=False, meanflow=False,
+                         operations=comfy.ops.disable_weight_init)
+    return _save(model, path, seed)
+
+
+def random_wan21_vae_state(seed: int = 0) -> dict:
+    """A state dict of ComfyUI's Wan 2.1 VAE in the configuration comfy.sd.VAE builds for these keys (dim 96: ComfyUI
+    fixes it, so no tiny one loads), seeded random weights: convolutions at a fan-in scale, norms at 1, biases 0."""
+    from comfy.ldm.wan.vae import WanVAE
+
+    model = WanVAE(dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                   temperal_downsample=[False, True, True], dropout=0.0)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("gamma"):
+                parameter.fill_(1.0)
+            elif parameter.dim() > 1:
+                fan_in = parameter[0].numel()
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) / fan_in**0.5)
+            else:
+                parameter.zero_()
+    return model.state_dict()

@@ -72,8 +72,18 @@ def comfy_sample(model, noise, sampler, positive, negative, latent, mask=None, s
     """ComfyUI's own KSampler path (comfy.sample.sample) with the simple schedule."""
     import comfy.sample
 
-    return comfy.sample.sample(model, noise, steps, cfg, sampler, "simple", [[positive, {}]], [[negative, {}]], latent,
+    def listed(c):
+        return c if isinstance(c, list) else [[c, {}]]
+
+    return comfy.sample.sample(model, noise, steps, cfg, sampler, "simple", listed(positive), listed(negative), latent,
                                noise_mask=mask, disable_pbar=True, seed=seed).float()
+
+
+def prompts(model, positive, negative, node="test"):
+    """CONDITIONING lists as the nodes turn them into the samplers' prompts (tokens and the whole list)."""
+    from longvideo.nodes.common import conditioning_prompt
+
+    return conditioning_prompt(positive, node, "positive", model), conditioning_prompt(negative, node, "negative", model)
 
 
 def test_latent_layouts_give_pixel_frames():
@@ -234,20 +244,30 @@ class StandInCausalVAE:
     latent frame i decodes to its pixel frames from itself and latent frame i - 1 (a receptive field of one frame)."""
 
     latent_channels = 16
+    temporal = 4
     downscale_ratio = (lambda a: max(0, (a + 3) // 4), 8, 8)
     upscale_ratio = (lambda a: max(0, a * 4 - 3), 8, 8)
 
     def decode(self, latents):
-        frames = []
+        frames, scale = [], self.upscale_ratio[1]
         for i in range(latents.shape[2]):
             mixed = latents[:, :3, i] + 0.5 * (latents[:, :3, i - 1] if i else 0)
-            image = torch.sigmoid(mixed).repeat_interleave(8, -1).repeat_interleave(8, -2).permute(0, 2, 3, 1)
-            count = 1 if i == 0 else 4
+            image = torch.sigmoid(mixed).repeat_interleave(scale, -1).repeat_interleave(scale, -2).permute(0, 2, 3, 1)
+            count = 1 if i == 0 else self.temporal
             frames += [image * (0.9 + 0.02 * j) for j in range(count)]
         return torch.stack(frames, dim=1)  # [B, T, H, W, 3] like comfy.sd.VAE.decode
 
     def encode(self, images):
         raise NotImplementedError
+
+    @classmethod
+    def like(cls, channels: int, layout: LatentLayout):
+        """The same kind of stand-in with another model's channels, downscale and temporal compression (LTXV: 8x)."""
+        t = layout.temporal
+        attributes = {"latent_channels": channels, "temporal": t,
+                      "downscale_ratio": (lambda a: max(0, (a + t - 1) // t), layout.downscale, layout.downscale),
+                      "upscale_ratio": (lambda a: max(0, a * t - t + 1), layout.downscale, layout.downscale)}
+        return type(f"StandIn{channels}x{t}", (cls,), attributes)()
 
 
 def test_nodes_drive_continuation_and_hierarchy(wan21, text):
@@ -270,6 +290,7 @@ def test_nodes_drive_continuation_and_hierarchy(wan21, text):
 
 
 def test_streaming_decode_continues_a_causal_vae(tmp_path):
+    _comfy()
     import av
     import folder_paths
 
@@ -297,6 +318,27 @@ def test_streaming_decode_continues_a_causal_vae(tmp_path):
     assert info["frames"] == 25
     with av.open(str(tmp_path / info["subfolder"] / info["filename"])) as container:
         assert sum(1 for _ in container.decode(video=0)) == 25
+
+
+def test_wan21_vae_streams_exactly_across_decode_batches():
+    """ComfyUI's own Wan 2.1 VAE (comfy.sd.VAE from a state dict, random weights): batches that carry the decoder's
+    causal cache are the whole decode (to float rounding); re-decoding a context instead is not (this random decoder
+    remembers longer than one latent frame)."""
+    _comfy()
+    import comfy.sd
+
+    from longvideo.models.comfy_model import ComfyVAE
+
+    vae = comfy.sd.VAE(sd=comfy_env.random_wan21_vae_state())
+    latents = torch.randn(1, 16, 5, 2, 2, generator=torch.Generator().manual_seed(3))
+    whole = vae.decode(latents)[0]
+    adapted = ComfyVAE(vae, context=1)
+    assert adapted.streams_exactly and (adapted.temporal, adapted.downscale) == (4, 8)
+    batches = list(adapted.decode_batches(latents, 2))
+    assert [len(b) for b in batches] == [1 + 4, 4 * 2, 4 * 1]
+    assert (torch.cat(batches) - whole).abs().max() <= 1e-5  # float rounding of the 1x1x1 input convolution on slices
+    with_context = torch.cat(list(ComfyVAE(vae, context=1, carry_cache=False).decode_batches(latents, 2)))
+    assert with_context.shape == whole.shape and (with_context - whole).abs().max() > 1e-2
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -411,14 +453,89 @@ def test_wan22_clip_and_masked_chunk_equal_comfyui(wan22, text):
     assert (chunk[:, :, 1:] - reference[:, :, 1:]).abs().max() <= 1e-4
 
 
-def test_models_whose_conditioning_needs_more_than_tokens_are_refused():
-    import types
+# ---------------------------------------------------------------------------------------------------
+# ComfyUI's whole CONDITIONING (tokens + extras) reaches ComfyUI's sampling; frame-laid extras are cut to each run
 
-    class LTXV:
-        pass
 
-    with pytest.raises(ValueError, match="LTXV models cannot drive the LongVideo samplers yet: .*attention_mask"):
-        ComfyDenoiser(types.SimpleNamespace(model=LTXV()))
+def test_frame_laid_conditioning_is_cut_to_the_run_frames():
+    from longvideo.models.comfy_model import ComfyConditioning
+
+    image, mask = torch.randn(1, 16, 6, 4, 4), torch.ones(1, 1, 6, 4, 4)
+    plain = ComfyConditioning([[torch.zeros(1, 2, 8), {"pooled_output": torch.ones(1, 3)}]], "node: 'positive'")
+    assert plain.for_frames([1, 3], 6) is plain  # nothing laid along the frames: unchanged, whatever the run
+    laid = ComfyConditioning([[torch.zeros(1, 2, 8), {"concat_latent_image": image, "concat_mask": mask, "other": 1}]],
+                             "node: 'positive'")
+    cut = laid.for_frames([2, 3, 4, 5], 6)
+    assert torch.equal(cut.entries[0][1]["concat_latent_image"], image[:, :, 2:6])
+    assert cut.entries[0][1]["concat_mask"].shape[2] == 4 and cut.entries[0][1]["other"] == 1
+    assert laid.entries[0][1]["concat_latent_image"] is image  # the user's conditioning is not changed
+    with pytest.raises(ValueError, match="'positive': its 'concat_latent_image' covers 6 latent frames but the video has 9"):
+        laid.for_frames([0, 1, 2], 9)
+    with pytest.raises(ValueError, match="'positive': its 'concat_latent_image' is laid along .* spaced 2 apart"):
+        laid.for_frames([0, 2, 4], 6)
+
+
+@pytest.fixture(scope="module")
+def wan_i2v(tmp_path_factory):
+    """A tiny Wan with the 36 input channels of image-to-video (4 mask + 16 image channels besides the latents)."""
+    _comfy()
+    import comfy.sd
+
+    path = comfy_env.save_tiny_wan21(str(tmp_path_factory.mktemp("wan_i2v") / "tiny_wan_i2v.safetensors"), extra_in=20)
+    return comfy.sd.load_diffusion_model(path)
+
+
+def test_continuation_cuts_wan_image_to_video_conditioning_to_each_chunk(wan_i2v, text):
+    """WanImageToVideo's concat_latent_image / concat_mask cover the whole video; chunk c sees its own frames of them."""
+    import comfy.sample
+
+    total = 4 + 2  # two chunks of 4 latent frames, 2 known
+    generator = torch.Generator().manual_seed(5)
+    image = torch.randn(1, 16, total, 8, 8, generator=generator)
+    mask = torch.ones(1, 1, total, 8, 8)
+    mask[:, :, 0] = 0.0
+    extras = {"concat_latent_image": image, "concat_mask": mask}
+    positive, negative = [[text[0], dict(extras)]], [[text[1], dict(extras)]]
+    denoiser = ComfyDenoiser(wan_i2v)
+    settings = continuation.ContinuationSettings(frames_per_chunk=4, chunks=2, min_known=2, max_known=2)
+    guidance = TextGuidance.from_prompts(*prompts(denoiser, positive, negative), CFG)
+    video = continuation.continue_video(denoiser, [guidance], settings, size=(1, 8, 8), steps=STEPS, seed=11,
+                                        scheduler="euler")
+    zeros = torch.zeros(1, 16, 4, 8, 8)
+
+    def cut(frames):
+        return {"concat_latent_image": image[:, :, frames], "concat_mask": mask[:, :, frames]}
+
+    first = comfy_sample(wan_i2v, comfy.sample.prepare_noise(zeros, continuation.chunk_seed(11, 0)), "euler",
+                         [[text[0], cut(slice(0, 4))]], [[text[1], cut(slice(0, 4))]], zeros)
+    assert (video[:, :, :4] - first).abs().max() <= 1e-4
+    latent = zeros.clone()
+    latent[:, :, :2] = video[:, :, 2:4]
+    noise_mask = torch.ones(1, 1, 4, 8, 8)
+    noise_mask[:, :, :2] = 0
+    second = comfy_sample(wan_i2v, comfy.sample.prepare_noise(zeros, continuation.chunk_seed(11, 1)), "euler",
+                          [[text[0], cut(slice(2, 6))]], [[text[1], cut(slice(2, 6))]], latent, mask=noise_mask)
+    assert (video[:, :, 4:] - second[:, :, 2:]).abs().max() <= 1e-4
+    # Without the cut, chunk 0 would not even run (6 concat frames beside 4 sampled); check the extras mattered.
+    plain = continuation.continue_video(denoiser, [TextGuidance(*text, CFG)], settings, size=(1, 8, 8), steps=STEPS,
+                                        seed=11, scheduler="euler")
+    assert (plain - video).abs().max() > 1e-3
+
+
+def test_hierarchy_refuses_frame_laid_conditioning_on_spaced_keyframes(wan_i2v, text):
+    from longvideo.nodes.common import NodeInputError
+    from longvideo.nodes.comfy_models import FROM_NODE, LongVideoComfyModel
+    from longvideo.nodes.hierarchy import LongVideoHierarchicalSampler
+
+    model, _ = LongVideoComfyModel().adapt(wan_i2v, "simple", FROM_NODE)
+    extras = {"concat_latent_image": torch.zeros(1, 16, 5, 8, 8), "concat_mask": torch.ones(1, 1, 5, 8, 8)}
+    with pytest.raises(ValueError, match="LongVideoHierarchicalSampler: 'prompts': its 'concat_latent_image' is laid along "
+                                         "the video's frames, .* spaced 2 apart"):
+        LongVideoHierarchicalSampler().sample(model, [[[text[0], extras]]], [[text[1], extras]], "timeline", 64, 64, 3, 2,
+                                              "replace", 1, 1, CFG, "euler", 2)
+    with pytest.raises(NodeInputError, match="'keyframe_idxs' cannot be used by the LongVideo samplers: LTXVAddGuide"):
+        LongVideoHierarchicalSampler().sample(model, [[[text[0], {"keyframe_idxs": torch.zeros(1, 3, 2)}]]],
+                                              [[text[1], {}]], "timeline", 64, 64, 3, 2, "replace", 1, 1, CFG, "euler", 2)
 
 
 def test_progress_and_cancel_go_through_comfyui(wan21, text):
@@ -442,3 +559,131 @@ def test_progress_and_cancel_go_through_comfyui(wan21, text):
     finally:
         comfy.model_management.interrupt_current_processing(False)
         comfy.utils.set_progress_bar_global_hook(previous)
+
+
+# ---------------------------------------------------------------------------------------------------
+# LTX-Video (128 channels, 32x, 8x in time; T5 attention_mask; known frames at per-token timestep 0) and
+# HunyuanVideo (16 channels, 8x, 4x in time; CLIP-L pooled_output; ComfyUI keeps noise-masked frames clean)
+
+DITS = {
+    "ltxv": (comfy_env.save_tiny_ltxv, (1, 128, 3, 4, 4), LatentLayout(128, 32, 8)),
+    "hunyuan_video": (comfy_env.save_tiny_hunyuan_video, (1, 16, 3, 8, 8), LatentLayout(16, 8, 4)),
+}
+
+
+@pytest.fixture(scope="module", params=list(DITS))
+def dit(request, tmp_path_factory):
+    """(ComfyUI's MODEL from UNETLoader, latent shape, positive, negative) for a tiny LTXV or HunyuanVideo file; the
+    conditioning carries the extras their text encoders give (T5's / LLaVA's attention_mask with padding masked out,
+    CLIP-L's pooled_output), without which their models do not run."""
+    _comfy()
+    import folder_paths
+    import nodes as comfy_nodes
+
+    save, shape, layout = DITS[request.param]
+    folder = tmp_path_factory.mktemp(f"{request.param}_models")
+    save(str(folder / f"tiny_{request.param}.safetensors"))
+    folder_paths.add_model_folder_path("diffusion_models", str(folder))
+    (model,) = comfy_nodes.UNETLoader().load_unet(f"tiny_{request.param}.safetensors", "default")
+    assert ComfyDenoiser(model).layout == layout
+    generator = torch.Generator().manual_seed(17)
+
+    def conditioning(tokens, padding):
+        mask = torch.ones(1, tokens, dtype=torch.long)
+        mask[:, tokens - padding:] = 0
+        return [[torch.randn(1, tokens, 4096, generator=generator),
+                 {"attention_mask": mask, "pooled_output": torch.randn(1, 768, generator=generator)}]]
+
+    return model, shape, conditioning(6, 2), conditioning(4, 1), request.param
+
+
+@pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m"])
+def test_dit_clip_equals_comfyui_sampling(dit, sampler):
+    import comfy.sample
+
+    model, shape, positive, negative, _ = dit
+    denoiser = ComfyDenoiser(model)
+    ours = denoise(denoiser, TextGuidance.from_prompts(*prompts(denoiser, positive, negative), CFG), shape, steps=STEPS,
+                   seed=3, scheduler=sampler)
+    zeros = torch.zeros(shape)
+    theirs = comfy_sample(model, comfy.sample.prepare_noise(zeros, 3), sampler, positive, negative, zeros, seed=3)
+    assert torch.isfinite(ours).all() and ours.abs().mean() > 0.1
+    assert (ours - theirs).abs().max() <= 1e-4
+    # The extras matter: the attention mask changes the result (the model sees it through ComfyUI's conditioning).
+    unmasked = [[positive[0][0], {**positive[0][1], "attention_mask": torch.ones_like(positive[0][1]["attention_mask"])}]]
+    other = denoise(denoiser, TextGuidance.from_prompts(*prompts(denoiser, unmasked, negative), CFG), shape, steps=STEPS,
+                    seed=3, scheduler=sampler)
+    assert (other - ours).abs().max() > 1e-4
+
+
+def test_dit_continuation_chunk_is_comfyui_with_noise_mask(dit):
+    """A chunk is ComfyUI's sampling with the noise mask over its known frames, and they come back exact. ComfyUI's
+    LTXV turns the mask into per-token timesteps (known frames at timestep 0, shown clean); its HunyuanVideo shows the
+    known frames clean at the step's timestep; both are what replace does on these models."""
+    import comfy.sample
+
+    model, shape, positive, negative, kind = dit
+    denoiser = ComfyDenoiser(model)
+    batch, channels, frames, height, width = shape
+    start = torch.randn(1, channels, 2, height, width, generator=torch.Generator().manual_seed(1))
+    settings = continuation.ContinuationSettings(frames_per_chunk=frames, chunks=2, min_known=1, max_known=1)
+    seen = []
+    hook = model.model.diffusion_model.register_forward_pre_hook(lambda module, args: seen.append(args[1].detach().clone()))
+    try:
+        video = continuation.continue_video(denoiser, [TextGuidance.from_prompts(*prompts(denoiser, positive, negative), CFG)],
+                                            settings, size=(1, height, width), steps=STEPS, seed=5, scheduler="euler",
+                                            start=start)
+    finally:
+        hook.remove()
+    assert video.shape[2] == 2 + 2 * (frames - 1)
+    assert torch.equal(video[:, :, :2], start)
+    if kind == "ltxv":  # per-token timesteps [batch, tokens, 1]: the known frame's tokens (the first h x w) at 0
+        tokens = height * width
+        assert all(t.shape[1] == 3 * tokens and (t[:, :tokens] == 0).all() and (t[:, tokens:] > 0).all() for t in seen)
+    zeros = torch.zeros(1, channels, frames, height, width)
+    latent = model.get_model_object("latent_format").process_out(zeros.clone())
+    latent[:, :, :1] = video[:, :, frames: frames + 1]  # chunk 1 knows the last frame of chunk 0
+    mask = torch.ones(1, 1, frames, height, width)
+    mask[:, :, 0] = 0
+    second = comfy_sample(model, comfy.sample.prepare_noise(zeros, continuation.chunk_seed(5, 1)), "euler", positive,
+                          negative, latent, mask=mask)
+    assert (video[:, :, frames + 1:] - second[:, :, 1:]).abs().max() <= 1e-4
+
+
+def test_dit_hierarchical_keeps_parents_and_batches_segments(dit):
+    model, shape, positive, negative, _ = dit
+    denoiser = ComfyDenoiser(model)
+    height, width = shape[3:]
+    other = [[positive[0][0].flip(1), dict(positive[0][1])]]
+    lines = [prompts(denoiser, c, negative)[0] for c in (positive, other)]
+    negative_prompt = prompts(denoiser, positive, negative)[1]
+
+    def run(depth, cap):
+        plan = hierarchy.HierarchyPlan(3, depth)
+        return hierarchy.sample_hierarchy(denoiser, plan, hierarchy.timeline_prompts(plan, lines), negative_prompt, CFG,
+                                          hierarchy.HierarchySettings(batch_cap=cap), size=(height, width), steps=STEPS,
+                                          seed=9, scheduler="euler")
+
+    keyframes, batched, one_at_a_time = run(1, 1), run(2, 2), run(2, 1)
+    assert batched.shape == (1, shape[1], 5, height, width)
+    assert torch.equal(batched[:, :, [0, 2, 4]], keyframes)  # parents exact
+    assert (batched - one_at_a_time).abs().max() <= 1e-4  # segments with different prompts, alone or side by side
+
+
+def test_dit_nodes_count_frames(dit):
+    """The adapter reads the layout; the continuation node makes latent frames that decode to t x (n - 1) + 1."""
+    from longvideo.models.comfy_model import ComfyVAE
+    from longvideo.nodes.comfy_models import FROM_NODE, LongVideoComfyModel
+    from longvideo.nodes.continuation import LongVideoContinuationSampler
+
+    model, shape, positive, negative, kind = dit
+    vae = StandInCausalVAE.like(shape[1], LATENT_LAYOUTS["LTXV" if kind == "ltxv" else "HunyuanVideo"])
+    adapted, adapted_vae = LongVideoComfyModel().adapt(model, "simple", FROM_NODE, vae)
+    size = shape[3] * adapted.downscale
+    (latent,) = LongVideoContinuationSampler().sample(adapted, positive, negative, size, size, 3, 2, 1, 1, "replace", 1, 1,
+                                                      CFG, "euler")
+    assert latent["samples"].shape[2] == 3 + 2
+    decoded = torch.cat(list(adapted_vae.decode_batches(latent["samples"], 2)))
+    temporal = 8 if kind == "ltxv" else 4
+    assert isinstance(adapted_vae, ComfyVAE) and adapted_vae.temporal == temporal
+    assert len(decoded) == temporal * (5 - 1) + 1 == adapted.layout.pixel_frames(5)
