@@ -164,7 +164,8 @@ def denoise(
     if conditioning is not None:
         conditioning.known.check(shape)
         if init_latents is None and conditioning.strength < 1.0:
-            init_latents, strength = conditioning.initial_latents(shape), conditioning.strength
+            # At least one step, however few the steps: the user asked for a sampler run, not for the blend itself.
+            init_latents, strength = conditioning.initial_latents(shape), max(conditioning.strength, 1.0 / max(steps, 1))
     if getattr(denoiser, "samples_itself", False):
         # A model that brings its own executor (ComfyUI's MODEL: its samplers, sigmas and noise mask) runs the clip.
         if noise is None:

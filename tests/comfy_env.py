@@ -78,6 +78,10 @@ def import_comfy():
         raise RuntimeError("ComfyUI was not found: set COMFYUI_PATH")
     if path not in sys.path:
         sys.path.insert(0, path)
+    # transformers looks for torchvision once, when a model module is first imported: let the pack's text encoder be
+    # imported before the stand-in exists, or a later test's CLIPTextModel import fails on it.
+    from transformers import CLIPTextModel, CLIPTokenizer  # noqa: F401
+
     install_torchvision_stand_in()
     import comfy.cli_args
 
