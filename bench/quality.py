@@ -33,6 +33,7 @@ A mode is one function in MODES returning the frames and where its seams and pro
 import argparse
 import os
 import random
+import statistics
 import sys
 import time
 from collections import Counter
@@ -324,6 +325,18 @@ def rows_to_run(modes: list[str], methods: list[str] | None, denoiser) -> list[t
     return rows
 
 
+def print_cost(model, prompt: str, methods: list[str], seeds, options: Options) -> None:
+    times = {method: [] for method in methods}
+    for seed in seeds:
+        for method in methods:
+            began = time.perf_counter()
+            continuation(model, prompt, seed, replace(options, method=method))
+            times[method].append(time.perf_counter() - began)
+    first, second = (statistics.median(times[m]) for m in methods)
+    print(f"continuation, {options.chunks} chunks of {options.frames}, {len(times[methods[0]])} runs each, alternating: "
+          f"{methods[0]} {first:.2f} s, {methods[1]} {second:.2f} s, {methods[1]} / {methods[0]} = {second / first:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=DEFAULT_MODEL, help="a diffusers text-to-video folder")
@@ -340,6 +353,9 @@ def main() -> None:
             parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     parser.add_argument("--strips", default=None, help="folder to write a PNG of each row's first videos into")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--cost", nargs=2, metavar="METHOD", help=(
+        "instead of the table: time continuation with these two methods alternating in this process (--seeds repeats, "
+        "the first prompt) and print the ratio, the cost comparison the table's ms / frame cannot give on a busy machine"))
     args = parser.parse_args()
 
     sys.path[:0] = [ROOT]
@@ -356,6 +372,8 @@ def main() -> None:
     for prompt in args.prompts:
         prompt_parts(prompt)
     model = load_text_to_video(args.model)
+    if args.cost:
+        return print_cost(model, args.prompts[0], args.cost, range(args.first_seed, args.first_seed + args.seeds), options)
     print(f"model {os.path.relpath(args.model)}; {len(args.prompts)} prompts x {args.seeds} seeds; {options.frames}-frame "
           f"clips, {options.steps} {options.scheduler} steps, CFG {options.cfg}; continuation: {options.chunks} chunks, "
           f"{options.known} known frames; co-denoise: windows of {options.frames}, overlap {options.overlap}, FreeNoise noise; "

@@ -70,3 +70,14 @@ def test_direction_probe_sees_the_direction_in_the_drawn_clips_and_measures_a_mo
     assert best_reversed > best_right  # a drawn clip starts on the side its direction leaves from
     assert all(np.isfinite(result["model"]))
     assert probe(tiny_model_folder, clips=48, held_out=4, frames=8) == result
+
+
+def test_the_cost_comparison_times_both_methods_on_a_model(tiny_model_folder, capsys):
+    from longvideo.bench.quality import print_cost
+    from longvideo.models.loader import load_text_to_video
+
+    model = load_text_to_video(tiny_model_folder)
+    print_cost(model, "a red circle moving right", ["replace", "resample"], range(1), Options(frames=4, chunks=2, known=1, steps=2))
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("continuation, 2 chunks of 4, 1 runs each") and "resample / replace = " in line
+    assert float(line.rsplit("= ", 1)[1]) > 0
