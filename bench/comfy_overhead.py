@@ -65,7 +65,8 @@ def main() -> int:
 
     def ksampler(batch, mask_frames):
         zeros = torch.zeros((batch,) + shape[1:])
-        noise = comfy.sample.prepare_noise(zeros, 1)
+        # Ours draws every item's noise from its own generator (seed 1 each here), as hierarchical segments do.
+        noise = torch.cat([comfy.sample.prepare_noise(zeros[:1], 1)] * batch)
         latent, mask = zeros, None
         if mask_frames:
             latent = latent_format.process_out(zeros)
