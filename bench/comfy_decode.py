@@ -43,10 +43,8 @@ def main() -> int:
 
     import comfy_env
 
-    if comfy_env.comfyui_path() is None:
-        print("ComfyUI not found: set COMFYUI_PATH")
+    if not comfy_env.import_comfy_or_report():
         return 1
-    comfy_env.import_comfy()
     import comfy.sd
 
     import_pack()

@@ -94,6 +94,15 @@ def import_comfy():
     import comfy
 
 
+def import_comfy_or_report() -> bool:
+    """For the benches: import ComfyUI, or say how to point at it and return False."""
+    if comfyui_path() is None:
+        print("ComfyUI not found: set COMFYUI_PATH")
+        return False
+    import_comfy()
+    return True
+
+
 def comfyui_or_skip():
     if comfyui_path() is None:
         pytest.skip("ComfyUI not found: set COMFYUI_PATH to a ComfyUI checkout (default ../shared/comfyui) to run "
