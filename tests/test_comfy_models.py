@@ -190,6 +190,22 @@ def test_hierarchical_keeps_parents_and_batches_segments(wan21, text):
     assert not torch.equal(batched[:, :, 1], batched[:, :, 3])
 
 
+def test_blend_runs_on_comfyui_models_as_replace_from_the_blend(wan21, text):
+    """blend: ComfyUI's sampler starts from the known frames mixed along time at the blend's denoise, with the noise
+    mask on the known frames; the known frames come out exact, and with the given steps it differs from replace."""
+    positive, negative = text
+    latents = torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+
+    def run(method):
+        settings = interpolation.InterpolationSettings(factor=2, window=3, overlap=1, method=method, blend_strength=0.5)
+        return interpolation.interpolate_latents(ComfyDenoiser(wan21), TextGuidance(positive, negative, CFG), latents,
+                                                 settings, steps=4, seed=1, scheduler="euler")
+
+    blended, replaced = run("blend"), run("replace")
+    assert torch.equal(blended[:, :, ::2], latents) and torch.isfinite(blended).all()
+    assert not torch.equal(blended, replaced)
+
+
 def test_interpolation_keeps_inputs(wan21, text):
     positive, negative = text
     latents = torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(4))
