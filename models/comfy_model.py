@@ -266,7 +266,8 @@ class ComfyDenoiser(Denoiser):
             elif method == "guidance":
                 sampler = self._guided(sampler, index, clean, conditioning.weight)
             else:
-                raise ValueError(f"frame conditioning {type(conditioning).__name__} is not available for ComfyUI models")
+                raise ValueError(f"frame conditioning '{method}' is not available for ComfyUI models (ComfyUI's samplers "
+                                 "cannot step back for its passes): use 'replace', 'guidance' or 'blend'")
         total = len(sigmas) - 1
         step_callback = None if callback is None else (lambda step, denoised, x, _: callback(step + 1, total, x))
         seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed] * shape[0]

@@ -206,6 +206,14 @@ def test_blend_runs_on_comfyui_models_as_replace_from_the_blend(wan21, text):
     assert not torch.equal(blended, replaced)
 
 
+def test_resample_is_refused_on_comfyui_models_with_the_alternatives(wan21, text):
+    positive, negative = text
+    settings = interpolation.InterpolationSettings(factor=2, window=3, overlap=1, method="resample")
+    with pytest.raises(ValueError, match="'resample' is not available for ComfyUI models.*'blend'"):
+        interpolation.interpolate_latents(ComfyDenoiser(wan21), TextGuidance(positive, negative, CFG),
+                                          torch.zeros(1, 16, 2, 8, 8), settings, steps=2, seed=1, scheduler="euler")
+
+
 def test_interpolation_keeps_inputs(wan21, text):
     positive, negative = text
     latents = torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(4))
