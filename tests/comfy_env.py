@@ -76,8 +76,9 @@ def import_comfy():
     path = comfyui_path()
     if path is None:
         raise RuntimeError("ComfyUI was not found: set COMFYUI_PATH")
-    if path not in sys.path:
-        sys.path.insert(0, path)
+    # First on the path: ComfyUI's top-level `nodes` module must win over the pack's `nodes/` package of that name.
+    if sys.path[:1] != [path]:
+        sys.path[:] = [path] + [entry for entry in sys.path if entry != path]
     # transformers looks for torchvision once, when a model module is first imported: let the pack's text encoder be
     # imported before the stand-in exists, or a later test's CLIPTextModel import fails on it.
     from transformers import CLIPTextModel, CLIPTokenizer  # noqa: F401
@@ -92,6 +93,16 @@ def import_comfy():
     import comfy.sd  # noqa: F401
     import folder_paths  # noqa: F401
     import comfy
+
+
+def comfy_nodes():
+    """ComfyUI's own `nodes` module (its core node classes), never the pack's `nodes/` package of the same name."""
+    import_comfy()
+    import nodes
+
+    if not os.path.realpath(nodes.__file__).startswith(os.path.realpath(comfyui_path()) + os.sep):
+        raise RuntimeError(f"'import nodes' found {nodes.__file__}, not ComfyUI's nodes.py: import ComfyUI before the pack")
+    return nodes
 
 
 def import_comfy_or_report() -> bool:

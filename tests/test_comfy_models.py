@@ -44,7 +44,7 @@ def wan21(tmp_path_factory):
     """ComfyUI's MODEL of a tiny Wan 2.1 file, loaded by ComfyUI's own UNETLoader from a diffusion_models folder."""
     _comfy()
     import folder_paths
-    import nodes as comfy_nodes
+    comfy_nodes = comfy_env.comfy_nodes()
 
     folder = tmp_path_factory.mktemp("diffusion_models")
     comfy_env.save_tiny_wan21(str(folder / "tiny_wan21.safetensors"))
@@ -377,7 +377,7 @@ def stand_in_loaders():
     """ComfyUI's CLIPLoader and VAELoader (same inputs, same file lookup) returning the stand-ins above: ComfyUI fixes
     umT5-xxl's size (5.7 B parameters) and the Wan VAE's width, so no tiny file of theirs can be loaded."""
     import folder_paths
-    import nodes as comfy_nodes
+    comfy_nodes = comfy_env.comfy_nodes()
 
     class CLIPLoader(comfy_nodes.CLIPLoader):
         def load_clip(self, clip_name, type="stable_diffusion", device="default"):
@@ -417,7 +417,7 @@ def wan_files(tmp_path, wan21):
 def test_wan_workflow_runs_on_comfyui_nodes(name, latent_frames, wan_files):
     import av
     import json
-    import nodes as comfy_nodes
+    comfy_nodes = comfy_env.comfy_nodes()
 
     from longvideo import NODE_CLASS_MAPPINGS
     from longvideo.utils.workflow import api_to_ui, load_workflow, run_workflow, ui_to_api
@@ -602,7 +602,7 @@ def dit(request, tmp_path_factory):
     CLIP-L's pooled_output), without which their models do not run."""
     _comfy()
     import folder_paths
-    import nodes as comfy_nodes
+    comfy_nodes = comfy_env.comfy_nodes()
 
     save, shape, layout = DITS[request.param]
     folder = tmp_path_factory.mktemp(f"{request.param}_models")

@@ -25,10 +25,7 @@ def node_classes() -> dict[str, type]:
     """ComfyUI's core node classes with the pack's nodes (import ComfyUI first: tests/comfy_env.py)."""
     import comfy_env
 
-    comfy_env.import_comfy()
-    import nodes as comfy_nodes
-
-    return {**comfy_nodes.NODE_CLASS_MAPPINGS, **import_pack().NODE_CLASS_MAPPINGS}
+    return {**comfy_env.comfy_nodes().NODE_CLASS_MAPPINGS, **import_pack().NODE_CLASS_MAPPINGS}
 
 
 def ui_workflows(classes: dict[str, type]) -> dict[str, dict]:
