@@ -224,23 +224,23 @@ def denoise(
     if conditioning is not None:
         conditioning.prepare(sampler, noise, device)
     step_arguments = {"generator": generator} if "generator" in inspect.signature(sampler.step).parameters else {}
-    resampling = None
+    def take_step(latents: torch.Tensor, index: int, timestep: torch.Tensor) -> torch.Tensor:
+        if conditioning is None:
+            prediction = predict(latents, timestep)
+        else:
+            latents, prediction = conditioning.model_step(predict, latents, timestep)
+        return _scheduler_step(sampler, prediction, host_timesteps[index], latents, step_arguments, video_layout)
+
+    resampling = torch.Generator("cpu").manual_seed(_first_seed(seed) + RESAMPLING_SEED_OFFSET)
     for index, timestep in enumerate(timesteps):
         step_alpha = None if clip_alphas is None else clip_alphas[index]
-        extra_passes = 0 if conditioning is None else conditioning.extra_passes(index, len(timesteps))
-        for attempt in range(extra_passes + 1):
-            if attempt < extra_passes:
-                state = copy.deepcopy(sampler.__dict__)  # multistep solvers keep history: each pass starts from it
-            if conditioning is None:
-                prediction = predict(latents, timestep)
-            else:
-                latents, prediction = conditioning.model_step(predict, latents, timestep)
-            latents = _scheduler_step(sampler, prediction, host_timesteps[index], latents, step_arguments, video_layout)
-            if attempt < extra_passes:
-                resampling = resampling or torch.Generator("cpu").manual_seed(_first_seed(seed) + RESAMPLING_SEED_OFFSET)
-                latents = renoise(sampler, latents, host_timesteps[index + 1], host_timesteps[index], resampling)
-                sampler.__dict__.clear()
-                sampler.__dict__.update(state)
+        for _ in range(0 if conditioning is None else conditioning.extra_passes(index, len(timesteps))):
+            state = copy.deepcopy(sampler.__dict__)  # multistep solvers keep history: every pass starts from it
+            stepped = take_step(latents, index, timestep)
+            latents = renoise(sampler, stepped, host_timesteps[index + 1], host_timesteps[index], resampling)
+            sampler.__dict__.clear()
+            sampler.__dict__.update(state)
+        latents = take_step(latents, index, timestep)
         if callback is not None:
             callback(index + 1, len(timesteps), latents)
     if conditioning is not None:
@@ -336,8 +336,13 @@ def _tokens(prompt) -> torch.Tensor:
 
 def stack_tokens(lines: list[torch.Tensor]) -> torch.Tensor:
     """Per-item embeddings [1, tokens_i, width] -> [B, tokens, width] (token counts matched by repetition)."""
+    return torch.cat(_repeat_to_common_length(lines))
+
+
+def _repeat_to_common_length(lines: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Token sequences repeated to a common length; repeating all keys k times leaves attention unchanged."""
     common = math.lcm(*(line.shape[1] for line in lines))
-    return torch.cat([line.repeat(1, common // line.shape[1], 1) for line in lines])
+    return [line if line.shape[1] == common else line.repeat(1, common // line.shape[1], 1) for line in lines]
 
 
 def _expand_batch(embeddings: torch.Tensor, batch: int, name: str) -> torch.Tensor:
@@ -351,8 +356,5 @@ def _expand_batch(embeddings: torch.Tensor, batch: int, name: str) -> torch.Tens
 
 
 def _match_token_counts(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Repeat both token sequences to a common length; repeating all keys k times leaves attention unchanged."""
-    if a.shape[1] == b.shape[1]:
-        return a, b
-    common = math.lcm(a.shape[1], b.shape[1])
-    return a.repeat(1, common // a.shape[1], 1), b.repeat(1, common // b.shape[1], 1)
+    a, b = _repeat_to_common_length([a, b])
+    return a, b
