@@ -13,8 +13,9 @@ sets. The loop calls `model_step` instead of the model at every step and `finish
   backward pass through the model at every step.
 - ResampleConditioning (training-free, any model): replace plus RePaint's resampling (Lugmayr et al. 2022): in the
   noisier part of the run every step is taken, its result re-noised back to the level it started from, and taken again,
-  `passes` extra times. Each pass lets the new frames settle against the known ones at that noise level, so the layout
-  is decided with them even where the model relates frames weakly. It costs 1 + passes x until model calls per step.
+  `passes` extra times. Each pass lets the new frames settle against the known ones at that noise level; that helps
+  as far as the model relates frames there (little for the embedded model at high noise: docs/coherence.md). It costs
+  1 + passes x until model calls per step.
 - BlendConditioning (training-free, any model): replace, but the new frames start from the known frames blended along
   time (each new frame the linear mix of the nearest known frames before and after it) noised to `strength`, and only
   the last `strength` of the steps run (SDEdit from the blend). Where the known frames are close in time (infill
@@ -110,12 +111,16 @@ class ResampleConditioning(ReplaceConditioning):
 BLEND_STRENGTH = 0.4
 
 
+def check_blend_strength(strength: float) -> None:
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"blend_strength must be in (0, 1], got {strength}")
+
+
 class BlendConditioning(ReplaceConditioning):
     method = "replace"  # other executors run it as replace from `initial_latents` at `strength`
 
     def __init__(self, known: KnownFrames, strength: float = BLEND_STRENGTH):
-        if not 0.0 < strength <= 1.0:
-            raise ValueError(f"blend strength must be in (0, 1], got {strength}")
+        check_blend_strength(strength)
         super().__init__(known)
         self.strength = strength
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from .denoise import Prompt, TextGuidance, denoise
-from .frame_conditioning import BLEND_STRENGTH, METHODS, KnownFrames, make_conditioning
+from .frame_conditioning import BLEND_STRENGTH, METHODS, KnownFrames, check_blend_strength, make_conditioning
 
 
 @dataclass(frozen=True)
@@ -121,8 +121,7 @@ class HierarchySettings:
     blend_strength: float = BLEND_STRENGTH
 
     def check(self) -> None:
-        if not 0.0 < self.blend_strength <= 1.0:
-            raise ValueError(f"blend_strength must be in (0, 1], got {self.blend_strength}")
+        check_blend_strength(self.blend_strength)
         if self.batch_cap < 1:
             raise ValueError(f"batch cap must be at least 1, got {self.batch_cap}")
         if self.method not in METHODS:

@@ -26,7 +26,7 @@ import torch
 
 from ..attention.temporal import WindowAttention
 from .denoise import TextGuidance, denoise
-from .frame_conditioning import BLEND_STRENGTH, METHODS, KnownFrames, make_conditioning
+from .frame_conditioning import BLEND_STRENGTH, METHODS, KnownFrames, check_blend_strength, make_conditioning
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,7 @@ class InterpolationSettings:
     blend_strength: float = BLEND_STRENGTH
 
     def check(self) -> None:
-        if not 0.0 < self.blend_strength <= 1.0:
-            raise ValueError(f"blend_strength must be in (0, 1], got {self.blend_strength}")
+        check_blend_strength(self.blend_strength)
         if self.factor < 2:
             raise ValueError(f"factor must be at least 2 (one new frame per gap), got {self.factor}")
         if self.passes < 1:
@@ -155,9 +154,9 @@ def _interpolate_once(denoiser, guidance, latents, settings, pass_index, steps, 
     windows = plan_windows(frames, settings.window, settings.overlap)
     sampled = output_frames(windows[0].stop - windows[0].start, k)  # every window has the same length
     model = _with_window_attention(denoiser, settings.attention_window, sampled)
+    spacing, total = placement
     for window_index, window in enumerate(windows):
         known = KnownFrames(list(range(0, sampled, k)), latents[:, :, window.start : window.stop])
-        spacing, total = placement
         frames = [spacing * frame for frame in range(window.start * k, window.start * k + sampled)]
         result = denoise(
             model, guidance.for_frames(frames, total), (batch, channels, sampled, height, width), steps=steps,
