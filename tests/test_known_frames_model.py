@@ -16,7 +16,8 @@ from longvideo.sampling.continuation import ContinuationSettings, continue_video
 from longvideo.sampling.denoise import TextGuidance
 from longvideo.sampling.hierarchy import HierarchyPlan, HierarchySettings, level_prompts, sample_hierarchy
 from longvideo.sampling.interpolation import InterpolationSettings, interpolate_latents
-from longvideo.tools.train_tiny_model import known_frame_mask, known_frames_input, seam_weights, widen_for_known_frames
+from longvideo.tools.train_tiny_model import (TrainConfig, known_frame_mask, known_frames_input, label_prompt, seam_weights,
+                                             turning_batch, widen_for_known_frames)
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +157,19 @@ def test_training_patterns_cover_every_mode():
     assert all(not m.all() for m in masks if m.sum() < 16)
     slow = [known_frame_mask(16, generator, infill_only=True) for _ in range(200)]
     assert all(m.any() and not (m[0] and not m[1:].any()) for m in slow)  # never text to video or a continuation start
+
+
+def test_a_turning_batch_knows_the_frames_before_the_turn_and_prompts_the_new_direction():
+    # labels: shape, colour, direction after the turn, turn frame
+    labels = torch.tensor([[0, 0, 1, 3], [2, 3, 0, 6]])
+    latents = torch.randn(2, 4, 16, 8, 8)
+    config = TrainConfig(unet_batch=64, drop_prompt=0.0)
+    clean, prompts, known = turning_batch((latents, labels), 2.0, config, torch.Generator().manual_seed(0))
+    for item, prompt, mask in zip(clean, prompts, known):
+        source = next(i for i in range(2) if torch.equal(item, 2.0 * latents[i]))
+        assert mask.tolist() == [1.0] * int(labels[source, 3]) + [0.0] * (16 - int(labels[source, 3]))
+        assert prompt == label_prompt(labels[source, :3].tolist(), reverse=False)
+    assert {p.split()[-1] for p in prompts} == {"right", "left"}  # DIRECTIONS order: left, right, up, down
 
 
 def test_frames_beside_known_frames_weigh_more_in_the_loss():

@@ -5,7 +5,8 @@ import random
 import numpy as np
 import pytest
 
-from longvideo.tools.synthetic_shapes import COLOURS, DIRECTIONS, SHAPES, find_shape, random_clip, random_clips, render
+from longvideo.tools.synthetic_shapes import (COLOURS, DIRECTIONS, SHAPES, find_shape, random_clip, random_clips,
+                                              random_turning_clip, render)
 
 
 def test_clips_are_seeded_and_endless():
@@ -41,3 +42,19 @@ def test_every_shape_colour_and_direction_occurs():
 
 def test_an_empty_frame_has_no_shape():
     assert find_shape(np.full((64, 64, 3), 0.5019608, np.float32)).colour is None
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_turning_clip_turns_once_at_its_speed_and_stays_on_screen(seed):
+    clip = random_turning_clip(random.Random(seed), frames=16, turns=(1, 8), speed=(1.5, 3.0))
+    turn, new = clip.turn
+    assert 1 <= turn <= 8 and clip.prompt.endswith(f"moving {new}") and clip.final_direction == new
+    dx, dy = DIRECTIONS[clip.direction]
+    assert DIRECTIONS[new][0] * dx + DIRECTIONS[new][1] * dy == 0  # a right angle
+    steps = [np.subtract(clip.centre(f), clip.centre(f - 1)) for f in range(1, 16)]
+    for f, step in enumerate(steps, start=1):
+        assert np.allclose(step, np.multiply(DIRECTIONS[clip.direction if f < turn else new], clip.speed))
+    for f in range(16):
+        assert all(clip.radius + 1 - 1e-9 <= c <= 64 - clip.radius - 1 + 1e-9 for c in clip.centre(f))
+    found = [find_shape(frame) for frame in render(clip, 16)]
+    assert all(f.colour == clip.colour for f in found)

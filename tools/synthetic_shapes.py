@@ -1,4 +1,4 @@
-"""Procedurally drawn videos of one coloured shape moving in a straight line on a plain background.
+"""Procedurally drawn videos of one coloured shape moving in a straight line on a plain background (or turning once).
 
 They train the embedded default model (tools/train_tiny_model.py) and give every long-video mode a quality that
 can be measured (bench/quality.py, bench/interpolation_quality.py): the object's colour and centroid are known in
@@ -28,7 +28,10 @@ SUBPIXEL_BITS = 4
 
 @dataclass(frozen=True)
 class ShapeClip:
-    """A shape of `radius` pixels whose centre starts at `start` (x, y) and moves `speed` pixels per frame."""
+    """A shape of `radius` pixels whose centre starts at `start` (x, y) and moves `speed` pixels per frame.
+
+    With `turn` = (frame, new direction) it moves `direction` up to frame - 1 and the new way from there on, at the same
+    speed: what a continuation whose next prompt names another direction should make. Its prompt names the new way."""
 
     shape: str
     colour: str
@@ -37,14 +40,25 @@ class ShapeClip:
     speed: float
     radius: float
     size: int = 64
+    turn: tuple[int, str] | None = None
+
+    @property
+    def final_direction(self) -> str:
+        return self.turn[1] if self.turn else self.direction
 
     @property
     def prompt(self) -> str:
-        return f"a {self.colour} {self.shape} moving {self.direction}"
+        return f"a {self.colour} {self.shape} moving {self.final_direction}"
 
     def centre(self, frame: float) -> tuple[float, float]:
         dx, dy = DIRECTIONS[self.direction]
-        return self.start[0] + dx * self.speed * frame, self.start[1] + dy * self.speed * frame
+        before = frame if self.turn is None else min(frame, self.turn[0] - 1)
+        x, y = self.start[0] + dx * self.speed * before, self.start[1] + dy * self.speed * before
+        if self.turn is not None and frame > self.turn[0] - 1:
+            tx, ty = DIRECTIONS[self.turn[1]]
+            after = frame - (self.turn[0] - 1)
+            x, y = x + tx * self.speed * after, y + ty * self.speed * after
+        return x, y
 
 
 def draw_frame(clip: ShapeClip, frame: float) -> np.ndarray:
@@ -88,6 +102,28 @@ def random_clip(rng: random.Random, frames: int, size: int = 64, speed: tuple[fl
     along = along if dx + dy > 0 else size - along
     start = (along, across) if dx else (across, along)
     return ShapeClip(shape, colour, direction, start, pixels_per_frame, r, size)
+
+
+def random_turning_clip(rng: random.Random, frames: int, turns: tuple[int, int], size: int = 64,
+                        speed: tuple[float, float] = (1.0, 2.5), radius: tuple[float, float] = (6.0, 10.0)) -> ShapeClip:
+    """A random clip that turns by a right angle (either way) at a frame in `turns` (inclusive) and stays wholly inside
+    the frame (speed shrinks until the bent path fits)."""
+    shape, colour, direction = rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(list(DIRECTIONS))
+    dx, dy = DIRECTIONS[direction]
+    new = rng.choice([d for d, (tx, ty) in DIRECTIONS.items() if tx * dx + ty * dy == 0])
+    turn = rng.randint(*turns)
+    r = rng.uniform(*radius)
+    pixels_per_frame = rng.uniform(*speed)
+    while True:
+        path = ShapeClip(shape, colour, direction, (0.0, 0.0), pixels_per_frame, r, size, (turn, new))
+        corners = [path.centre(0), path.centre(turn - 1), path.centre(frames - 1)]
+        low = [min(c[i] for c in corners) for i in (0, 1)]
+        high = [max(c[i] for c in corners) for i in (0, 1)]
+        if all(h - l <= size - 2 * r - 2 for l, h in zip(low, high)):
+            break
+        pixels_per_frame *= 0.9
+    start = tuple(rng.uniform(r + 1 - l, size - r - 1 - h) for l, h in zip(low, high))
+    return ShapeClip(shape, colour, direction, start, pixels_per_frame, r, size, (turn, new))
 
 
 def random_clips(seed: int, frames: int, size: int = 64) -> Iterator[ShapeClip]:

@@ -49,9 +49,11 @@ import torch
 import torch.nn.functional as F
 
 try:
-    from .synthetic_shapes import BACKGROUND, COLOURS, DIRECTIONS, SHAPES, draw_frame, find_shape, random_clip, render
+    from .synthetic_shapes import (BACKGROUND, COLOURS, DIRECTIONS, SHAPES, draw_frame, find_shape, random_clip,
+                                   random_turning_clip, render)
 except ImportError:  # run as a script: tools/ is sys.path[0]
-    from synthetic_shapes import BACKGROUND, COLOURS, DIRECTIONS, SHAPES, draw_frame, find_shape, random_clip, render
+    from synthetic_shapes import (BACKGROUND, COLOURS, DIRECTIONS, SHAPES, draw_frame, find_shape, random_clip,
+                                  random_turning_clip, render)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(ROOT, "checkpoints", "longvideo-shapes")
@@ -99,13 +101,19 @@ class TrainConfig:
     slow_clips: int = 512
     slow_speed: tuple[float, float] = (0.25, 1.5)
     slow_share: float = 0.3
+    # Turning clips for the known-frames stage: a continuation whose next prompt names another direction asks the new
+    # frames to turn where the known ones end, which no straight clip shows (the model jumped at such seams). A share of
+    # the batches are turning clips whose frames before the turn are known and whose prompt names the new direction.
+    turning_clips: int = 512
+    turns: tuple[int, int] = (1, 8)
+    turning_share: float = 0.25
 
 
 CONFIGS = {
     "default": TrainConfig(),
     "micro": TrainConfig(vae_channels=(8, 8, 8, 8), unet_channels=(8, 16), unet_heads=2, text_width=16, text_layers=1, frames=4,
                          vae_steps=3, vae_batch=4, clips=4, unet_steps=3, unet_batch=2, warmup=1, known_frames_steps=3,
-                         slow_clips=4),
+                         slow_clips=4, turning_clips=4, turns=(1, 2)),
 }
 
 
@@ -304,21 +312,28 @@ def train_vae(vae, config: TrainConfig, seed: int, checkpoint: Checkpoint, every
 
 @torch.no_grad()
 def encode_clips(vae, config: TrainConfig, seed: int, checkpoint: Checkpoint, log, kind: str = "clips"):
-    """The latents [N, 4, T, 8, 8] (unscaled posterior means) and prompt parts of the training clips ("clips") or the
-    slow clips ("slow_clips"), made once."""
+    """The latents [N, 4, T, 8, 8] (unscaled posterior means) and labels of the training clips ("clips"), the slow
+    clips ("slow_clips") or the turning clips ("turning_clips"), made once. A label is [shape, colour, direction] (for
+    a turning clip the direction after the turn, then the turn's frame)."""
     if checkpoint.state().get(f"{kind}_encoded"):
         tensors = checkpoint.load(kind)
         return tensors["latents"], tensors["labels"]
-    count, speed, offset = (config.clips, config.speed, 17) if kind == "clips" else (config.slow_clips, config.slow_speed, 29)
+    count, offset, draw = {
+        "clips": (config.clips, 17, lambda rng: random_clip(rng, config.frames, speed=config.speed)),
+        "slow_clips": (config.slow_clips, 29, lambda rng: random_clip(rng, config.frames, speed=config.slow_speed)),
+        "turning_clips": (config.turning_clips, 41,
+                          lambda rng: random_turning_clip(rng, config.frames, config.turns, speed=config.speed)),
+    }[kind]
     rng = random.Random(seed + offset)
     latents, labels = [], []
     began = time.time()
     for first in range(0, count, 4):
-        clips = [random_clip(rng, config.frames, speed=speed) for _ in range(min(4, count - first))]
+        clips = [draw(rng) for _ in range(min(4, count - first))]
         pixels = to_pixels(np.concatenate([render(clip, config.frames) for clip in clips]))
         encoded = vae.encode(pixels).latent_dist.mode().unflatten(0, (len(clips), config.frames))
         latents.append(encoded.transpose(1, 2))
-        labels += [[SHAPES.index(c.shape), list(COLOURS).index(c.colour), list(DIRECTIONS).index(c.direction)] for c in clips]
+        labels += [[SHAPES.index(c.shape), list(COLOURS).index(c.colour), list(DIRECTIONS).index(c.final_direction)]
+                   + ([c.turn[0]] if c.turn else []) for c in clips]
         if (first + len(clips)) % 256 == 0:
             log(f"encoded {first + len(clips)}/{count} {kind.replace('_', ' ')} ({time.time() - began:.0f}s)")
     latents, labels = torch.cat(latents).contiguous(), torch.tensor(labels)  # as loaded back: same std to the bit
@@ -351,9 +366,11 @@ def known_frames_stage(config: TrainConfig) -> UNetStage:
 
 
 def train_unet(unet, text_encoder, tokenizer, latents, labels, scaling: float, config: TrainConfig, seed: int,
-               checkpoint: Checkpoint, every: int, log, stage: UNetStage, slow: tuple | None = None) -> dict:
+               checkpoint: Checkpoint, every: int, log, stage: UNetStage, slow: tuple | None = None,
+               turning: tuple | None = None) -> dict:
     """v prediction on scaled clip latents with the frozen text encoder; returns the EMA weights of the UNet.
-    `slow` (latents, labels of slow clips) makes a share of the known-frames stage's clips slow, with infill patterns."""
+    `slow` (latents, labels of slow clips) makes a share of the known-frames stage's clips slow, with infill patterns;
+    `turning` (latents, labels of turning clips) makes a share of its batches turning clips known up to the turn."""
     from diffusers import DDPMScheduler
 
     schedule = DDPMScheduler.from_config(SCHEDULER_CONFIG)
@@ -376,21 +393,25 @@ def train_unet(unet, text_encoder, tokenizer, latents, labels, scaling: float, c
     for step in range(start, stage.steps):
         generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
         torch.manual_seed(seed * 1_000_003 + step)  # the UNet's temporal convolutions use dropout
-        picks = torch.randint(0, len(latents), (config.unet_batch,), generator=generator)
-        reverse = torch.rand(config.unet_batch, generator=generator) < 0.5
-        drop = torch.rand(config.unet_batch, generator=generator) < config.drop_prompt
-        clean, item_labels = latents[picks], labels[picks]
-        slow_items = torch.zeros(config.unet_batch, dtype=torch.bool)
-        if slow is not None:
-            slow_items = torch.rand(config.unet_batch, generator=generator) < config.slow_share
-            slow_picks = torch.randint(0, len(slow[0]), (config.unet_batch,), generator=generator)
-            clean = torch.where(slow_items.view(-1, 1, 1, 1, 1), slow[0][slow_picks], clean)
-            item_labels = torch.where(slow_items.view(-1, 1), slow[1][slow_picks], item_labels)
-        clean = clean * scaling
-        clean = torch.where(reverse.view(-1, 1, 1, 1, 1), clean.flip(2), clean)
-        if stage.known_frames:
-            clean = crop_frames(clean, generator)
-        prompts = ["" if d else label_prompt(label.tolist(), bool(r)) for label, r, d in zip(item_labels, reverse, drop)]
+        known = None
+        if turning is not None and float(torch.rand((), generator=generator)) < config.turning_share:
+            clean, prompts, known = turning_batch(turning, scaling, config, generator)
+        else:
+            picks = torch.randint(0, len(latents), (config.unet_batch,), generator=generator)
+            reverse = torch.rand(config.unet_batch, generator=generator) < 0.5
+            drop = torch.rand(config.unet_batch, generator=generator) < config.drop_prompt
+            clean, item_labels = latents[picks], labels[picks]
+            slow_items = torch.zeros(config.unet_batch, dtype=torch.bool)
+            if slow is not None:
+                slow_items = torch.rand(config.unet_batch, generator=generator) < config.slow_share
+                slow_picks = torch.randint(0, len(slow[0]), (config.unet_batch,), generator=generator)
+                clean = torch.where(slow_items.view(-1, 1, 1, 1, 1), slow[0][slow_picks], clean)
+                item_labels = torch.where(slow_items.view(-1, 1), slow[1][slow_picks], item_labels)
+            clean = clean * scaling
+            clean = torch.where(reverse.view(-1, 1, 1, 1, 1), clean.flip(2), clean)
+            if stage.known_frames:
+                clean = crop_frames(clean, generator)
+            prompts = ["" if d else label_prompt(label.tolist(), bool(r)) for label, r, d in zip(item_labels, reverse, drop)]
         timesteps = torch.where(torch.rand(config.unet_batch, generator=generator) < config.high_noise_share,
                                 torch.randint(len(alphas) // 2, len(alphas), (config.unet_batch,), generator=generator),
                                 torch.randint(0, len(alphas), (config.unet_batch,), generator=generator))
@@ -398,7 +419,8 @@ def train_unet(unet, text_encoder, tokenizer, latents, labels, scaling: float, c
         noisy = schedule.add_noise(clean, noise, timesteps)
         unknown = torch.ones(clean.shape[0], 1, clean.shape[2], 1, 1)
         if stage.known_frames:
-            known = torch.stack([known_frame_mask(clean.shape[2], generator, infill_only=bool(s)) for s in slow_items])
+            if known is None:
+                known = torch.stack([known_frame_mask(clean.shape[2], generator, infill_only=bool(s)) for s in slow_items])
             known = known.view(config.unet_batch, 1, -1, 1, 1)
             noisy = known_frames_input(noisy, known.expand(-1, -1, -1, *clean.shape[3:]), clean)
             unknown = (1 - known) * seam_weights(known, config.seam_weight)
@@ -491,6 +513,18 @@ def known_frame_mask(frames: int, generator: torch.Generator, infill_only: bool 
     else:
         mask = (torch.rand(frames, generator=generator) < 0.25).float()
     return mask
+
+
+def turning_batch(turning: tuple, scaling: float, config: TrainConfig, generator: torch.Generator):
+    """(scaled latents, prompts, known-frame masks [B, T]) of a batch of turning clips: the frames before the turn
+    known (a continuation's previous chunk), the prompt naming the direction after it. Never reversed in time (the
+    reversed clip would turn from the prompt's direction) nor cut (the turn must stay in the clip)."""
+    latents, labels = turning
+    picks = torch.randint(0, len(latents), (config.unet_batch,), generator=generator)
+    drop = torch.rand(config.unet_batch, generator=generator) < config.drop_prompt
+    prompts = ["" if d else label_prompt(label[:3].tolist(), False) for label, d in zip(labels[picks], drop)]
+    known = (torch.arange(latents.shape[2]) < labels[picks, 3:4]).float()
+    return latents[picks] * scaling, prompts, known
 
 
 def seam_weights(known: torch.Tensor, weight: float) -> torch.Tensor:
@@ -593,8 +627,9 @@ def train(out: str, work: str, config: TrainConfig, seed: int = 0, every: int = 
     unet = mark_known_frames_layout(unet) if takes_known_frames(unet) else widen_for_known_frames(unet)
     if config.known_frames_steps:
         slow = encode_clips(vae, config, seed, checkpoint, log, kind="slow_clips") if config.slow_clips else None
+        turning = encode_clips(vae, config, seed, checkpoint, log, kind="turning_clips") if config.turning_clips else None
         unet.load_state_dict(train_unet(unet, text_encoder, tokenizer, latents, labels, scaling, config, seed, checkpoint,
-                                        every, log, known_frames_stage(config), slow))
+                                        every, log, known_frames_stage(config), slow, turning))
     save_folder(out, vae, text_encoder, tokenizer, unet)
     log(f"wrote {out} ({folder_megabytes(out):.1f} MB) in {time.time() - began:.0f}s")
     return os.path.abspath(out)
