@@ -24,6 +24,27 @@ def test_drawn_videos_score_full_marks():
             assert result.colour_right and result.shape_right and result.directions_right == [True] and result.identity == 1.0
 
 
+def test_the_shape_of_drawn_clips_is_read_right_through_the_embedded_vae():
+    """Generated frames are decoded by the embedded model's VAE, which rounds corners: the shape must still read right."""
+    import random
+
+    import torch
+
+    from longvideo.models.loader import load_text_to_video
+    from longvideo.utils.comfy import EMBEDDED_MODEL, find_model_folder
+    from longvideo.tools.synthetic_shapes import find_shape, random_clip
+
+    vae = load_text_to_video(find_model_folder(EMBEDDED_MODEL)).vae
+    rng, right = random.Random(7), 0
+    for _ in range(24):
+        clip = random_clip(rng, 8)
+        latents = vae.encode(torch.from_numpy(render(clip, 8)).float() / 255, 8)
+        decoded = (np.concatenate([b.numpy() for b in vae.decode_batches(latents, 8)]) * 255).round().astype(np.uint8)
+        shapes = [find_shape(frame).shape for frame in decoded]
+        right += max(set(shapes), key=shapes.count) == clip.shape
+    assert right >= 22  # a small circle the VAE squares off may read as a square
+
+
 def test_a_wrong_shape_is_caught():
     assert not measure(Generated(drawn("right", "red"), [Stretch(0, 16, "right")]), "red", "square").shape_right
 

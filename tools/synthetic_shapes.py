@@ -156,6 +156,12 @@ def find_shape(frame: np.ndarray, min_pixels: int = 6, threshold: float = 60.0) 
 
 
 def shape_of(xs: np.ndarray, ys: np.ndarray) -> str:
-    """A square fills its (axis-aligned) bounding box, a circle pi / 4 of it, the upright triangle half of it."""
+    """A square fills its (axis-aligned) bounding box, a circle pi / 4 of it, the upright triangle half of it.
+
+    The bounds lie between the fills of drawn shapes (circles 0.67-0.84, squares 0.98-1, triangles 0.52-0.61) and of the
+    same frames after the embedded model's VAE, which generated frames are read through and which rounds a square's
+    corners (90% of decoded squares fill 0.86-0.97, circles 0.75-0.86, triangles 0.56-0.65). By the most frequent shape
+    of a clip, 115 of 120 decoded drawn clips read right (the old bounds 0.9 / 0.64: 111); the rest are small circles
+    the VAE squares off."""
     fill = len(xs) / float((np.ptp(xs) + 1) * (np.ptp(ys) + 1))
-    return "square" if fill > 0.9 else "circle" if fill > 0.64 else "triangle"
+    return "square" if fill > 0.87 else "circle" if fill > 0.66 else "triangle"
