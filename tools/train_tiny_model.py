@@ -393,25 +393,11 @@ def train_unet(unet, text_encoder, tokenizer, latents, labels, scaling: float, c
     for step in range(start, stage.steps):
         generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
         torch.manual_seed(seed * 1_000_003 + step)  # the UNet's temporal convolutions use dropout
-        known = None
+        known, slow_items = None, torch.zeros(config.unet_batch, dtype=torch.bool)
         if turning is not None and float(torch.rand((), generator=generator)) < config.turning_share:
             clean, prompts, known = turning_batch(turning, scaling, config, generator)
         else:
-            picks = torch.randint(0, len(latents), (config.unet_batch,), generator=generator)
-            reverse = torch.rand(config.unet_batch, generator=generator) < 0.5
-            drop = torch.rand(config.unet_batch, generator=generator) < config.drop_prompt
-            clean, item_labels = latents[picks], labels[picks]
-            slow_items = torch.zeros(config.unet_batch, dtype=torch.bool)
-            if slow is not None:
-                slow_items = torch.rand(config.unet_batch, generator=generator) < config.slow_share
-                slow_picks = torch.randint(0, len(slow[0]), (config.unet_batch,), generator=generator)
-                clean = torch.where(slow_items.view(-1, 1, 1, 1, 1), slow[0][slow_picks], clean)
-                item_labels = torch.where(slow_items.view(-1, 1), slow[1][slow_picks], item_labels)
-            clean = clean * scaling
-            clean = torch.where(reverse.view(-1, 1, 1, 1, 1), clean.flip(2), clean)
-            if stage.known_frames:
-                clean = crop_frames(clean, generator)
-            prompts = ["" if d else label_prompt(label.tolist(), bool(r)) for label, r, d in zip(item_labels, reverse, drop)]
+            clean, prompts, slow_items = straight_batch(latents, labels, slow, scaling, config, generator, stage.known_frames)
         timesteps = torch.where(torch.rand(config.unet_batch, generator=generator) < config.high_noise_share,
                                 torch.randint(len(alphas) // 2, len(alphas), (config.unet_batch,), generator=generator),
                                 torch.randint(0, len(alphas), (config.unet_batch,), generator=generator))
@@ -513,6 +499,28 @@ def known_frame_mask(frames: int, generator: torch.Generator, infill_only: bool 
     else:
         mask = (torch.rand(frames, generator=generator) < 0.25).float()
     return mask
+
+
+def straight_batch(latents, labels, slow: tuple | None, scaling: float, config: TrainConfig, generator: torch.Generator,
+                   crop: bool):
+    """(scaled latents, prompts, which items are slow clips) of a batch of straight clips: half reversed in time with the
+    direction word swapped, a `slow_share` of them slow clips when `slow` is given, cut to 6..T frames when `crop`."""
+    picks = torch.randint(0, len(latents), (config.unet_batch,), generator=generator)
+    reverse = torch.rand(config.unet_batch, generator=generator) < 0.5
+    drop = torch.rand(config.unet_batch, generator=generator) < config.drop_prompt
+    clean, item_labels = latents[picks], labels[picks]
+    slow_items = torch.zeros(config.unet_batch, dtype=torch.bool)
+    if slow is not None:
+        slow_items = torch.rand(config.unet_batch, generator=generator) < config.slow_share
+        slow_picks = torch.randint(0, len(slow[0]), (config.unet_batch,), generator=generator)
+        clean = torch.where(slow_items.view(-1, 1, 1, 1, 1), slow[0][slow_picks], clean)
+        item_labels = torch.where(slow_items.view(-1, 1), slow[1][slow_picks], item_labels)
+    clean = clean * scaling
+    clean = torch.where(reverse.view(-1, 1, 1, 1, 1), clean.flip(2), clean)
+    if crop:
+        clean = crop_frames(clean, generator)
+    prompts = ["" if d else label_prompt(label.tolist(), bool(r)) for label, r, d in zip(item_labels, reverse, drop)]
+    return clean, prompts, slow_items
 
 
 def turning_batch(turning: tuple, scaling: float, config: TrainConfig, generator: torch.Generator):
