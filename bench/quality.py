@@ -70,6 +70,7 @@ class Options:
     frames: int = 16
     steps: int = 20
     cfg: float = 7.5
+    infill_cfg: float = 4.0   # hierarchical levels after the keyframes and the interpolation pass (see docs/coherence.md)
     scheduler: str = "dpmpp_2m"
     chunks: int = 4
     known: int = 4
@@ -94,10 +95,10 @@ def encode(model, text: str):
     return model.text_encoder.encode([text])[0]
 
 
-def guidance(model, prompt: str, options: Options):
+def guidance(model, prompt: str, options: Options, cfg: float | None = None):
     from longvideo.sampling.denoise import TextGuidance
 
-    return TextGuidance(encode(model, prompt), encode(model, ""), options.cfg)
+    return TextGuidance(encode(model, prompt), encode(model, ""), options.cfg if cfg is None else cfg)
 
 
 def decode(model, latents) -> np.ndarray:
@@ -184,28 +185,29 @@ def steps_beside(known: list[int], frames: int) -> list[int]:
 
 
 def hierarchical(model, prompt, seed, options) -> Generated:
-    """L = options.keyframes keyframes, then one infill level (replace endpoints): (L - 1)^2 + 1 frames, one prompt."""
+    """L = options.keyframes keyframes, then one infill level at options.infill_cfg: (L - 1)^2 + 1 frames, one prompt."""
     from longvideo.sampling.hierarchy import HierarchyPlan, HierarchySettings, level_prompts, sample_hierarchy
 
     plan = HierarchyPlan(options.keyframes, 2)
     text = guidance(model, prompt, options)
+    settings = HierarchySettings(method=options.method, infill_cfg=options.infill_cfg)
     latents = sample_hierarchy(model.denoiser, plan, level_prompts(plan, [text.positive]), text.negative, options.cfg,
-                               HierarchySettings(method=options.method), size=(8, 8), steps=options.steps, seed=seed,
-                               scheduler=options.scheduler)
+                               settings, size=(8, 8), steps=options.steps, seed=seed, scheduler=options.scheduler)
     keys = plan.level_frames(0)
     return Generated(decode(model, latents), [Stretch(0, plan.frames, prompt_parts(prompt)[2])], steps_beside(keys, plan.frames))
 
 
 def interpolation(model, prompt, seed, options) -> Generated:
-    """5 keyframes from the plain sampler, then one latent interpolation pass x4 (replace): 17 frames."""
+    """5 keyframes from the plain sampler, then one latent interpolation pass x4 at options.infill_cfg: 17 frames."""
     from longvideo.sampling.denoise import denoise
     from longvideo.sampling.interpolation import InterpolationSettings, interpolate_latents
 
     text = guidance(model, prompt, options)
     keyframes = denoise(model.denoiser, text, (1, model.denoiser.latent_channels, 5, 8, 8), steps=options.steps,
                         seed=seed, scheduler=options.scheduler)
-    latents = interpolate_latents(model.denoiser, text, keyframes, InterpolationSettings(factor=4, method=options.method),
-                                  steps=options.steps, seed=seed, scheduler=options.scheduler)
+    latents = interpolate_latents(model.denoiser, guidance(model, prompt, options, options.infill_cfg), keyframes,
+                                  InterpolationSettings(factor=4, method=options.method), steps=options.steps, seed=seed,
+                                  scheduler=options.scheduler)
     frames = latents.shape[2]
     return Generated(decode(model, latents), [Stretch(0, frames, prompt_parts(prompt)[2])], steps_beside(range(0, frames, 4), frames))
 
@@ -375,7 +377,7 @@ def main() -> None:
     if args.cost:
         return print_cost(model, args.prompts[0], args.cost, range(args.first_seed, args.first_seed + args.seeds), options)
     print(f"model {os.path.relpath(args.model)}; {len(args.prompts)} prompts x {args.seeds} seeds; {options.frames}-frame "
-          f"clips, {options.steps} {options.scheduler} steps, CFG {options.cfg}; continuation: {options.chunks} chunks, "
+          f"clips, {options.steps} {options.scheduler} steps, CFG {options.cfg} (infill and interpolation passes {options.infill_cfg}); continuation: {options.chunks} chunks, "
           f"{options.known} known frames; co-denoise: windows of {options.frames}, overlap {options.overlap}, FreeNoise noise; "
           f"hierarchical: {options.keyframes} keyframes, depth 2; interpolation: 5 keyframes x4; long: {LONG_FRAMES} frames")
     print(f"{'mode':<14}{'method':<12}{'videos':>7}{'frames':>7}{'colour %':>10}{'shape %':>9}{'direction %':>13}"

@@ -147,16 +147,21 @@ class LongVideoHierarchicalSampler:
                 "blend_strength": ("FLOAT", {"default": BLEND_STRENGTH, "min": 0.05, "max": 1.0, "step": 0.05, "tooltip": (
                     "blend method only: the share of the steps run from the blended known frames. Lower keeps the blend's layout "
                     "(fewest seams where keyframes are close in time); higher lets the model change more (fast motion).")}),
+                "infill_cfg": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01, "tooltip": (
+                    "CFG of every level after the keyframes; 0: the same as cfg. Those runs already see their two keyframes, "
+                    "so a lower CFG (about 4 with the embedded model) lets the new frames follow them rather than redraw "
+                    "the prompt, and they join the keyframes more smoothly.")}),
             },
         }
 
     def sample(self, model, prompts, negative, prompt_layout, width, height, keyframes, depth, method, seed, steps, cfg,
-               scheduler, batch_cap, infinet=None, guidance_weight=1.0, start_latent=None, blend_strength=BLEND_STRENGTH):
+               scheduler, batch_cap, infinet=None, guidance_weight=1.0, start_latent=None, blend_strength=BLEND_STRENGTH,
+               infill_cfg=0.0):
         check_numbers(self, locals())
         node = "LongVideoHierarchicalSampler"
         check_frame_size(node, width, height)
         plan = hierarchy.HierarchyPlan(keyframes, depth)
-        settings = hierarchy.HierarchySettings(batch_cap, method, guidance_weight, blend_strength)
+        settings = hierarchy.HierarchySettings(batch_cap, method, guidance_weight, blend_strength, infill_cfg or None)
         try:
             plan.check()
             settings.check()

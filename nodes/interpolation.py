@@ -44,7 +44,10 @@ class LongVideoLatentInterpolate:
                                                                      "runs (any model, training-free, few seams).")}),
                 "seed": SEED,
                 "steps": STEPS,
-                "cfg": CFG,
+                "cfg": ("FLOAT", {**CFG[1], "tooltip": (
+                    "Classifier-free guidance scale of this pass; 1 or less skips the negative pass. The input frames already "
+                    "carry the content, so a lower CFG than the keyframes' (about 3 with the embedded model) lets the new "
+                    "frames follow them and join them smoothly.")}),
                 "scheduler": SCHEDULER,
                 "attention_window": ("INT", {"default": 17, "min": 0, "max": 1025,
                                              "tooltip": "Sliding-window temporal attention (frames each frame sees) when a window samples more frames than this; 0 keeps the model's own attention. lxj616's interpolation model used 5."}),

@@ -119,9 +119,14 @@ class HierarchySettings:
     method: str = "replace"
     guidance_weight: float = 1.0
     blend_strength: float = BLEND_STRENGTH
+    # CFG of the levels after the keyframes (None: the keyframes' cfg). Their runs see their two endpoint frames, which
+    # already carry the content; a lower CFG lets the new frames follow them instead of the prompt's most typical drawing.
+    infill_cfg: float | None = None
 
     def check(self) -> None:
         check_blend_strength(self.blend_strength)
+        if self.infill_cfg is not None and not self.infill_cfg >= 0:
+            raise ValueError(f"infill cfg must be at least 0, got {self.infill_cfg}")
         if self.batch_cap < 1:
             raise ValueError(f"batch cap must be at least 1, got {self.batch_cap}")
         if self.method not in METHODS:
@@ -186,6 +191,8 @@ def _sample_batch(denoiser, plan, video, level, batch, lines, negative, cfg, set
         known = KnownFrames([0, plan.keyframes - 1], endpoints)
         conditioning = make_conditioning(settings.method, known, settings.guidance_weight, denoiser.prediction_type,
                                          settings.blend_strength)
+    if level > 0 and settings.infill_cfg is not None:
+        cfg = settings.infill_cfg
     latents = denoise(
         denoiser, TextGuidance.from_prompts(lines, negative, cfg).for_frames(frames, plan.frames),
         (len(batch), channels, plan.keyframes, height, width),

@@ -213,10 +213,22 @@ def test_learned_with_zero_infinet_keeps_parents(tiny, tmp_path):
     assert torch.equal(video, sample(tiny, keyframes=4, depth=2))
 
 
+def test_infill_cfg_guides_the_levels_after_the_keyframes(tiny):
+    video = sample(tiny, keyframes=4, depth=2, cfg=7.5, infill_cfg=3.0)
+    keyframes = sample(tiny, keyframes=4, depth=1, cfg=7.5)
+    assert torch.equal(video[:, :, ::3], keyframes)
+    # the infill level is what a run at cfg 3 makes from the same keyframes
+    assert torch.equal(video, sample(tiny, keyframes=4, depth=2, cfg=3.0, start_latent={"samples": keyframes}))
+    assert not torch.equal(video, sample(tiny, keyframes=4, depth=2, cfg=7.5))
+    # 0 (the default) is the keyframes' cfg
+    assert torch.equal(sample(tiny, keyframes=4, depth=2, cfg=7.5, infill_cfg=0.0), sample(tiny, keyframes=4, depth=2, cfg=7.5))
+
+
 @pytest.mark.parametrize(("inputs", "message"), [
     ({"method": "learned"}, "needs InfiNet weights"),
     ({"keyframes": 2}, "at least 3"),
     ({"batch_cap": 0}, "batch cap must be at least 1"),
+    ({"infill_cfg": -1.0}, "infill cfg must be at least 0"),
     ({"start_latent": {"samples": torch.zeros(1, 4, 5, 4, 4)}}, "5 frames is no level .* one of 4, 10"),
 ])
 def test_bad_inputs_are_named(tiny, inputs, message):
