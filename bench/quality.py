@@ -70,7 +70,7 @@ class Options:
     frames: int = 16
     steps: int = 20
     cfg: float = 7.5
-    infill_cfg: float = 4.0   # hierarchical levels after the keyframes and the interpolation pass (see docs/coherence.md)
+    infill_cfg: float = 3.0   # hierarchical levels after the keyframes and the interpolation pass, as the shipped workflows
     scheduler: str = "dpmpp_2m"
     chunks: int = 4
     known: int = 4
