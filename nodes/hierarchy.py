@@ -149,7 +149,7 @@ class LongVideoHierarchicalSampler:
                     "(fewest seams where keyframes are close in time); higher lets the model change more (fast motion).")}),
                 "infill_cfg": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01, "tooltip": (
                     "CFG of every level after the keyframes; 0: the same as cfg. Those runs already see their two keyframes, "
-                    "so a lower CFG (about 4 with the embedded model) lets the new frames follow them rather than redraw "
+                    "so a lower CFG (about 3 with the embedded model) lets the new frames follow them rather than redraw "
                     "the prompt, and they join the keyframes more smoothly.")}),
             },
         }
