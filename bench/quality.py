@@ -70,7 +70,7 @@ class Options:
     frames: int = 16
     steps: int = 20
     cfg: float = 7.5
-    infill_cfg: float = 3.0   # hierarchical levels after the keyframes and the interpolation pass, as the shipped workflows
+    infill_cfg: float = 3.0  # the infill levels and the interpolation pass, as in the shipped workflows
     scheduler: str = "dpmpp_2m"
     chunks: int = 4
     known: int = 4
@@ -95,10 +95,10 @@ def encode(model, text: str):
     return model.text_encoder.encode([text])[0]
 
 
-def guidance(model, prompt: str, options: Options, cfg: float | None = None):
+def guidance(model, prompt: str, options: Options):
     from longvideo.sampling.denoise import TextGuidance
 
-    return TextGuidance(encode(model, prompt), encode(model, ""), options.cfg if cfg is None else cfg)
+    return TextGuidance(encode(model, prompt), encode(model, ""), options.cfg)
 
 
 def decode(model, latents) -> np.ndarray:
@@ -205,7 +205,7 @@ def interpolation(model, prompt, seed, options) -> Generated:
     text = guidance(model, prompt, options)
     keyframes = denoise(model.denoiser, text, (1, model.denoiser.latent_channels, 5, 8, 8), steps=options.steps,
                         seed=seed, scheduler=options.scheduler)
-    latents = interpolate_latents(model.denoiser, guidance(model, prompt, options, options.infill_cfg), keyframes,
+    latents = interpolate_latents(model.denoiser, replace(text, cfg=options.infill_cfg), keyframes,
                                   InterpolationSettings(factor=4, method=options.method), steps=options.steps, seed=seed,
                                   scheduler=options.scheduler)
     frames = latents.shape[2]
@@ -377,8 +377,9 @@ def main() -> None:
     if args.cost:
         return print_cost(model, args.prompts[0], args.cost, range(args.first_seed, args.first_seed + args.seeds), options)
     print(f"model {os.path.relpath(args.model)}; {len(args.prompts)} prompts x {args.seeds} seeds; {options.frames}-frame "
-          f"clips, {options.steps} {options.scheduler} steps, CFG {options.cfg} (infill and interpolation passes {options.infill_cfg}); continuation: {options.chunks} chunks, "
-          f"{options.known} known frames; co-denoise: windows of {options.frames}, overlap {options.overlap}, FreeNoise noise; "
+          f"clips, {options.steps} {options.scheduler} steps, CFG {options.cfg} (infill and interpolation passes "
+          f"{options.infill_cfg}); continuation: {options.chunks} chunks, {options.known} known frames; co-denoise: windows "
+          f"of {options.frames}, overlap {options.overlap}, FreeNoise noise; "
           f"hierarchical: {options.keyframes} keyframes, depth 2; interpolation: 5 keyframes x4; long: {LONG_FRAMES} frames")
     print(f"{'mode':<14}{'method':<12}{'videos':>7}{'frames':>7}{'colour %':>10}{'shape %':>9}{'direction %':>13}"
           f"{'identity %':>12}{'seam / interior':>17}{'interior px':>13}{'ms / frame':>12}", flush=True)

@@ -393,7 +393,7 @@ def train_unet(unet, text_encoder, tokenizer, latents, labels, scaling: float, c
     for step in range(start, stage.steps):
         generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
         torch.manual_seed(seed * 1_000_003 + step)  # the UNet's temporal convolutions use dropout
-        known, slow_items = None, torch.zeros(config.unet_batch, dtype=torch.bool)
+        known = None
         if turning is not None and float(torch.rand((), generator=generator)) < config.turning_share:
             clean, prompts, known = turning_batch(turning, scaling, config, generator)
         else:
