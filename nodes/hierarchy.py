@@ -17,7 +17,7 @@ from .common import (
 )
 from .common import check_numbers
 from .continuation import PROMPT_SCHEDULE
-from .sampler import CFG, SCHEDULER, SEED, STEPS
+from .sampler import CFG, FRAME_GUIDANCE, SCHEDULER, SEED, STEPS
 
 INFINET = "LV_INFINET"
 INFINET_FOLDER = "infinet"
@@ -151,17 +151,19 @@ class LongVideoHierarchicalSampler:
                     "CFG of every level after the keyframes; 0: the same as cfg. Those runs already see their two keyframes, "
                     "so a lower CFG (about 3 with the embedded model) lets the new frames follow them rather than redraw "
                     "the prompt, and they join the keyframes more smoothly.")}),
+                "frame_guidance": FRAME_GUIDANCE,
             },
         }
 
     def sample(self, model, prompts, negative, prompt_layout, width, height, keyframes, depth, method, seed, steps, cfg,
                scheduler, batch_cap, infinet=None, guidance_weight=1.0, start_latent=None, blend_strength=BLEND_STRENGTH,
-               infill_cfg=0.0):
+               infill_cfg=0.0, frame_guidance=1.0):
         check_numbers(self, locals())
         node = "LongVideoHierarchicalSampler"
         check_frame_size(node, width, height)
         plan = hierarchy.HierarchyPlan(keyframes, depth)
-        settings = hierarchy.HierarchySettings(batch_cap, method, guidance_weight, blend_strength, infill_cfg or None)
+        settings = hierarchy.HierarchySettings(batch_cap, method, guidance_weight, blend_strength, infill_cfg or None,
+                                               frame_guidance)
         try:
             plan.check()
             settings.check()

@@ -5,10 +5,10 @@ import torch
 
 from ..sampling import flow_interpolation, interpolation
 from ..sampling.denoise import TextGuidance
-from ..sampling.frame_conditioning import BLEND_STRENGTH
+from ..sampling.frame_conditioning import BLEND_STRENGTH, check_frame_guidance
 from ..utils.comfy import Progress, intermediate_device
 from .common import SAMPLING, VIDEO, MODEL, NodeInputError, conditioning_prompt, video_latents, check_numbers
-from .sampler import CFG, SCHEDULER, SEED, STEPS
+from .sampler import CFG, FRAME_GUIDANCE, SCHEDULER, SEED, STEPS
 
 MAX_OUTPUT_FRAMES = 1_000_000
 
@@ -61,18 +61,20 @@ class LongVideoLatentInterpolate:
                 "blend_strength": ("FLOAT", {"default": BLEND_STRENGTH, "min": 0.05, "max": 1.0, "step": 0.05, "tooltip": (
                     "blend method only: the share of the steps run from the blended known frames. Lower keeps the blend's layout "
                     "(fewest seams where keyframes are close in time); higher lets the model change more (fast motion).")}),
+                "frame_guidance": FRAME_GUIDANCE,
             },
         }
 
     def interpolate(self, model, positive, negative, samples, factor, passes, method, seed, steps, cfg, scheduler,
-                    attention_window=17, window=17, overlap=4, guidance_weight=1.0, blend_strength=BLEND_STRENGTH):
+                    attention_window=17, window=17, overlap=4, guidance_weight=1.0, blend_strength=BLEND_STRENGTH,
+                    frame_guidance=1.0):
         check_numbers(self, locals())
         node = "LongVideoLatentInterpolate"
         latents = video_latents(samples, node, "samples", model.latent_channels)
         if latents.shape[2] < 2:
             raise NodeInputError(f"{node}: 'samples' has {latents.shape[2]} frame; interpolation needs at least 2")
         settings = interpolation.InterpolationSettings(factor, passes, method, guidance_weight, window, overlap, attention_window,
-                                                       blend_strength)
+                                                       blend_strength, frame_guidance)
         try:
             settings.check()
         except ValueError as error:
@@ -83,6 +85,11 @@ class LongVideoLatentInterpolate:
                                  "longvideo-shapes); this model is not one: choose 'replace' or 'guidance'")
         if method != "learned" and model.requires_known_frames:
             raise NodeInputError(f"{node}: this model takes its known frames itself (hint channels): choose method 'learned'")
+        if method == "learned":
+            try:
+                check_frame_guidance(frame_guidance, model)
+            except ValueError as error:
+                raise NodeInputError(f"{node}: {error}") from None
         total = interpolation.output_frames(latents.shape[2], factor, passes)
         if total > MAX_OUTPUT_FRAMES:
             raise NodeInputError(f"{node}: {latents.shape[2]} frames, factor {factor}, {passes} passes make {total} frames: "

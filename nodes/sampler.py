@@ -8,6 +8,11 @@ SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_afte
 STEPS = ("INT", {"default": 20, "min": 1, "max": 1000, "tooltip": "Denoising steps."})
 CFG = ("FLOAT", {"default": 9.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
                  "tooltip": "Classifier-free guidance scale; 1 or less skips the negative pass."})
+FRAME_GUIDANCE = ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01, "tooltip": (
+    "learned method only (ignored by the others): a guidance scale of the known frames' own, pulling the new frames "
+    "towards them. 1: off (both CFG passes see the known frames). Above 1 one more model pass per step runs without "
+    "them, none more when it equals the CFG; 3 (with CFG 3) joins the embedded model's in-betweens to their keyframes "
+    "most smoothly.")})
 SCHEDULER = (list(SCHEDULER_NAMES), {"default": "dpmpp_2m", "tooltip": "The diffusers scheduler, set up with the model's training schedule."})
 
 

@@ -206,11 +206,14 @@ def denoise(
     clip_alphas = None if denoiser.sample_range is None else [alpha_bar(sampler, t).to(device) for t in host_timesteps]
     step_alpha = None
 
-    def predict(x: torch.Tensor, timestep: torch.Tensor, known: KnownFrames | None = None) -> torch.Tensor:
+    def predict(x: torch.Tensor, timestep: torch.Tensor, known: KnownFrames | None = None,
+                frame_guidance: float = 1.0) -> torch.Tensor:
         model_input = torch.cat([x] * 2) if guidance.uses_cfg else x
         model_input = sampler.scale_model_input(model_input, timestep)
         if known is None:
             prediction = guidance.combine(denoiser(model_input, timestep, context))
+        elif frame_guidance != 1.0:
+            prediction = guided_towards_frames(model_input, timestep, known, frame_guidance)
         else:
             if guidance.uses_cfg:
                 # Both halves see the same known frames; only the text differs (as ContinuitySeq does).
@@ -220,6 +223,22 @@ def denoise(
             return prediction
         return clip_prediction(prediction, sampler.scale_model_input(x, timestep), step_alpha, denoiser.prediction_type,
                                denoiser.sample_range)
+
+    def guided_towards_frames(model_input, timestep, known, scale):
+        # The known frames get a guidance scale of their own, as InstructPix2Pix's input image does: with u the negative
+        # text (the positive one without CFG), c the positive, F the known frames and 0 none,
+        # e(u, 0) + scale * (e(u, F) - e(u, 0)) + cfg * (e(c, F) - e(u, F)).
+        if not guidance.uses_cfg:
+            without = denoiser(model_input, timestep, context)
+            return without + scale * (denoiser(model_input, timestep, context, known=known) - without)
+        x = model_input.chunk(2)[0]
+        negative, positive = context.chunk(2)
+        without = denoiser(x, timestep, negative)
+        if scale == guidance.cfg:  # e(u, F) cancels: one pass fewer
+            return without + scale * (denoiser(x, timestep, positive, known=known) - without)
+        both_halves = KnownFrames(known.indices, torch.cat([known.latents] * 2))
+        with_frames = denoiser(model_input, timestep, context, known=both_halves)
+        return guidance.combine(with_frames) + (scale - 1.0) * (with_frames.chunk(2)[0] - without)
 
     if conditioning is not None:
         conditioning.prepare(sampler, noise, device)

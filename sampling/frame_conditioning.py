@@ -24,7 +24,10 @@ sets. The loop calls `model_step` instead of the model at every step and `finish
   known frame held still, so it suits infill and interpolation, not continuation.
 - LearnedConditioning: the model takes the known frames itself (ContinuitySeq's conditioning stream, InfiNet's
   keyframe masks, hint channels; see Denoiser.takes_known_frames); as with replace, the sample carries them re-noised
-  to the current level every step, and at the end they are exactly the given latents.
+  to the current level every step, and at the end they are exactly the given latents. `frame_guidance` above 1 runs
+  the unconditional text branch once more without the known frames and pushes the prediction away from it, as
+  InstructPix2Pix guides towards its input image with a scale of its own: the new frames follow the known ones more
+  closely (docs/coherence.md), for one more model pass per step (none when it equals the CFG).
 """
 
 import math
@@ -35,7 +38,7 @@ import torch
 from ..models.denoiser import KnownFrames
 
 Predict = Callable[..., torch.Tensor]
-"""predict(latents, timestep, known=None): the guided model prediction the loop steps with."""
+"""predict(latents, timestep, known=None, frame_guidance=1.0): the guided model prediction the loop steps with."""
 
 
 class FrameConditioning:
@@ -146,8 +149,22 @@ def blend_along_time(known: KnownFrames, shape) -> torch.Tensor:
     return out
 
 
+def check_frame_guidance(scale: float, denoiser=None) -> None:
+    """Refuse a frame guidance scale below 0, or (given the denoiser) other than 1 on a model that needs known frames:
+    its pass without them is what frame guidance compares with."""
+    if not scale >= 0:
+        raise ValueError(f"frame_guidance must be 0 or more (1 turns it off), got {scale}")
+    if scale != 1.0 and denoiser is not None and denoiser.requires_known_frames:
+        raise ValueError(f"frame_guidance {scale} needs a model that also samples without known frames, and this one "
+                         "cannot (it only continues or interpolates given frames): set frame_guidance to 1")
+
+
 class LearnedConditioning(ReplaceConditioning):
     method = "learned"
+
+    def __init__(self, known: KnownFrames, frame_guidance: float = 1.0):
+        super().__init__(known)
+        self.frame_guidance = frame_guidance
 
     def prepare(self, sampler, noise, device):
         super().prepare(sampler, noise, device)
@@ -157,7 +174,7 @@ class LearnedConditioning(ReplaceConditioning):
         # The sample also carries the known frames, noised to the current level, as in training (where the whole clip
         # is noised): InfiNet's 'noisy' condition reads them from the sample, hint UNets see them beside the hint.
         latents = self.with_known_noised(latents, timestep)
-        return latents, predict(latents, timestep, known=self.on_device)
+        return latents, predict(latents, timestep, known=self.on_device, frame_guidance=self.frame_guidance)
 
 
 class GuidanceConditioning(FrameConditioning):
@@ -201,7 +218,7 @@ METHODS = {"replace": ReplaceConditioning, "guidance": GuidanceConditioning, "le
 
 
 def make_conditioning(method: str, known: KnownFrames, guidance_weight: float = 1.0, prediction_type: str = "epsilon",
-                      blend_strength: float = BLEND_STRENGTH) -> FrameConditioning:
+                      blend_strength: float = BLEND_STRENGTH, frame_guidance: float = 1.0) -> FrameConditioning:
     """The frame conditioning a strategy's `method` setting names, for `known` frames."""
     if method not in METHODS:
         raise ValueError(f"method '{method}' is unknown: choose one of {', '.join(METHODS)}")
@@ -209,4 +226,6 @@ def make_conditioning(method: str, known: KnownFrames, guidance_weight: float = 
         return GuidanceConditioning(known, guidance_weight, prediction_type)
     if method == "blend":
         return BlendConditioning(known, blend_strength)
+    if method == "learned":
+        return LearnedConditioning(known, frame_guidance)
     return METHODS[method](known)

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import torch
 
 from .denoise import Prompt, TextGuidance, denoise
-from .frame_conditioning import BLEND_STRENGTH, METHODS, KnownFrames, check_blend_strength, make_conditioning
+from .frame_conditioning import (BLEND_STRENGTH, METHODS, KnownFrames, check_blend_strength, check_frame_guidance,
+                                 make_conditioning)
 
 
 @dataclass(frozen=True)
@@ -122,9 +123,11 @@ class HierarchySettings:
     # CFG of the levels after the keyframes (None: the keyframes' cfg). Their runs see their two endpoint frames, which
     # already carry the content; a lower CFG lets the new frames follow them instead of the prompt's most typical drawing.
     infill_cfg: float | None = None
+    frame_guidance: float = 1.0  # learned only: the known frames' own guidance scale (frame_conditioning.py)
 
     def check(self) -> None:
         check_blend_strength(self.blend_strength)
+        check_frame_guidance(self.frame_guidance)
         if self.infill_cfg is not None and not self.infill_cfg >= 0:
             raise ValueError(f"infill cfg must be at least 0, got {self.infill_cfg}")
         if self.batch_cap < 1:
@@ -158,6 +161,8 @@ def sample_hierarchy(
     """
     plan.check()
     settings.check()
+    if settings.method == "learned":
+        check_frame_guidance(settings.frame_guidance, denoiser)
     if len(prompts) < plan.depth or any(not level for level in prompts[: plan.depth]):
         raise ValueError(f"prompts must hold a non-empty list for each of the {plan.depth} levels")
     height, width = size
@@ -190,7 +195,7 @@ def _sample_batch(denoiser, plan, video, level, batch, lines, negative, cfg, set
         endpoints = torch.cat([video[:, :, [f[0], f[-1]]] for f in frames])
         known = KnownFrames([0, plan.keyframes - 1], endpoints)
         conditioning = make_conditioning(settings.method, known, settings.guidance_weight, denoiser.prediction_type,
-                                         settings.blend_strength)
+                                         settings.blend_strength, settings.frame_guidance)
     if level > 0 and settings.infill_cfg is not None:
         cfg = settings.infill_cfg
     latents = denoise(

@@ -26,7 +26,8 @@ import torch
 
 from ..attention.temporal import WindowAttention
 from .denoise import TextGuidance, denoise
-from .frame_conditioning import BLEND_STRENGTH, METHODS, KnownFrames, check_blend_strength, make_conditioning
+from .frame_conditioning import (BLEND_STRENGTH, METHODS, KnownFrames, check_blend_strength, check_frame_guidance,
+                                 make_conditioning)
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,11 @@ class InterpolationSettings:
     overlap: int = 4
     attention_window: int = 17
     blend_strength: float = BLEND_STRENGTH
+    frame_guidance: float = 1.0  # learned only: the known frames' own guidance scale (frame_conditioning.py)
 
     def check(self) -> None:
         check_blend_strength(self.blend_strength)
+        check_frame_guidance(self.frame_guidance)
         if self.factor < 2:
             raise ValueError(f"factor must be at least 2 (one new frame per gap), got {self.factor}")
         if self.passes < 1:
@@ -136,6 +139,8 @@ def interpolate_latents(
                          "the embedded longvideo-shapes)")
     if settings.method != "learned" and denoiser.requires_known_frames:
         raise ValueError("this model takes its known frames itself (hint channels): use method 'learned'")
+    if settings.method == "learned":
+        check_frame_guidance(settings.frame_guidance, denoiser)
     current = latents.float().cpu()
     total = output_frames(latents.shape[2], settings.factor, settings.passes)
     for pass_index in range(settings.passes):
@@ -162,7 +167,7 @@ def _interpolate_once(denoiser, guidance, latents, settings, pass_index, steps, 
             model, guidance.for_frames(frames, total), (batch, channels, sampled, height, width), steps=steps,
             seed=derived_seed(seed, pass_index, "window", window.start), scheduler=scheduler,
             conditioning=make_conditioning(settings.method, known, settings.guidance_weight, denoiser.prediction_type,
-                                           settings.blend_strength),
+                                           settings.blend_strength, settings.frame_guidance),
             noise=frame_noise(seed, pass_index, range(window.start * k, window.start * k + sampled), (batch, channels, 1, height, width)),
             callback=None if on_step is None else (lambda step, total, _, w=window_index: on_step(pass_index, w, step)),
         )

@@ -5,8 +5,8 @@ from longvideo.models.denoiser import Denoiser
 from longvideo.nodes.loaders import LongVideoModelLoader
 from longvideo.sampling.denoise import TextGuidance, denoise, renoise
 from longvideo.sampling.frame_conditioning import (
-    METHODS, BlendConditioning, FrameConditioning, GuidanceConditioning, KnownFrames, ReplaceConditioning,
-    ResampleConditioning, blend_along_time,
+    METHODS, BlendConditioning, FrameConditioning, GuidanceConditioning, KnownFrames, LearnedConditioning,
+    ReplaceConditioning, ResampleConditioning, blend_along_time,
 )
 from longvideo.sampling.schedulers import SCHEDULER_NAMES, make_scheduler
 
@@ -120,6 +120,61 @@ def test_learned_method_hands_the_known_frames_to_the_model_and_keeps_them_exact
     for batch, indices, latents in denoiser.seen:
         assert batch == 2 and indices == [0, 5]
         assert torch.equal(latents, torch.cat([clean, clean]))
+    assert torch.equal(out[:, :, [0, 5]], clean)
+
+
+# --- frame guidance: learned with a guidance scale of the known frames' own --------------------------------------------
+
+
+class AdditiveDenoiser(Denoiser):
+    """Predicts a text term plus a frame term (the means of the context and of the known latents), so that every
+    guidance combination has an exact expected value. Counts the batch items it is run on."""
+
+    latent_channels = 4
+    scheduler_config = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+                        "beta_end": 0.012, "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1}
+    takes_known_frames = True
+
+    def __init__(self):
+        self.items = 0
+
+    def load(self):
+        return torch.device("cpu")
+
+    def __call__(self, latents, timestep, context, known=None):
+        self.items += latents.shape[0]
+        text = context.mean(dim=(1, 2)).view(-1, 1, 1, 1, 1)
+        return torch.zeros_like(latents) + text + (0.0 if known is None else known.latents.mean())
+
+
+class RecordedLearned(LearnedConditioning):
+    def model_step(self, predict, latents, timestep):
+        latents, prediction = super().model_step(predict, latents, timestep)
+        self.predictions.append(prediction)
+        return latents, prediction
+
+
+@pytest.mark.parametrize(("scale", "cfg", "items_per_step"), [
+    (1.0, 5.0, 2),   # off: both CFG halves see the known frames
+    (2.5, 5.0, 3),   # the negative text once more, without them
+    (5.0, 5.0, 2),   # equal to the CFG: the negative text with known frames drops out
+    (0.0, 5.0, 3),
+    (3.0, 1.0, 2),   # no CFG: the positive text with and without them
+])
+def test_frame_guidance_scales_the_known_frames_own_direction(scale, cfg, items_per_step):
+    """e(u, 0) + scale * (e(u, F) - e(u, 0)) + cfg * (e(c, F) - e(u, F)), u the negative text (the positive without CFG)."""
+    positive, negative, clean = torch.randn(1, 3, 32), torch.randn(1, 3, 32), torch.randn(1, 4, 2, 8, 8)
+    denoiser = AdditiveDenoiser()
+    conditioning = RecordedLearned(KnownFrames([0, 5], clean), frame_guidance=scale)
+    conditioning.predictions = []
+    guidance = TextGuidance(positive, negative if cfg > 1 else None, cfg=cfg)
+    out = denoise(denoiser, guidance, (1, 4, 6, 8, 8), steps=3, seed=1, conditioning=conditioning)
+    text = negative.mean() + cfg * (positive.mean() - negative.mean()) if cfg > 1 else positive.mean()
+    expected = text + scale * clean.mean()
+    assert len(conditioning.predictions) == 3
+    for prediction in conditioning.predictions:
+        torch.testing.assert_close(prediction, torch.full_like(prediction, float(expected)))
+    assert denoiser.items == 3 * items_per_step
     assert torch.equal(out[:, :, [0, 5]], clean)
 
 

@@ -207,6 +207,7 @@ def test_progress_counts_every_step_of_every_window_and_cancel_stops(tiny, monke
     ({"factor": 1}, "factor must be at least 2"),
     ({"window": 4, "overlap": 4}, "overlap must be at least 1 and below the window"),
     ({"method": "learned"}, "needs a model that takes known frames"),
+    ({"frame_guidance": -1.0}, "frame_guidance must be 0 or more"),
 ])
 def test_bad_settings_are_clear_errors(tiny, optional, message):
     with pytest.raises(NodeInputError, match=message):
@@ -273,6 +274,9 @@ def test_hint_model_needs_the_learned_method(hint_model_folder):
     model, clip, _ = LongVideoModelLoader().load(model="", dtype="fp32", model_path=hint_model_folder)
     with pytest.raises(NodeInputError, match="choose method 'learned'"):
         interpolate((model, clip, None), keyframes(3), method="replace")
+    # frame guidance compares with a pass without known frames, which this model cannot run
+    with pytest.raises(NodeInputError, match="frame_guidance 2.0 needs a model that also samples without known frames"):
+        interpolate((model, clip, None), keyframes(3), method="learned", frame_guidance=2.0)
     with pytest.raises(ValueError, match="LongVideoLatentInterpolate"):
         model(torch.zeros(1, 4, 3, 4, 4), torch.tensor(10), torch.zeros(1, 3, 32))
 

@@ -144,6 +144,27 @@ def test_learned_interpolation_keeps_the_keyframes_exact(mask_model):
     assert latents.shape[2] == 9 and torch.equal(latents[:, :, ::4], keys)
 
 
+@pytest.mark.parametrize("scale", [3.0, 2.0])  # 3 = the infill CFG below (two model passes a step), 2 (three)
+def test_frame_guidance_keeps_the_known_frames_exact_and_changes_the_new_ones(mask_model, scale):
+    model, clip, _ = mask_model
+    plan = HierarchyPlan(3, 2)
+    text = guidance(clip)
+
+    def infill(frame_guidance):
+        settings = HierarchySettings(method="learned", infill_cfg=3.0, frame_guidance=frame_guidance)
+        return sample_hierarchy(model, plan, level_prompts(plan, [text.positive]), text.negative, 7.5, settings,
+                                size=(4, 4), steps=2, seed=0, scheduler="ddim")
+
+    plain, guided = infill(1.0), infill(scale)
+    keys = plan.level_frames(0)
+    assert torch.equal(guided[:, :, keys], plain[:, :, keys])   # the keyframe level runs without known frames
+    assert not torch.allclose(guided, plain)
+    keyframes = torch.randn(1, 4, 3, 4, 4, generator=torch.Generator().manual_seed(2))
+    settings = InterpolationSettings(factor=4, method="learned", frame_guidance=scale)
+    latents = interpolate_latents(model, guidance(clip), keyframes, settings, steps=2, seed=0, scheduler="ddim")
+    assert torch.equal(latents[:, :, ::4], keyframes)
+
+
 def test_training_patterns_cover_every_mode():
     generator = torch.Generator().manual_seed(0)
     masks = [known_frame_mask(16, generator) for _ in range(400)]
