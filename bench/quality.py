@@ -71,6 +71,7 @@ class Options:
     steps: int = 20
     cfg: float = 7.5
     infill_cfg: float = 3.0  # the infill levels and the interpolation pass, as in the shipped workflows
+    frame_guidance: float = 3.0  # learned infill and interpolation, as in the shipped workflows (1: off)
     scheduler: str = "dpmpp_2m"
     chunks: int = 4
     known: int = 4
@@ -185,12 +186,13 @@ def steps_beside(known: list[int], frames: int) -> list[int]:
 
 
 def hierarchical(model, prompt, seed, options) -> Generated:
-    """L = options.keyframes keyframes, then one infill level at options.infill_cfg: (L - 1)^2 + 1 frames, one prompt."""
+    """L = options.keyframes keyframes, then one infill level at options.infill_cfg (learned: and frame guidance):
+    (L - 1)^2 + 1 frames, one prompt."""
     from longvideo.sampling.hierarchy import HierarchyPlan, HierarchySettings, level_prompts, sample_hierarchy
 
     plan = HierarchyPlan(options.keyframes, 2)
     text = guidance(model, prompt, options)
-    settings = HierarchySettings(method=options.method, infill_cfg=options.infill_cfg)
+    settings = HierarchySettings(method=options.method, infill_cfg=options.infill_cfg, frame_guidance=options.frame_guidance)
     latents = sample_hierarchy(model.denoiser, plan, level_prompts(plan, [text.positive]), text.negative, options.cfg,
                                settings, size=(8, 8), steps=options.steps, seed=seed, scheduler=options.scheduler)
     keys = plan.level_frames(0)
@@ -198,16 +200,17 @@ def hierarchical(model, prompt, seed, options) -> Generated:
 
 
 def interpolation(model, prompt, seed, options) -> Generated:
-    """5 keyframes from the plain sampler, then one latent interpolation pass x4 at options.infill_cfg: 17 frames."""
+    """5 keyframes from the plain sampler, then one latent interpolation pass x4 at options.infill_cfg (learned: and
+    frame guidance): 17 frames."""
     from longvideo.sampling.denoise import denoise
     from longvideo.sampling.interpolation import InterpolationSettings, interpolate_latents
 
     text = guidance(model, prompt, options)
     keyframes = denoise(model.denoiser, text, (1, model.denoiser.latent_channels, 5, 8, 8), steps=options.steps,
                         seed=seed, scheduler=options.scheduler)
-    latents = interpolate_latents(model.denoiser, replace(text, cfg=options.infill_cfg), keyframes,
-                                  InterpolationSettings(factor=4, method=options.method), steps=options.steps, seed=seed,
-                                  scheduler=options.scheduler)
+    settings = InterpolationSettings(factor=4, method=options.method, frame_guidance=options.frame_guidance)
+    latents = interpolate_latents(model.denoiser, replace(text, cfg=options.infill_cfg), keyframes, settings,
+                                  steps=options.steps, seed=seed, scheduler=options.scheduler)
     frames = latents.shape[2]
     return Generated(decode(model, latents), [Stretch(0, frames, prompt_parts(prompt)[2])], steps_beside(range(0, frames, 4), frames))
 
@@ -378,7 +381,7 @@ def main() -> None:
         return print_cost(model, args.prompts[0], args.cost, range(args.first_seed, args.first_seed + args.seeds), options)
     print(f"model {os.path.relpath(args.model)}; {len(args.prompts)} prompts x {args.seeds} seeds; {options.frames}-frame "
           f"clips, {options.steps} {options.scheduler} steps, CFG {options.cfg} (infill and interpolation passes "
-          f"{options.infill_cfg}); continuation: {options.chunks} chunks, {options.known} known frames; co-denoise: windows "
+          f"{options.infill_cfg}, learned with frame guidance {options.frame_guidance}); continuation: {options.chunks} chunks, {options.known} known frames; co-denoise: windows "
           f"of {options.frames}, overlap {options.overlap}, FreeNoise noise; "
           f"hierarchical: {options.keyframes} keyframes, depth 2; interpolation: 5 keyframes x4; long: {LONG_FRAMES} frames")
     print(f"{'mode':<14}{'method':<12}{'videos':>7}{'frames':>7}{'colour %':>10}{'shape %':>9}{'direction %':>13}"
