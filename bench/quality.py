@@ -16,6 +16,8 @@ against the grey background). Printed per mode, over all videos:
   does not vanish or change colour over the whole video);
 - seam / interior: the mean centroid step across chunk or segment seams over the median step inside them (1 is
   seamless; a jump at the seam makes it larger).
+- teleport: the share of videos in which the object jumps at least once anywhere: a frame-to-frame centroid step
+  longer than 3x the video's median step plus 2 px. A mean over every seam hides a rare jump; this does not.
 
 - ms / frame: wall time per generated frame (the cost of a method, side by side with the others in one run).
 
@@ -47,6 +49,7 @@ DEFAULT_PROMPTS = ["a red circle moving right", "a green square moving left", "a
                    "a yellow circle moving down"]
 CLOCKWISE = {"right": "down", "down": "left", "left": "up", "up": "right"}
 MIN_SPEED = 0.3
+TELEPORT_FACTOR, TELEPORT_PX = 3.0, 2.0  # a step longer than 3x the video's median step + 2 px is a jump
 
 
 @dataclass
@@ -236,6 +239,7 @@ class Measured:
     identity: float
     seam_steps: list[float]
     interior_steps: list[float]
+    teleported: bool
     blocks: list[tuple[float, float]]   # per BLOCK frames: (identity %, mean distance of the centroid from the frame centre)
 
 
@@ -257,6 +261,19 @@ def direction_right(v: np.ndarray | None, direction: str) -> bool:
     d = np.array(DIRECTIONS[direction])
     along, across = float(v @ d), abs(float(v @ np.array([-d[1], d[0]])))
     return along >= MIN_SPEED and along > across
+
+
+def teleports(steps: list[float]) -> bool:
+    """Whether frame-to-frame centroid steps hold a jump: one longer than 3x their median plus 2 px."""
+    return bool(steps) and max(steps) > TELEPORT_FACTOR * float(np.median(steps)) + TELEPORT_PX
+
+
+def centroid_steps(frames: np.ndarray) -> list[float]:
+    """The object's centroid steps between consecutive frames where it is found in both."""
+    from longvideo.tools.synthetic_shapes import find_shape
+
+    centres = [find_shape(frame).centre for frame in frames]
+    return [float(np.hypot(*np.subtract(b, a))) for a, b in zip(centres, centres[1:]) if a and b]
 
 
 def measure(generated: Generated, colour: str, shape: str | None = None) -> Measured:
@@ -287,6 +304,7 @@ def measure(generated: Generated, colour: str, shape: str | None = None) -> Meas
         identity=sum(f.colour == colour for f in found) / len(found),
         seam_steps=seam_steps,
         interior_steps=interior_steps,
+        teleported=teleports(seam_steps + interior_steps),
         blocks=blocks,
     )
 
@@ -303,6 +321,7 @@ def summarise(results: list[Measured]) -> dict:
         "identity": 100 * np.mean([r.identity for r in results]),
         "seam": np.mean(seams) / np.median(interior) if seams and interior else float("nan"),
         "interior": np.median(interior) if interior else float("nan"),
+        "teleport": 100 * np.mean([r.teleported for r in results]),
         "blocks": np.nanmean([r.blocks for r in results], axis=0).tolist() if len({len(r.blocks) for r in results}) == 1 else [],
     }
 
@@ -385,7 +404,7 @@ def main() -> None:
           f"of {options.frames}, overlap {options.overlap}, FreeNoise noise; "
           f"hierarchical: {options.keyframes} keyframes, depth 2; interpolation: 5 keyframes x4; long: {LONG_FRAMES} frames")
     print(f"{'mode':<14}{'method':<12}{'videos':>7}{'frames':>7}{'colour %':>10}{'shape %':>9}{'direction %':>13}"
-          f"{'identity %':>12}{'seam / interior':>17}{'interior px':>13}{'ms / frame':>12}", flush=True)
+          f"{'identity %':>12}{'seam / interior':>17}{'interior px':>13}{'teleport %':>12}{'ms / frame':>12}", flush=True)
     for mode, method in rows_to_run(args.modes, args.methods, model.denoiser):
         row_options = replace(options, method=method)
         seeds = range(args.first_seed, args.first_seed + (args.long_seeds if mode == "long" else args.seeds))
@@ -402,7 +421,8 @@ def main() -> None:
                     videos.append(generated.video)
         row = {**summarise(results), "ms": 1000 * (time.perf_counter() - began) / frames, "frames": generated.video.shape[0]}
         print(f"{mode:<14}{method:<12}{row['videos']:>7}{row['frames']:>7}{row['colour']:>10.1f}{row['shape']:>9.1f}"
-              f"{row['direction']:>13.1f}{row['identity']:>12.1f}{row['seam']:>17.2f}{row['interior']:>13.2f}{row['ms']:>12.1f}",
+              f"{row['direction']:>13.1f}{row['identity']:>12.1f}{row['seam']:>17.2f}{row['interior']:>13.2f}{row['teleport']:>12.1f}"
+              f"{row['ms']:>12.1f}",
               flush=True)
         if mode == "long" and row["blocks"]:
             print("    per 128 frames, identity %: " + " ".join(f"{b[0]:.0f}" for b in row["blocks"]))

@@ -9,8 +9,9 @@ from .sampler import CFG, SCHEDULER, SEED, STEPS
 class LongVideoCoDenoiseSampler:
     DESCRIPTION = (
         "Makes a long video in one pass: every step denoises the whole video as overlapping windows of the model's "
-        "length whose predictions are cross-faded (Gen-L-Video co-denoising, FreeNoise noise), so neighbouring windows "
-        "agree from the first step and there is no seam for the object to jump at. Works with any model, no training. "
+        "length whose predictions are cross-faded (Gen-L-Video co-denoising, FreeNoise noise), so there is no window "
+        "seam. A model that relates frames weakly can still settle on two places for an object in neighbouring windows "
+        "and jump between them (docs/coherence.md). Works with any model, no training. "
         "The video's latents stay on the CPU and one window at a time goes to the GPU, so GPU memory does not grow with "
         "length. Prompts along the timeline come from prompt_schedule (line i covers the i-th stretch of frames). "
         "Costs about frames_per_window / (frames_per_window - overlap) times the model calls of continuation."

@@ -4,8 +4,10 @@ A training-free way to make a long video hold together with any model (Gen-L-Vid
 noise rescheduling). Continuation and infill tie new frames to known ones only through the model, which for many
 models barely couples frames at high noise: the new frames' layout is decided before the known frames can pull it,
 and the object jumps at the seam. Here every frame is denoised at every step, inside windows of the model's length
-that overlap (sampling/context_windows.py cross-fades their predictions), so neighbouring windows agree on the
-layout from the first step on and the video has no seam to jump at.
+that overlap (sampling/context_windows.py cross-fades their predictions), so the video has no window seam. Whether
+neighbouring windows agree on the layout is still up to the model: the embedded model, which relates frames weakly at
+high noise, sometimes settles on two places for the object in neighbouring windows, and it fades from one to the
+other in their overlap (docs/coherence.md, "Teleports").
 
 - Prompts along the timeline: prompt i of m covers frames [i * T / m, (i + 1) * T / m); a window takes the prompt
   of its middle frame.

@@ -79,6 +79,17 @@ def test_a_jump_at_a_seam_shows_in_the_seam_ratio():
     assert summarise([result])["seam"] > 5
 
 
+def test_a_jump_anywhere_is_a_teleport_and_smooth_motion_is_not():
+    smooth = drawn("right", frames=24)
+    assert summarise([measure(Generated(smooth, [Stretch(0, 24, "right")]), "red")])["teleport"] == 0.0
+    # a jump away from any seam: the mean seam step cannot see it, the teleport share does
+    jumped = np.concatenate([smooth[:7], np.roll(smooth[7:], 10, axis=1)])
+    results = [measure(Generated(jumped, [Stretch(0, 24, "right")], seams=[12]), "red"),
+               measure(Generated(smooth, [Stretch(0, 24, "right")], seams=[12]), "red")]
+    assert summarise(results)["teleport"] == 50.0
+    assert summarise(results[:1])["seam"] == pytest.approx(1.0, abs=0.2)
+
+
 def test_an_empty_video_has_no_colour_and_no_direction():
     grey = np.full((16, 64, 64, 3), 128, np.uint8)
     result = measure(Generated(grey, [Stretch(0, 16, "up")]), "red")

@@ -4,7 +4,8 @@ Each API workflow runs through run_workflow (the code path of run_workflow.py an
 shipped widget values and the embedded model (checkpoints/longvideo-shapes; no model of that name in the test's
 models folder). Each video it saves must have the frame count and size the README's workflow table gives, and
 show the object in the prompt's colour in at least 90% of its frames (tools/synthetic_shapes.py find_shape, as
-bench/quality.py reads colours). The UI workflows are the same graphs (tests/test_workflows.py checks that).
+bench/quality.py reads colours), and move it without a jump (bench/quality.py's teleport: no frame-to-frame centroid
+step longer than 3x the video's median step + 2 px) unless the table says otherwise. The UI workflows are the same graphs (tests/test_workflows.py checks that).
 
 The whole file takes about 4 minutes of CPU; the workflows run at their shipped sizes, so it is the slowest file.
 """
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 from longvideo import NODE_CLASS_MAPPINGS
+from longvideo.bench.quality import centroid_steps, teleports
 from longvideo.tools.synthetic_shapes import find_shape
 from longvideo.utils.workflow import load_workflow, run_workflow
 
@@ -35,18 +37,21 @@ class Video:
     frames: int
     size: tuple[int, int]
     colours: tuple[str, ...] = ("red",)
+    jumps: bool | None = False  # False: one object moving without a jump; True: it jumps (known); None: not checked
 
 
 # What the README's workflow table promises for each shipped workflow.
 SHIPPED = {
     "text_to_video": [Video("LongVideo/text_to_video", 16, (64, 64))],
     "continuation": [Video("LongVideo/continuation", 210, (64, 64))],  # 16 chunks, 2 to 4 frames carried over
-    "co_denoise": [Video("LongVideo/co_denoise", 96, (64, 64))],
+    # Known: co-denoising 96 frames makes neighbouring windows settle on two places for the object now and then, and
+    # it fades from one to the other (docs/coherence.md, "Teleports"). When that is fixed, this turns False.
+    "co_denoise": [Video("LongVideo/co_denoise", 96, (64, 64), jumps=True)],
     "window_attention": [Video("LongVideo/window_attention", 96, (64, 64))],
     "interpolation": [Video("LongVideo/interpolation", 65, (64, 64)), Video("LongVideo/interpolation_flow", 65, (64, 64))],
     "hierarchical": [Video("LongVideo/hierarchical", 226, (64, 64))],
     "upscale": [Video("LongVideo/upscale", 32, (128, 128))],
-    "distributed": [Video("LongVideo/distributed", 16, (64, 64), ("red", "blue"))],
+    "distributed": [Video("LongVideo/distributed", 16, (64, 64), ("red", "blue"), jumps=None)],  # the object changes
 }
 
 
@@ -95,3 +100,7 @@ def test_shipped_workflow_makes_what_it_promises(path, tmp_path, monkeypatch):
         assert frames.shape == (video.frames, video.size[1], video.size[0], 3)
         share = colour_share(frames, video.colours)
         assert share >= MIN_COLOUR_SHARE, f"{video.prefix}: the object has the prompt's colour in {share:.0%} of the frames"
+        if video.jumps is not None:
+            steps = centroid_steps(frames)
+            assert teleports(steps) == video.jumps, (
+                f"{video.prefix}: largest step {max(steps):.1f} px, median {np.median(steps):.2f} px")
