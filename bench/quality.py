@@ -195,7 +195,8 @@ def hierarchical(model, prompt, seed, options) -> Generated:
 
     plan = HierarchyPlan(options.keyframes, 2)
     text = guidance(model, prompt, options)
-    settings = HierarchySettings(method=options.method, infill_cfg=options.infill_cfg, frame_guidance=options.frame_guidance)
+    settings = HierarchySettings(method=options.method, infill_cfg=options.infill_cfg,
+                                 frame_guidance=options.frame_guidance)
     latents = sample_hierarchy(model.denoiser, plan, level_prompts(plan, [text.positive]), text.negative, options.cfg,
                                settings, size=(8, 8), steps=options.steps, seed=seed, scheduler=options.scheduler)
     keys = plan.level_frames(0)
@@ -400,8 +401,9 @@ def main() -> None:
         return print_cost(model, args.prompts[0], args.cost, range(args.first_seed, args.first_seed + args.seeds), options)
     print(f"model {os.path.relpath(args.model)}; {len(args.prompts)} prompts x {args.seeds} seeds; {options.frames}-frame "
           f"clips, {options.steps} {options.scheduler} steps, CFG {options.cfg} (infill and interpolation passes "
-          f"{options.infill_cfg}, learned with frame guidance {options.frame_guidance}); continuation: {options.chunks} chunks, {options.known} known frames; co-denoise: windows "
-          f"of {options.frames}, overlap {options.overlap}, FreeNoise noise; "
+          f"{options.infill_cfg}, learned with frame guidance {options.frame_guidance}); continuation: {options.chunks} "
+          f"chunks, {options.known} known frames; co-denoise: windows of {options.frames}, overlap {options.overlap}, "
+          f"FreeNoise noise; "
           f"hierarchical: {options.keyframes} keyframes, depth 2; interpolation: 5 keyframes x4; long: {LONG_FRAMES} frames")
     print(f"{'mode':<14}{'method':<12}{'videos':>7}{'frames':>7}{'colour %':>10}{'shape %':>9}{'direction %':>13}"
           f"{'identity %':>12}{'seam / interior':>17}{'interior px':>13}{'teleport %':>12}{'ms / frame':>12}", flush=True)
