@@ -80,6 +80,7 @@ class Options:
     known: int = 4
     keyframes: int = 6
     overlap: int = 8
+    layout_share: float = 0.4  # co-denoise, as in the shipped workflow (0: off)
     method: str = "replace"
 
 
@@ -171,7 +172,7 @@ def co_denoise(model, prompt, seed, options) -> Generated:
     while len(directions) < options.chunks:
         directions.append(CLOCKWISE[directions[-1]])
     frames = options.frames + (options.chunks - 1) * (options.frames - options.known)
-    settings = CoDenoiseSettings(frames, options.frames, options.overlap)
+    settings = CoDenoiseSettings(frames, options.frames, options.overlap, layout_share=options.layout_share)
     prompts = [guidance(model, f"a {colour} {shape} moving {d}", options) for d in directions]
     latents = co_denoise_video(model.denoiser, prompts, settings, size=(1, 8, 8), steps=options.steps, seed=seed,
                                scheduler=options.scheduler)
@@ -403,7 +404,7 @@ def main() -> None:
           f"clips, {options.steps} {options.scheduler} steps, CFG {options.cfg} (infill and interpolation passes "
           f"{options.infill_cfg}, learned with frame guidance {options.frame_guidance}); continuation: {options.chunks} "
           f"chunks, {options.known} known frames; co-denoise: windows of {options.frames}, overlap {options.overlap}, "
-          f"FreeNoise noise; hierarchical: {options.keyframes} keyframes, depth 2; interpolation: 5 keyframes x4; "
+          f"FreeNoise noise, layout share {options.layout_share}; hierarchical: {options.keyframes} keyframes, depth 2; interpolation: 5 keyframes x4; "
           f"long: {LONG_FRAMES} frames")
     print(f"{'mode':<14}{'method':<12}{'videos':>7}{'frames':>7}{'colour %':>10}{'shape %':>9}{'direction %':>13}"
           f"{'identity %':>12}{'seam / interior':>17}{'interior px':>13}{'teleport %':>12}{'ms / frame':>12}", flush=True)

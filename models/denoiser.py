@@ -77,6 +77,16 @@ class Denoiser:
         raise NotImplementedError
 
 
+MODEL_FACTS = ("latent_channels", "scheduler_config", "takes_known_frames", "sample_range", "noise_layout", "downscale")
+
+
+def take_model_facts(wrapper: Denoiser, inner) -> None:
+    """Give `wrapper`, a Denoiser that runs `inner` on parts of its input (windows of frames), `inner`'s facts: latent
+    channels, training schedule, whether it takes known frames, ..."""
+    for name in MODEL_FACTS:
+        setattr(wrapper, name, getattr(inner, name, getattr(Denoiser, name, None)))
+
+
 class UNet3DDenoiser(Denoiser):
     """diffusers' UNet3DConditionModel (ModelScope text-to-video, Zeroscope) behind the Denoiser interface."""
 

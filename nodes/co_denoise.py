@@ -10,8 +10,8 @@ class LongVideoCoDenoiseSampler:
     DESCRIPTION = (
         "Makes a long video in one pass: every step denoises the whole video as overlapping windows of the model's "
         "length whose predictions are cross-faded (Gen-L-Video co-denoising, FreeNoise noise), so there is no window "
-        "seam. A model that relates frames weakly can still settle on two places for an object in neighbouring windows "
-        "and jump between them (docs/coherence.md). Works with any model, no training. "
+        "seam. layout_share runs the noisiest steps as one window spread over the whole video, so that neighbouring "
+        "windows cannot settle on two places for an object (docs/coherence.md). Works with any model, no training. "
         "The video's latents stay on the CPU and one window at a time goes to the GPU, so GPU memory does not grow with "
         "length. Prompts along the timeline come from prompt_schedule (line i covers the i-th stretch of frames). "
         "Costs about frames_per_window / (frames_per_window - overlap) times the model calls of continuation."
@@ -50,21 +50,34 @@ class LongVideoCoDenoiseSampler:
                 "start_latent": ("LATENT", {"tooltip": "Continue this clip: its frames are the first frames, kept exactly."}),
                 "method": (list(co_denoise.CO_DENOISE_METHODS), {"default": "replace",
                                                                  "tooltip": "How start frames are kept (only with start_image or start_latent): replace re-noises them every step (any model); learned lets a model that takes known frames read them (the embedded model)."}),
+                "layout_share": ("FLOAT", {"default": co_denoise.LAYOUT_SHARE, "min": 0.0, "max": 1.0, "step": 0.05, "round": 0.01,
+                                           "tooltip": (
+                    "Share of the steps, the noisiest, in which the model sees one window of frames spread evenly over the "
+                    "whole video (the other frames follow them in between), so that one window decides where things are "
+                    "in the whole video; the later steps add the motion in ordinary windows. Without it (0) windows that "
+                    "decide from their own noise can put the object in two places, and it jumps between them. 0.4 stops "
+                    "the embedded model's jumps; its object then moves about half as fast. A layout step runs one "
+                    "window, with the prompt of the video's middle, so it costs less than an ordinary step.")}),
             },
         }
 
     def sample(self, model, positive, negative, width, height, frames, frames_per_window, overlap, noise, seed, steps, cfg,
-               scheduler, prompt_schedule=None, start_image=None, vae=None, start_latent=None, method="replace"):
+               scheduler, prompt_schedule=None, start_image=None, vae=None, start_latent=None, method="replace",
+               layout_share=co_denoise.LAYOUT_SHARE):
         check_numbers(self, locals())
         node = "LongVideoCoDenoiseSampler"
         check_frame_size(node, width, height)
         if start_image is not None and start_latent is not None:
             raise NodeInputError(f"{node}: connect start_image or start_latent, not both")
-        settings = co_denoise.CoDenoiseSettings(frames, frames_per_window, overlap, noise, method)
+        settings = co_denoise.CoDenoiseSettings(frames, frames_per_window, overlap, noise, method, layout_share)
         try:
             settings.check()
         except ValueError as error:
             raise NodeInputError(f"{node}: {error}") from None
+        if getattr(model, "samples_itself", False):
+            raise NodeInputError(f"{node}: a ComfyUI model (LongVideoComfyModel) is sampled by ComfyUI's own sampler, which "
+                                 "cannot be stepped window by window here: use LongVideoContinuationSampler, or ComfyUI's "
+                                 "Context Windows (Manual) node with KSampler")
         if model.requires_known_frames:
             raise NodeInputError(f"{node}: this model only works from known frames: use LongVideoContinuationSampler")
         if method == "learned" and not model.takes_known_frames:

@@ -4,10 +4,11 @@ A training-free way to make a long video hold together with any model (Gen-L-Vid
 noise rescheduling). Continuation and infill tie new frames to known ones only through the model, which for many
 models barely couples frames at high noise: the new frames' layout is decided before the known frames can pull it,
 and the object jumps at the seam. Here every frame is denoised at every step, inside windows of the model's length
-that overlap (sampling/context_windows.py cross-fades their predictions), so the video has no window seam. Whether
-neighbouring windows agree on the layout is still up to the model: the embedded model, which relates frames weakly at
-high noise, sometimes settles on two places for the object in neighbouring windows, and it fades from one to the
-other in their overlap (docs/coherence.md, "Teleports").
+that overlap (sampling/context_windows.py cross-fades their predictions), so the video has no window seam. Windows
+alone do not make neighbouring windows agree on the layout: each decides it from its own noise at the first steps,
+and a model that relates frames weakly at high noise (the embedded one) then puts the object in two places and it
+jumps from one to the other in their overlap. `layout_share` runs the noisiest steps as one window spread over the
+whole video (LayoutWindow), so one model call decides the layout (docs/coherence.md, "The layout window").
 
 - Prompts along the timeline: prompt i of m covers frames [i * T / m, (i + 1) * T / m); a window takes the prompt
   of its middle frame.
@@ -19,20 +20,25 @@ other in their overlap (docs/coherence.md, "Teleports").
   copies of the latents).
 - Known frames (`start`: a clip or image to continue) are honoured over the whole video with 'replace' or 'learned'.
 
-Cost: each step runs the model on ceil((T - window) / stride) + 1 windows, so about window / stride times the frames.
+Cost: each step runs the model on ceil((T - window) / stride) + 1 windows, so about window / stride times the frames;
+a layout step on one window.
 """
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from .context_windows import WindowedDenoiser, window_starts
-from .denoise import TextGuidance, denoise
-from .frame_conditioning import KnownFrames, make_conditioning
+from ..models.denoiser import Denoiser, take_model_facts
+from .context_windows import WindowedDenoiser, known_among, window_starts
+from .denoise import TextGuidance, alpha_bar, clean_estimate, denoise, prediction_from_clean
+from .frame_conditioning import KnownFrames, blend_along_time, make_conditioning
+from .schedulers import make_scheduler
 
 NOISE_KINDS = ("freenoise", "independent")
 CO_DENOISE_METHODS = ("replace", "learned")
+LAYOUT_SHARE = 0.4
 
 
 @dataclass
@@ -42,6 +48,7 @@ class CoDenoiseSettings:
     overlap: int = 8
     noise: str = "freenoise"
     method: str = "replace"
+    layout_share: float = LAYOUT_SHARE
 
     @property
     def stride(self) -> int:
@@ -58,6 +65,8 @@ class CoDenoiseSettings:
             raise ValueError(f"noise '{self.noise}' is unknown: choose one of {', '.join(NOISE_KINDS)}")
         if self.method not in CO_DENOISE_METHODS:
             raise ValueError(f"method '{self.method}' is unknown for co-denoising: choose one of {', '.join(CO_DENOISE_METHODS)}")
+        if not 0.0 <= self.layout_share <= 1.0:
+            raise ValueError(f"layout_share must be between 0 and 1, got {self.layout_share}")
 
 
 def rescheduled_noise(shape: tuple[int, ...], window: int, stride: int, seed: int) -> torch.Tensor:
@@ -78,6 +87,49 @@ def timeline_prompt(prompts: list, frames: int, start: int, stop: int):
     """The prompt of the window over frames start..stop-1: the one whose stretch holds the window's middle frame."""
     middle = (start + stop - 1) / 2
     return prompts[min(int(middle * len(prompts) / frames), len(prompts) - 1)]
+
+
+def layout_frames(frames: int, frames_per_window: int) -> list[int]:
+    """The frames of the layout window: `frames_per_window` of them (fewer for a short video) spread evenly from the
+    first frame to the last."""
+    count = min(frames, frames_per_window)
+    return sorted({round(i * (frames - 1) / max(count - 1, 1)) for i in range(count)})
+
+
+class LayoutWindow(Denoiser):
+    """The whole video's layout from one window at the noisiest steps; `windows` predicts at the others.
+
+    Above timestep `until` the model sees only the layout frames (layout_frames: a window's worth spread over the whole
+    video), in one call with `context` (co-denoising gives it the prompt of the video's middle frame); every other frame's
+    clean estimate is the linear mix of those of the layout frames before and after it. So one call decides where things
+    are in the whole video, where windows of neighbouring frames, each deciding from its own noise, can settle on two
+    places for the object. One call, not one per prompt along the timeline: calls with different prompts decide apart
+    too, and the object jumped where their frames met. The later steps, in ordinary overlapping windows with their own
+    prompts, add the motion between layout frames. Device memory stays that of one window.
+    """
+
+    def __init__(self, windows: WindowedDenoiser, context: torch.Tensor, until: float,
+                 alpha_of: Callable[[torch.Tensor], torch.Tensor]):
+        self.windows = windows
+        self.context = context
+        self.until = until
+        self.alpha_of = alpha_of
+        take_model_facts(self, windows)
+
+    def load(self) -> torch.device:
+        return self.windows.load()
+
+    def __call__(self, latents, timestep, context, known=None):
+        if float(timestep) <= self.until:
+            return self.windows(latents, timestep, context, known=known)
+        frames = latents.shape[2]
+        layout = layout_frames(frames, self.windows.frames_per_window)
+        x = latents[:, :, layout]
+        prediction = self.windows.run_model(x, timestep, self.context, known_among(known, layout))
+        alpha = self.alpha_of(timestep).to(latents.device)
+        clean = clean_estimate(prediction, x, alpha, self.prediction_type)
+        clean_everywhere = blend_along_time(KnownFrames(layout, clean), latents.shape).to(latents.device, prediction.dtype)
+        return prediction_from_clean(clean_everywhere, latents, alpha, self.prediction_type)
 
 
 def co_denoise_video(
@@ -106,6 +158,15 @@ def co_denoise_video(
         denoiser, settings.frames_per_window, settings.overlap, latents_on_cpu=True,
         window_context=lambda first, stop: timeline_prompt(contexts, settings.frames, first, stop),
     )
+    denoiser_for_steps = windowed
+    layout_steps = round(settings.layout_share * steps)
+    if layout_steps and settings.frames > settings.frames_per_window:
+        sampler = make_scheduler(scheduler, denoiser.scheduler_config)
+        sampler.set_timesteps(steps)
+        timesteps = [float(t) for t in sampler.timesteps]
+        until = -math.inf if layout_steps >= len(timesteps) else (timesteps[layout_steps - 1] + timesteps[layout_steps]) / 2
+        middle_prompt = timeline_prompt(contexts, settings.frames, 0, settings.frames)
+        denoiser_for_steps = LayoutWindow(windowed, middle_prompt, until, lambda timestep: alpha_bar(sampler, timestep.cpu()))
     noise = None
     if settings.noise == "freenoise":
         noise = rescheduled_noise(shape, settings.frames_per_window, settings.stride, seed)
@@ -115,7 +176,7 @@ def co_denoise_video(
             raise ValueError(f"the start clip has {start.shape[2]} frames: make frames larger so that new frames follow it")
         known = KnownFrames(list(range(start.shape[2])), start.float().cpu())
         conditioning = make_conditioning(settings.method, known)
-    return denoise(windowed, prompts[0], shape, steps=steps, seed=seed, scheduler=scheduler, conditioning=conditioning,
+    return denoise(denoiser_for_steps, prompts[0], shape, steps=steps, seed=seed, scheduler=scheduler, conditioning=conditioning,
                    noise=noise, callback=None if on_step is None else (lambda step, total, _: on_step(step, total)))
 
 

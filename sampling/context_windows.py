@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..models.denoiser import Denoiser, KnownFrames
+from ..models.denoiser import Denoiser, KnownFrames, take_model_facts
 from ..utils.comfy import throw_if_interrupted
 
 
@@ -61,12 +61,7 @@ class WindowedDenoiser(Denoiser):
         self.inner = inner
         self.frames_per_window = frames_per_window
         self.overlap = overlap
-        self.latent_channels = inner.latent_channels
-        self.scheduler_config = inner.scheduler_config
-        self.takes_known_frames = inner.takes_known_frames
-        self.sample_range = inner.sample_range
-        self.noise_layout = getattr(inner, "noise_layout", "frames")
-        self.downscale = inner.downscale
+        take_model_facts(self, inner)
         self.window_context = window_context
         self.latents_on_cpu = latents_on_cpu
         self.model_device = None
@@ -96,7 +91,7 @@ class WindowedDenoiser(Denoiser):
             stop = min(start + self.frames_per_window, frames)
             if number:
                 throw_if_interrupted()
-            prediction = self._window(latents[:, :, start:stop], timestep, context, _known_in(known, start, stop), start, stop)
+            prediction = self._window(latents[:, :, start:stop], timestep, context, known_among(known, range(start, stop)), start, stop)
             if blended is None:
                 blended = torch.zeros_like(latents, dtype=prediction.dtype)
             before = starts[number - 1] + self.frames_per_window - start if number else 0
@@ -109,6 +104,11 @@ class WindowedDenoiser(Denoiser):
     def _window(self, latents, timestep, context, known, start, stop):
         if self.window_context is not None:
             context = self.window_context(start, stop)
+        return self.run_model(latents, timestep, context, known)
+
+    def run_model(self, latents, timestep, context, known=None):
+        """`inner` on `latents` of at most frames_per_window frames; with latents_on_cpu they go to the model's device
+        and the prediction comes back."""
         if not self.latents_on_cpu:
             return self.inner(latents, timestep, context, known=known)
         device = self.model_device or self.inner.load()
@@ -116,11 +116,13 @@ class WindowedDenoiser(Denoiser):
         return prediction.to(latents.device)
 
 
-def _known_in(known: KnownFrames | None, start: int, stop: int) -> KnownFrames | None:
-    """The known frames inside frames start..stop-1, re-indexed to the window; None when there are none."""
+def known_among(known: KnownFrames | None, frames) -> KnownFrames | None:
+    """The known frames among `frames` (ascending frame indices of a window), re-indexed to their positions in it;
+    None when there are none."""
     if known is None:
         return None
-    inside = [position for position, index in enumerate(known.indices) if start <= index < stop]
+    position = {frame: number for number, frame in enumerate(frames)}
+    inside = [number for number, index in enumerate(known.indices) if index in position]
     if not inside:
         return None
-    return KnownFrames([known.indices[p] - start for p in inside], known.latents[:, :, inside])
+    return KnownFrames([position[known.indices[p]] for p in inside], known.latents[:, :, inside])

@@ -324,10 +324,22 @@ def clip_prediction(prediction, x, alpha, prediction_type: str, limit: float) ->
     if prediction_type == "sample":
         return prediction.clamp(-limit, limit)
     if prediction_type in ("epsilon", "v_prediction"):
-        clean = clean_estimate(prediction, x, alpha, prediction_type).clamp(-limit, limit)
-        a, s = alpha.sqrt(), (1 - alpha).sqrt()
-        return (x - a * clean) / s if prediction_type == "epsilon" else (a * x - clean) / s
+        return prediction_from_clean(clean_estimate(prediction, x, alpha, prediction_type).clamp(-limit, limit), x, alpha,
+                                     prediction_type)
     raise ValueError(f"cannot clip the clean estimate of a {prediction_type} prediction")
+
+
+def prediction_from_clean(clean, x, alpha, prediction_type: str) -> torch.Tensor:
+    """The prediction from `x` (the model input at alpha-bar `alpha`) whose clean estimate is `clean`: clean_estimate
+    turned around."""
+    a, s = alpha.sqrt(), (1 - alpha).sqrt()
+    if prediction_type == "epsilon":
+        return (x - a * clean) / s
+    if prediction_type == "v_prediction":
+        return (a * x - clean) / s
+    if prediction_type == "sample":
+        return clean
+    raise ValueError(f"cannot make a {prediction_type} prediction from a clean estimate")
 
 
 def _scheduler_step(sampler, prediction, timestep, latents, step_arguments, video_layout=False):

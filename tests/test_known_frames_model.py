@@ -221,7 +221,7 @@ def test_co_denoising_runs_the_model_on_windows_only_with_prompts_along_the_time
     model, clip, _ = mask_model
     recording = Recording(model)
     prompts = [guidance(clip, "a red circle moving right"), guidance(clip, "a red circle moving down")]
-    settings = co_denoise.CoDenoiseSettings(frames=20, frames_per_window=8, overlap=4)
+    settings = co_denoise.CoDenoiseSettings(frames=20, frames_per_window=8, overlap=4, layout_share=0.0)
     latents = co_denoise.co_denoise_video(recording, prompts, settings, size=(1, 4, 4), steps=2, seed=0)
     assert latents.shape == (1, 4, 20, 4, 4) and latents.device.type == "cpu"
     windows = co_denoise.windows_per_step(settings)
@@ -244,11 +244,67 @@ def test_co_denoising_memory_does_not_grow_with_length(mask_model):
     assert largest == [8, 8]
 
 
+def test_layout_steps_run_one_spread_window_then_the_windows(mask_model):
+    """layout_share 0.5 of 4 steps: the first 2 steps run the model once on the 8 layout frames with the prompt of the
+    video's middle, the last 2 on the ordinary windows; no call sees more than a window's frames."""
+    model, clip, _ = mask_model
+    recording = Recording(model)
+    prompts = [guidance(clip, "a red circle moving right"), guidance(clip, "a red circle moving down"),
+               guidance(clip, "a red circle moving left")]
+    settings = co_denoise.CoDenoiseSettings(frames=40, frames_per_window=8, overlap=4, layout_share=0.5)
+    latents = co_denoise.co_denoise_video(recording, prompts, settings, size=(1, 4, 4), steps=4, seed=0, scheduler="dpmpp_2m")
+    assert latents.shape == (1, 4, 40, 4, 4)
+    windows = co_denoise.windows_per_step(settings)
+    assert len(recording.calls) == 2 + 2 * windows
+    assert {frames for frames, _, _ in recording.calls} == {8}
+    for _, context, _ in recording.calls[:2]:
+        assert torch.equal(context, prompts[1].context(1))
+    assert not torch.equal(recording.calls[2][1], prompts[1].context(1))
+    assert co_denoise.layout_frames(40, 8) == [0, 6, 11, 17, 22, 28, 33, 39]
+    assert co_denoise.layout_frames(5, 8) == [0, 1, 2, 3, 4]
+
+
+class Affine(co_denoise.Denoiser):
+    """A stand-in model whose epsilon prediction depends on its input, the frame and the prompt."""
+
+    latent_channels, scheduler_config, downscale = 2, {"prediction_type": "epsilon"}, 8
+
+    def load(self):
+        return torch.device("cpu")
+
+    def __call__(self, latents, timestep, context, known=None):
+        return 0.5 * latents + context.mean() * torch.arange(latents.shape[2]).view(1, 1, -1, 1, 1)
+
+
+def test_layout_window_mixes_the_layout_frames_clean_estimates_along_time():
+    """Layout frames keep the model's prediction; every other frame's clean estimate is the linear mix of those of the
+    layout frames around it; below `until` the ordinary windows predict."""
+    from longvideo.sampling.context_windows import WindowedDenoiser
+    from longvideo.sampling.denoise import clean_estimate
+
+    context = torch.full((1, 3, 4), -2.0)
+    windows = WindowedDenoiser(Affine(), 8, 4, latents_on_cpu=True)
+    alpha = torch.tensor(0.6)
+    layout = co_denoise.LayoutWindow(windows, context, until=500.0, alpha_of=lambda t: alpha)
+    latents = torch.randn(1, 2, 20, 3, 3, generator=torch.Generator().manual_seed(0))
+    prediction = layout(latents, torch.tensor(700.0), torch.zeros(1, 3, 4))
+    frames = co_denoise.layout_frames(20, 8)
+    assert frames == [0, 3, 5, 8, 11, 14, 16, 19]
+    clean = clean_estimate(prediction, latents, alpha, "epsilon")
+    x = latents[:, :, frames]
+    torch.testing.assert_close(clean[:, :, frames], clean_estimate(Affine()(x, None, context), x, alpha, "epsilon"))
+    torch.testing.assert_close(clean[:, :, 4], (clean[:, :, 3] + clean[:, :, 5]) / 2)
+    torch.testing.assert_close(clean[:, :, 9], (2 * clean[:, :, 8] + clean[:, :, 11]) / 3)
+    assert torch.equal(layout(latents, torch.tensor(400.0), context), windows(latents, torch.tensor(400.0), context))
+
+
 @pytest.mark.parametrize("method", ["replace", "learned"])
-def test_co_denoising_keeps_a_start_clip_exact(mask_model, method):
+@pytest.mark.parametrize("layout_share", [0.0, 0.5])
+def test_co_denoising_keeps_a_start_clip_exact(mask_model, method, layout_share):
     model, clip, _ = mask_model
     start = torch.randn(1, 4, 3, 4, 4, generator=torch.Generator().manual_seed(4))
-    settings = co_denoise.CoDenoiseSettings(frames=14, frames_per_window=8, overlap=4, method=method)
+    settings = co_denoise.CoDenoiseSettings(frames=14, frames_per_window=8, overlap=4, method=method,
+                                            layout_share=layout_share)
     latents = co_denoise.co_denoise_video(model, [guidance(clip)], settings, size=(1, 4, 4), steps=2, seed=0, start=start)
     assert torch.equal(latents[:, :, :3], start)
 
@@ -267,6 +323,7 @@ def test_rescheduled_noise_reuses_the_first_window():
     ({"noise": "pink"}, "noise 'pink' is unknown"),
     ({"method": "guidance"}, "method 'guidance' is unknown for co-denoising"),
     ({"frames": 0}, "frames must be at least 1"),
+    ({"layout_share": 1.5}, "layout_share must be between 0 and 1"),
 ])
 def test_co_denoising_settings_are_checked(change, message):
     settings = co_denoise.CoDenoiseSettings(**{"frames": 20, "frames_per_window": 8, "overlap": 4, **change})
@@ -294,3 +351,8 @@ def test_co_denoise_node_continues_a_start_latent_with_prompts_along_the_timelin
         node.sample(model, positive, negative, **{**arguments, "overlap": 6})
     with pytest.raises(NodeInputError, match="set frames above that"):
         node.sample(model, positive, negative, start_latent={"samples": start}, **{**arguments, "frames": 2})
+    with pytest.raises(NodeInputError, match="layout_share must be between 0 and 1"):
+        node.sample(model, positive, negative, layout_share=1.5, **arguments)
+    comfy_model = type("ComfyModelStandIn", (), {"samples_itself": True, "requires_known_frames": False})()
+    with pytest.raises(NodeInputError, match="a ComfyUI model .* cannot be stepped window by window"):
+        node.sample(comfy_model, positive, negative, **arguments)

@@ -44,9 +44,7 @@ class Video:
 SHIPPED = {
     "text_to_video": [Video("LongVideo/text_to_video", 16, (64, 64))],
     "continuation": [Video("LongVideo/continuation", 210, (64, 64))],  # 16 chunks, 2 to 4 frames carried over
-    # Known: co-denoising 96 frames makes neighbouring windows settle on two places for the object now and then, and
-    # it fades from one to the other (docs/coherence.md, "Teleports"). When that is fixed, this turns False.
-    "co_denoise": [Video("LongVideo/co_denoise", 96, (64, 64), jumps=True)],
+    "co_denoise": [Video("LongVideo/co_denoise", 96, (64, 64))],
     "window_attention": [Video("LongVideo/window_attention", 96, (64, 64))],
     "interpolation": [Video("LongVideo/interpolation", 65, (64, 64)), Video("LongVideo/interpolation_flow", 65, (64, 64))],
     "hierarchical": [Video("LongVideo/hierarchical", 226, (64, 64))],
