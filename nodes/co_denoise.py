@@ -56,8 +56,9 @@ class LongVideoCoDenoiseSampler:
                     "whole video (the other frames follow them in between), so that one window decides where things are "
                     "in the whole video; the later steps add the motion in ordinary windows. Without it (0) windows that "
                     "decide from their own noise can put the object in two places, and it jumps between them. 0.4 stops "
-                    "the embedded model's jumps; its object then moves about half as fast. A layout step runs one "
-                    "window, with the prompt of the video's middle, so it costs less than an ordinary step.")}),
+                    "the embedded model's jumps; its object then moves about half as fast, and the longer the video the "
+                    "less it follows direction changes along the timeline (over 1,024 frames it drifts slowly). A layout "
+                    "step runs one window, with the prompt of the video's middle, so it costs less than an ordinary step.")}),
             },
         }
 
