@@ -166,7 +166,7 @@ class LongVideoHierarchicalSampler:
                                                frame_guidance)
         try:
             plan.check()
-            settings.check()
+            settings.check(model)
         except ValueError as error:
             raise NodeInputError(f"{node}: {error}") from None
         if prompt_layout not in PROMPT_LAYOUTS:

@@ -5,7 +5,7 @@ import torch
 
 from ..sampling import flow_interpolation, interpolation
 from ..sampling.denoise import TextGuidance
-from ..sampling.frame_conditioning import BLEND_STRENGTH, check_frame_guidance
+from ..sampling.frame_conditioning import BLEND_STRENGTH
 from ..utils.comfy import Progress, intermediate_device
 from .common import SAMPLING, VIDEO, MODEL, NodeInputError, conditioning_prompt, video_latents, check_numbers
 from .sampler import CFG, FRAME_GUIDANCE, SCHEDULER, SEED, STEPS
@@ -76,7 +76,7 @@ class LongVideoLatentInterpolate:
         settings = interpolation.InterpolationSettings(factor, passes, method, guidance_weight, window, overlap, attention_window,
                                                        blend_strength, frame_guidance)
         try:
-            settings.check()
+            settings.check(model)
         except ValueError as error:
             raise NodeInputError(f"{node}: {error}") from None
         if method == "learned" and not model.takes_known_frames:
@@ -85,11 +85,6 @@ class LongVideoLatentInterpolate:
                                  "longvideo-shapes); this model is not one: choose 'replace' or 'guidance'")
         if method != "learned" and model.requires_known_frames:
             raise NodeInputError(f"{node}: this model takes its known frames itself (hint channels): choose method 'learned'")
-        if method == "learned":
-            try:
-                check_frame_guidance(frame_guidance, model)
-            except ValueError as error:
-                raise NodeInputError(f"{node}: {error}") from None
         total = interpolation.output_frames(latents.shape[2], factor, passes)
         if total > MAX_OUTPUT_FRAMES:
             raise NodeInputError(f"{node}: {latents.shape[2]} frames, factor {factor}, {passes} passes make {total} frames: "

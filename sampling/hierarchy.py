@@ -125,9 +125,11 @@ class HierarchySettings:
     infill_cfg: float | None = None
     frame_guidance: float = 1.0  # learned only: the known frames' own guidance scale (frame_conditioning.py)
 
-    def check(self) -> None:
+    def check(self, denoiser=None) -> None:
+        """`denoiser`, when given, is the model the settings will run: frame guidance other than 1 needs one that also
+        samples without known frames."""
         check_blend_strength(self.blend_strength)
-        check_frame_guidance(self.frame_guidance)
+        check_frame_guidance(self.frame_guidance, denoiser if self.method == "learned" else None)
         if self.infill_cfg is not None and not self.infill_cfg >= 0:
             raise ValueError(f"infill cfg must be at least 0, got {self.infill_cfg}")
         if self.batch_cap < 1:
@@ -160,9 +162,7 @@ def sample_hierarchy(
     carrying the video of the finished levels.
     """
     plan.check()
-    settings.check()
-    if settings.method == "learned":
-        check_frame_guidance(settings.frame_guidance, denoiser)
+    settings.check(denoiser)
     if len(prompts) < plan.depth or any(not level for level in prompts[: plan.depth]):
         raise ValueError(f"prompts must hold a non-empty list for each of the {plan.depth} levels")
     height, width = size

@@ -48,9 +48,11 @@ class InterpolationSettings:
     blend_strength: float = BLEND_STRENGTH
     frame_guidance: float = 1.0  # learned only: the known frames' own guidance scale (frame_conditioning.py)
 
-    def check(self) -> None:
+    def check(self, denoiser=None) -> None:
+        """`denoiser`, when given, is the model the settings will run: frame guidance other than 1 needs one that also
+        samples without known frames."""
         check_blend_strength(self.blend_strength)
-        check_frame_guidance(self.frame_guidance)
+        check_frame_guidance(self.frame_guidance, denoiser if self.method == "learned" else None)
         if self.factor < 2:
             raise ValueError(f"factor must be at least 2 (one new frame per gap), got {self.factor}")
         if self.passes < 1:
@@ -131,7 +133,7 @@ def interpolate_latents(
 ) -> torch.Tensor:
     """Interpolate `latents` [B, C, N, H, W]; returns [B, C, (N - 1) * k**passes + 1, H, W] (float32, CPU) holding
     the input at multiples of k**passes. `on_step(pass, window, step)` runs after every step (progress, cancel)."""
-    settings.check()
+    settings.check(denoiser)
     if latents.dim() != 5 or latents.shape[2] < 2:
         raise ValueError(f"interpolation needs latents [batch, channels, frames >= 2, height, width], got {tuple(latents.shape)}")
     if settings.method == "learned" and not denoiser.takes_known_frames:
@@ -139,8 +141,6 @@ def interpolate_latents(
                          "the embedded longvideo-shapes)")
     if settings.method != "learned" and denoiser.requires_known_frames:
         raise ValueError("this model takes its known frames itself (hint channels): use method 'learned'")
-    if settings.method == "learned":
-        check_frame_guidance(settings.frame_guidance, denoiser)
     current = latents.float().cpu()
     total = output_frames(latents.shape[2], settings.factor, settings.passes)
     for pass_index in range(settings.passes):
