@@ -85,6 +85,36 @@ def test_other_settings_in_the_work_folder_are_refused(tmp_path):
         train_tiny_model.train(str(tmp_path / "m"), str(tmp_path / "work"), MICRO, seed=1, log=lambda _: None)
 
 
+def test_the_object_weighs_more_in_the_loss_in_every_frame():
+    background = torch.tensor([0.5, -1.0, 0.2, 0.8]).view(1, 4, 1, 1, 1)
+    clean = background.expand(2, 4, 3, 8, 8).clone()
+    direction = torch.tensor([1.0, 2.0, -1.0, 0.5])
+    expected = torch.ones(2, 1, 3, 8, 8)
+    for item in range(2):
+        for frame in range(3):
+            scale = 1.0 / (1 + frame + item)  # fainter objects in later frames: each frame is judged on its own
+            y, x = 2 * frame + item, 5 - frame
+            clean[item, :, frame, y, x] += scale * direction
+            clean[item, :, frame, y + 1, x] += 0.3 * scale * direction  # an edge the object reaches: counts
+            clean[item, :, frame, y, x + 1] += 0.1 * scale * direction  # too faint: background
+            expected[item, 0, frame, y, x] = expected[item, 0, frame, y + 1, x] = 5.0
+    assert torch.equal(train_tiny_model.object_weights(clean, 5.0), expected)
+
+
+def test_the_shape_contrast_names_another_shape_and_skips_empty_prompts():
+    prompts = ["a red square moving left", "", "a blue circle moving up", "a green triangle moving down"] * 4
+    wrong, named = train_tiny_model.other_shape_prompts(prompts, torch.Generator().manual_seed(0))
+    assert named.tolist() == [1.0, 0.0, 1.0, 1.0] * 4
+    for prompt, swapped in zip(prompts, wrong):
+        if prompt:
+            before, after = prompt.split(), swapped.split()
+            assert after[2] in train_tiny_model.SHAPES and after[2] != before[2]
+            assert after[:2] + after[3:] == before[:2] + before[3:]
+        else:
+            assert swapped == ""
+    assert len({w.split()[2] for w in wrong[0::4]}) == 2  # either other shape is drawn
+
+
 def test_the_shipped_model_is_small_safetensors_and_offered_by_default():
     files = files_under(SHIPPED)
     assert sum(os.path.getsize(os.path.join(SHIPPED, f)) for f in files) <= 20 * 2**20
