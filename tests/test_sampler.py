@@ -135,7 +135,8 @@ def test_conditioning_of_other_token_counts_uses_batched_guidance(tiny):
     latent = LongVideoEmptyLatent().generate(width=32, height=32, frames=3, batch_size=1)[0]
     plain = LongVideoSampler().sample(model, positive, negative, latent, 1, 3, 7.5, "ddim", 1.0)[0]["samples"]
     long = LongVideoSampler().sample(model, doubled, negative, latent, 1, 3, 7.5, "ddim", 1.0)[0]["samples"]
-    assert (plain - long).abs().max().item() <= 1e-5
+    # float32 batching noise only (about 1e-5 on latents of unit scale, CPU dependent); other guidance differs by far more
+    torch.testing.assert_close(long, plain, rtol=1e-5, atol=1e-5)
 
 
 def test_latent_with_wrong_channels_is_rejected(tiny):

@@ -540,7 +540,7 @@ def test_focus_present_mask_is_the_originals(reference):
             outputs[name] = network(tensors["x"], tensors["time"].float(), tensors["cond"], focus_present_mask=torch.tensor(mask))
         assert (outputs[name] - tensors[f"focus_{name}"]).abs().max() <= 1e-5, name
     assert (outputs["all"] - outputs["none"]).abs().max() > 1e-2  # the mask matters
-    assert (outputs["second"][0] - outputs["none"][0]).abs().max() <= 1e-6  # per sample
+    assert (outputs["second"][0] - outputs["none"][0]).abs().max() <= 1e-5  # per sample (float32 noise is CPU dependent)
     with torch.no_grad():
         assert torch.equal(network(tensors["x"], tensors["time"].float(), tensors["cond"], prob_focus_present=1.0), outputs["all"])
         assert torch.equal(network(tensors["x"], tensors["time"].float(), tensors["cond"], prob_focus_present=0.0), outputs["none"])
