@@ -724,12 +724,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = CONFIGS[args.config]
-    overrides = {k: v for k, v in (("vae_steps", args.vae_steps), ("unet_steps", args.unet_steps),
-                                                     ("known_frames_steps", args.known_frames_steps),
-                                                     ("known_frames_lr", args.known_frames_lr),
-                                                     ("object_weight", args.object_weight),
-                                                     ("shape_noise_share", args.shape_noise_share),
-                                                     ("shape_contrast", args.shape_contrast)) if v is not None}
+    overridable = ("vae_steps", "unet_steps", "known_frames_steps", "known_frames_lr", "object_weight", "shape_noise_share",
+                   "shape_contrast")
+    overrides = {name: getattr(args, name) for name in overridable if getattr(args, name) is not None}
     config = TrainConfig(**{**asdict(config), **overrides})
     train(args.out, args.work or args.out.rstrip("/\\") + ".work", config, args.seed, args.checkpoint_every,
           log=lambda message: print(message, flush=True), start_from=args.start_from)
