@@ -2,6 +2,8 @@
 
 import json
 import os
+import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,7 +13,7 @@ from longvideo.models.loader import load_text_to_video
 from longvideo.nodes.loaders import LongVideoModelLoader
 from longvideo.sampling.denoise import TextGuidance, denoise
 from longvideo.tools import train_tiny_model
-from longvideo.tools.synthetic_shapes import find_shape
+from longvideo.tools.synthetic_shapes import find_shape, random_clip
 from longvideo.utils.comfy import EMBEDDED_MODEL, PACK_CHECKPOINTS_FOLDER, find_model_folder, list_model_folders
 
 MICRO = train_tiny_model.CONFIGS["micro"]
@@ -113,6 +115,63 @@ def test_the_shape_contrast_names_another_shape_and_skips_empty_prompts():
         else:
             assert swapped == ""
     assert len({w.split()[2] for w in wrong[0::4]}) == 2  # either other shape is drawn
+
+
+def test_a_shape_pair_is_one_clip_drawn_as_a_square_and_as_a_circle():
+    clip = random_clip(random.Random(3), 16)
+    square, circle = train_tiny_model.shape_pair(clip)
+    assert (square.shape, circle.shape) == ("square", "circle")
+    assert replace(square, shape=clip.shape) == replace(circle, shape=clip.shape) == clip
+
+
+def test_a_pair_batch_keeps_the_two_clips_of_a_pair_together():
+    pairs, labels = 6, []
+    latents = torch.randn(2 * pairs, 4, 5, 8, 8)
+    for pair in range(pairs):
+        labels += [[1, pair % 4, pair % 4], [0, pair % 4, pair % 4]]  # square, then circle; colour and direction per pair
+    config = train_tiny_model.TrainConfig(unet_batch=8)
+    clean, prompts = train_tiny_model.pair_batch((latents, torch.tensor(labels)), 2.0, config, torch.Generator().manual_seed(1))
+    assert clean.shape == (8, 4, 5, 8, 8) and all(prompts)
+    reversed_pairs = 0
+    for item in range(0, 8, 2):
+        square, circle = prompts[item].split(), prompts[item + 1].split()
+        assert (square[2], circle[2]) == ("square", "circle") and square[:2] + square[3:] == circle[:2] + circle[3:]
+        matches = [p for p in range(pairs) if torch.equal(clean[item], 2 * latents[2 * p])]
+        flipped = [p for p in range(pairs) if torch.equal(clean[item], 2 * latents[2 * p].flip(1))]
+        source, backwards = (matches[0], False) if matches else (flipped[0], True)
+        assert torch.equal(clean[item + 1], 2 * (latents[2 * source + 1].flip(1) if backwards else latents[2 * source + 1]))
+        reversed_pairs += backwards
+    assert 0 < reversed_pairs < 4  # this seed reverses some pairs and not others: each pair is reversed as one
+
+
+def test_the_pair_difference_loss_sees_only_what_the_shape_word_changes():
+    clean = torch.zeros(2, 4, 3, 8, 8)
+    clean[0, :, :, 2:4, 2:4] = 1.0
+    clean[1, :, :, 2:4, 2:4] = 1.0
+    clean[1, :, :, 2, 2] = 0.2  # the circle lacks a corner: the only place the pair differs
+    target = torch.randn(2, 4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    shared_error = torch.randn(1, 4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    assert train_tiny_model.pair_difference_error(target + shared_error, target, clean).item() == pytest.approx(0, abs=1e-6)
+    wrong_corner = target.clone()
+    wrong_corner[1, :, :, 2, 2] += 0.5  # the circle's prediction off at the corner only
+    error = train_tiny_model.pair_difference_error(wrong_corner, target, clean)
+    assert error.item() == pytest.approx(0.25)  # averaged over the corner, where the clips differ, not the whole frame
+    wrong_elsewhere = target.clone()
+    wrong_elsewhere[1, :, :, 6, 6] += 0.5
+    assert train_tiny_model.pair_difference_error(wrong_elsewhere, target, clean).item() == pytest.approx(0, abs=1e-6)
+
+
+def test_shape_pairs_train_the_text_to_video_stage_too(tmp_path):
+    def plain_stage_weights(config, name):
+        folder = train_tiny_model.train(str(tmp_path / name), str(tmp_path / (name + ".work")), config, seed=0,
+                                        log=lambda _: None)
+        return load_file(os.path.join(folder, "unet", "diffusion_pytorch_model.safetensors"))
+
+    plain = replace(MICRO, known_frames_steps=0)
+    paired_config = replace(plain, shape_pair_clips=2, shape_pair_share=1.0)
+    without, paired = plain_stage_weights(plain, "without"), plain_stage_weights(paired_config, "paired")
+    assert without.keys() == paired.keys()
+    assert any(not torch.equal(without[key], paired[key]) for key in without)
 
 
 def test_the_shipped_model_is_small_safetensors_and_offered_by_default():

@@ -42,18 +42,18 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 try:
-    from .synthetic_shapes import (BACKGROUND, COLOURS, DIRECTIONS, SHAPES, draw_frame, find_shape, random_clip,
-                                   random_turning_clip, render)
+    from .synthetic_shapes import (BACKGROUND, COLOURS, DIRECTIONS, SHAPES, ShapeClip, draw_frame, find_shape,
+                                   random_clip, random_turning_clip, render)
 except ImportError:  # run as a script: tools/ is sys.path[0]
-    from synthetic_shapes import (BACKGROUND, COLOURS, DIRECTIONS, SHAPES, draw_frame, find_shape, random_clip,
-                                  random_turning_clip, render)
+    from synthetic_shapes import (BACKGROUND, COLOURS, DIRECTIONS, SHAPES, ShapeClip, draw_frame, find_shape,
+                                  random_clip, random_turning_clip, render)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(ROOT, "checkpoints", "longvideo-shapes")
@@ -118,6 +118,13 @@ class TrainConfig:
     # its error with the right word by `shape_margin` of it; `shape_contrast` weighs the hinge (0: off, no extra pass).
     shape_contrast: float = 0.0
     shape_margin: float = 0.05
+    # Shape pairs: the same clip drawn as a square and as a circle (same colour, path, size), noised alike. A
+    # `shape_pair_share` of the batches are such pairs (no known frames, no dropped prompt), and the difference of the two
+    # predictions must match the difference of the two targets. Noise and position cancel in that difference, so what is
+    # left to learn is what the shape word changes, which the plain loss buries under the noise's own error.
+    shape_pair_clips: int = 0  # pairs encoded (0: off)
+    shape_pair_share: float = 0.5
+    shape_pair_weight: float = 1.0
 
 
 CONFIGS = {
@@ -324,22 +331,27 @@ def train_vae(vae, config: TrainConfig, seed: int, checkpoint: Checkpoint, every
 @torch.no_grad()
 def encode_clips(vae, config: TrainConfig, seed: int, checkpoint: Checkpoint, log, kind: str = "clips"):
     """The latents [N, 4, T, 8, 8] (unscaled posterior means) and labels of the training clips ("clips"), the slow
-    clips ("slow_clips") or the turning clips ("turning_clips"), made once. A label is [shape, colour, direction] (for
-    a turning clip the direction after the turn, then the turn's frame)."""
+    clips ("slow_clips"), the turning clips ("turning_clips") or the shape pairs ("shape_pairs": a square clip, then the
+    same clip drawn as a circle), made once. A label is [shape, colour, direction] (for a turning clip the direction after
+    the turn, then the turn's frame)."""
     if checkpoint.state().get(f"{kind}_encoded"):
         tensors = checkpoint.load(kind)
         return tensors["latents"], tensors["labels"]
     count, offset, draw = {
-        "clips": (config.clips, 17, lambda rng: random_clip(rng, config.frames, speed=config.speed)),
-        "slow_clips": (config.slow_clips, 29, lambda rng: random_clip(rng, config.frames, speed=config.slow_speed)),
+        "clips": (config.clips, 17, lambda rng: [random_clip(rng, config.frames, speed=config.speed)]),
+        "slow_clips": (config.slow_clips, 29, lambda rng: [random_clip(rng, config.frames, speed=config.slow_speed)]),
         "turning_clips": (config.turning_clips, 41,
-                          lambda rng: random_turning_clip(rng, config.frames, config.turns, speed=config.speed)),
+                          lambda rng: [random_turning_clip(rng, config.frames, config.turns, speed=config.speed)]),
+        "shape_pairs": (2 * config.shape_pair_clips, 53,
+                        lambda rng: shape_pair(random_clip(rng, config.frames, speed=config.speed))),
     }[kind]
     rng = random.Random(seed + offset)
     latents, labels = [], []
     began = time.time()
     for first in range(0, count, 4):
-        clips = [draw(rng) for _ in range(min(4, count - first))]
+        clips = []
+        while len(clips) < min(4, count - first):
+            clips += draw(rng)
         pixels = to_pixels(np.concatenate([render(clip, config.frames) for clip in clips]))
         encoded = vae.encode(pixels).latent_dist.mode().unflatten(0, (len(clips), config.frames))
         latents.append(encoded.transpose(1, 2))
@@ -350,6 +362,11 @@ def encode_clips(vae, config: TrainConfig, seed: int, checkpoint: Checkpoint, lo
     latents, labels = torch.cat(latents).contiguous(), torch.tensor(labels)  # as loaded back: same std to the bit
     checkpoint.save(kind, {"latents": latents, "labels": labels}, **{f"{kind}_encoded": True})
     return latents, labels
+
+
+def shape_pair(clip: ShapeClip) -> list[ShapeClip]:
+    """The clip drawn as a square and as a circle: the two shapes the model confused (it drew squares round)."""
+    return [replace(clip, shape="square"), replace(clip, shape="circle")]
 
 
 def label_prompt(label, reverse: bool) -> str:
@@ -378,10 +395,11 @@ def known_frames_stage(config: TrainConfig) -> UNetStage:
 
 def train_unet(unet, text_encoder, tokenizer, latents, labels, scaling: float, config: TrainConfig, seed: int,
                checkpoint: Checkpoint, every: int, log, stage: UNetStage, slow: tuple | None = None,
-               turning: tuple | None = None) -> dict:
+               turning: tuple | None = None, pairs: tuple | None = None) -> dict:
     """v prediction on scaled clip latents with the frozen text encoder; returns the EMA weights of the UNet.
     `slow` (latents, labels of slow clips) makes a share of the known-frames stage's clips slow, with infill patterns;
-    `turning` (latents, labels of turning clips) makes a share of its batches turning clips known up to the turn."""
+    `turning` (latents, labels of turning clips) makes a share of its batches turning clips known up to the turn;
+    `pairs` (latents, labels of shape pairs) makes a share of either stage's batches shape pairs with the difference loss."""
     from diffusers import DDPMScheduler
 
     schedule = DDPMScheduler.from_config(SCHEDULER_CONFIG)
@@ -404,9 +422,12 @@ def train_unet(unet, text_encoder, tokenizer, latents, labels, scaling: float, c
     for step in range(start, stage.steps):
         generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
         torch.manual_seed(seed * 1_000_003 + step)  # the UNet's temporal convolutions use dropout
-        known = None
+        known, paired = None, False
         if turning is not None and float(torch.rand((), generator=generator)) < config.turning_share:
             clean, prompts, known = turning_batch(turning, scaling, config, generator)
+        elif pairs is not None and float(torch.rand((), generator=generator)) < config.shape_pair_share:
+            clean, prompts = pair_batch(pairs, scaling, config, generator)
+            known, paired = torch.zeros(clean.shape[0], clean.shape[2]), True
         else:
             clean, prompts, slow_items = straight_batch(latents, labels, slow, scaling, config, generator, stage.known_frames)
         timesteps = torch.where(torch.rand(config.unet_batch, generator=generator) < config.high_noise_share,
@@ -416,6 +437,8 @@ def train_unet(unet, text_encoder, tokenizer, latents, labels, scaling: float, c
             timesteps = torch.where(torch.rand(config.unet_batch, generator=generator) < config.shape_noise_share,
                                     torch.randint(*config.shape_noise, (config.unet_batch,), generator=generator), timesteps)
         noise = torch.randn(clean.shape, generator=generator)
+        if paired:  # both clips of a pair at the same timestep with the same noise
+            timesteps, noise = timesteps[0::2].repeat_interleave(2), noise[0::2].repeat_interleave(2, dim=0)
         noisy = schedule.add_noise(clean, noise, timesteps)
         unknown = torch.ones(clean.shape[0], 1, clean.shape[2], 1, 1)
         if stage.known_frames:
@@ -432,9 +455,16 @@ def train_unet(unet, text_encoder, tokenizer, latents, labels, scaling: float, c
         def weighted_error(words: list[str]) -> torch.Tensor:
             return (unknown * (unet(noisy, timesteps, contexts(words)).sample - target).square()).sum(dim=(1, 2, 3, 4)) / norm
 
-        error = weighted_error(prompts)
-        loss = (loss_weight[timesteps] * error).mean()
-        if config.shape_contrast:
+        if paired:
+            prediction = unet(noisy, timesteps, contexts(prompts)).sample
+            error = (prediction - target).square().mean(dim=(1, 2, 3, 4))
+            loss = (loss_weight[timesteps] * error).mean()
+            difference = pair_difference_error(prediction, target, clean)
+            loss = loss + config.shape_pair_weight * (loss_weight[timesteps[0::2]] * difference).mean()
+        else:
+            error = weighted_error(prompts)
+            loss = (loss_weight[timesteps] * error).mean()
+        if config.shape_contrast and not paired:
             wrong, named = other_shape_prompts(prompts, generator)
             hinge = torch.relu(error * (1 + config.shape_margin) - weighted_error(wrong)) * named
             loss = loss + config.shape_contrast * (loss_weight[timesteps] * hinge).mean()
@@ -558,6 +588,28 @@ def turning_batch(turning: tuple, scaling: float, config: TrainConfig, generator
     return latents[picks] * scaling, prompts, known
 
 
+def pair_batch(pairs: tuple, scaling: float, config: TrainConfig, generator: torch.Generator):
+    """(scaled latents, prompts) of a batch of shape pairs: items 2i and 2i + 1 are one clip drawn as a square and as a
+    circle, reversed in time together (direction word swapped), never with the prompt dropped (the words must differ)."""
+    latents, labels = pairs
+    picks = (2 * torch.randint(0, len(latents) // 2, (config.unet_batch // 2,), generator=generator)[:, None]
+             + torch.arange(2)).flatten()
+    reverse = (torch.rand(config.unet_batch // 2, generator=generator) < 0.5).repeat_interleave(2)
+    clean = latents[picks] * scaling
+    clean = torch.where(reverse.view(-1, 1, 1, 1, 1), clean.flip(2), clean)
+    return clean, [label_prompt(label.tolist(), bool(r)) for label, r in zip(labels[picks], reverse)]
+
+
+def pair_difference_error(prediction: torch.Tensor, target: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """Per pair: the squared error of the difference between the pair's two predictions against the difference between
+    their targets, averaged over the latent positions where the two clips differ (more than a tenth of the largest
+    difference): elsewhere both differences are zero, and averaging over the whole frame would make the term vanish."""
+    error = ((prediction[0::2] - prediction[1::2]) - (target[0::2] - target[1::2])).square().sum(dim=1, keepdim=True)
+    apart = (clean[0::2] - clean[1::2]).norm(dim=1, keepdim=True)
+    region = (apart > 0.1 * apart.flatten(1).amax(dim=1).view(-1, 1, 1, 1, 1)).float()
+    return (error * region).sum(dim=(1, 2, 3, 4)) / (region.sum(dim=(1, 2, 3, 4)) * prediction.shape[1]).clamp(min=1)
+
+
 def seam_weights(known: torch.Tensor, weight: float) -> torch.Tensor:
     """`weight` at frames next to a known frame, 1 elsewhere, for a known-frame mask [..., T, 1, 1]."""
     beside = torch.zeros_like(known)
@@ -671,6 +723,7 @@ def train(out: str, work: str, config: TrainConfig, seed: int = 0, every: int = 
         train_vae(vae, config, seed, checkpoint, every, log)
         log(reconstruction_report(vae, config, seed))
     latents, labels = encode_clips(vae, config, seed, checkpoint, log)
+    pairs = encode_clips(vae, config, seed, checkpoint, log, kind="shape_pairs") if config.shape_pair_clips else None
     if start_from:
         scaling = vae.config.scaling_factor
     else:
@@ -678,13 +731,13 @@ def train(out: str, work: str, config: TrainConfig, seed: int = 0, every: int = 
         vae.register_to_config(scaling_factor=scaling)
         log(f"latent scaling factor {scaling:.4f}")
         unet.load_state_dict(train_unet(unet, text_encoder, tokenizer, latents, labels, scaling, config, seed, checkpoint,
-                                        every, log, plain_stage(config)))
+                                        every, log, plain_stage(config), pairs=pairs))
     unet = mark_known_frames_layout(unet) if takes_known_frames(unet) else widen_for_known_frames(unet)
     if config.known_frames_steps:
         slow = encode_clips(vae, config, seed, checkpoint, log, kind="slow_clips") if config.slow_clips else None
         turning = encode_clips(vae, config, seed, checkpoint, log, kind="turning_clips") if config.turning_clips else None
         unet.load_state_dict(train_unet(unet, text_encoder, tokenizer, latents, labels, scaling, config, seed, checkpoint,
-                                        every, log, known_frames_stage(config), slow, turning))
+                                        every, log, known_frames_stage(config), slow, turning, pairs))
     save_folder(out, vae, text_encoder, tokenizer, unet)
     log(f"wrote {out} ({folder_megabytes(out):.1f} MB) in {time.time() - began:.0f}s")
     return os.path.abspath(out)
@@ -716,6 +769,9 @@ def main() -> None:
     parser.add_argument("--object-weight", type=float, help="override the loss weight of the latent positions the object covers")
     parser.add_argument("--shape-noise-share", type=float, help="override the share of timesteps drawn from the shape_noise range")
     parser.add_argument("--shape-contrast", type=float, help="override the weight of the wrong-shape-word hinge")
+    parser.add_argument("--shape-pair-clips", type=int, help="override the number of square / circle pairs (0: no pair batches)")
+    parser.add_argument("--shape-pair-share", type=float, help="override the share of batches that are shape pairs")
+    parser.add_argument("--shape-pair-weight", type=float, help="override the weight of the shape pairs' difference loss")
     parser.add_argument("--start-from", help=("a folder written by this script: train the known-frames stage only, widening a plain UNet "
                                                   "or fine-tuning further one that takes known frames"))
     parser.add_argument("--seed", type=int, default=0)
@@ -725,7 +781,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     config = CONFIGS[args.config]
     overridable = ("vae_steps", "unet_steps", "known_frames_steps", "known_frames_lr", "object_weight", "shape_noise_share",
-                   "shape_contrast")
+                   "shape_contrast", "shape_pair_clips", "shape_pair_share", "shape_pair_weight")
     overrides = {name: getattr(args, name) for name in overridable if getattr(args, name) is not None}
     config = TrainConfig(**{**asdict(config), **overrides})
     train(args.out, args.work or args.out.rstrip("/\\") + ".work", config, args.seed, args.checkpoint_every,
