@@ -452,21 +452,19 @@ def train_unet(unet, text_encoder, tokenizer, latents, labels, scaling: float, c
         target = schedule.get_velocity(clean, noise, timesteps)
         norm = (unknown.expand(-1, -1, -1, *clean.shape[3:]).sum(dim=(1, 2, 3, 4)) * clean.shape[1]).clamp(min=1)
 
-        def weighted_error(words: list[str]) -> torch.Tensor:
-            return (unknown * (unet(noisy, timesteps, contexts(words)).sample - target).square()).sum(dim=(1, 2, 3, 4)) / norm
+        def weighted_error(prediction: torch.Tensor) -> torch.Tensor:
+            return (unknown * (prediction - target).square()).sum(dim=(1, 2, 3, 4)) / norm
 
+        prediction = unet(noisy, timesteps, contexts(prompts)).sample
+        error = weighted_error(prediction)
+        loss = (loss_weight[timesteps] * error).mean()
         if paired:
-            prediction = unet(noisy, timesteps, contexts(prompts)).sample
-            error = (prediction - target).square().mean(dim=(1, 2, 3, 4))
-            loss = (loss_weight[timesteps] * error).mean()
             difference = pair_difference_error(prediction, target, clean)
             loss = loss + config.shape_pair_weight * (loss_weight[timesteps[0::2]] * difference).mean()
-        else:
-            error = weighted_error(prompts)
-            loss = (loss_weight[timesteps] * error).mean()
-        if config.shape_contrast and not paired:
+        elif config.shape_contrast:
             wrong, named = other_shape_prompts(prompts, generator)
-            hinge = torch.relu(error * (1 + config.shape_margin) - weighted_error(wrong)) * named
+            wrong_error = weighted_error(unet(noisy, timesteps, contexts(wrong)).sample)
+            hinge = torch.relu(error * (1 + config.shape_margin) - wrong_error) * named
             loss = loss + config.shape_contrast * (loss_weight[timesteps] * hinge).mean()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, stage.steps, stage.lr, config.warmup)
