@@ -174,6 +174,27 @@ def test_shape_pairs_train_the_text_to_video_stage_too(tmp_path):
     assert any(not torch.equal(without[key], paired[key]) for key in without)
 
 
+def test_the_shape_spread_moves_squares_away_from_circles(tmp_path):
+    """The same VAE fine-tune with and without the spread: only the squares' targets differ."""
+    from longvideo.tools.synthetic_shapes import render
+
+    clips = [random_clip(random.Random(seed), 4) for seed in range(4)]
+    latents = {}
+    for spread in (0.0, 4.0):
+        config = replace(MICRO, shape_spread=spread, shape_spread_steps=12, shape_spread_lr=3e-3)
+        torch.manual_seed(0)
+        vae = train_tiny_model.build_models(config, train_tiny_model.build_tokenizer())[0]
+        checkpoint = train_tiny_model.Checkpoint(str(tmp_path / f"work-{spread}"), config, 0)
+        train_tiny_model.spread_squares(vae, config, 0, checkpoint, 6, lambda _: None)
+        assert checkpoint.state()["shape_spread_step"] == 12
+        with torch.no_grad():
+            for shape in ("square", "circle"):
+                pixels = torch.cat([train_tiny_model.to_pixels(render(replace(clip, shape=shape), 4)) for clip in clips])
+                latents[spread, shape] = vae.encode(pixels).latent_dist.mode()
+    apart = {spread: (latents[spread, "square"] - latents[spread, "circle"]).norm() for spread in (0.0, 4.0)}
+    assert apart[4.0] > 1.3 * apart[0.0]
+
+
 def test_the_shipped_model_is_small_safetensors_and_offered_by_default():
     files = files_under(SHIPPED)
     assert sum(os.path.getsize(os.path.join(SHIPPED, f)) for f in files) <= 20 * 2**20

@@ -125,6 +125,13 @@ class TrainConfig:
     shape_pair_clips: int = 0  # pairs encoded (0: off)
     shape_pair_share: float = 0.5
     shape_pair_weight: float = 1.0
+    # Shape spread: the VAE fine-tuned so that a square's latents lie `shape_spread` times their distance to the same
+    # frame drawn as a circle further out (the shipped VAE put them 13 apart, triangles 39), circles, triangles and
+    # background staying where they were; the decoder learns both. Run before the clips are encoded (0: off).
+    shape_spread: float = 0.0
+    shape_spread_steps: int = 500
+    shape_spread_lr: float = 5e-4
+    shape_spread_circle_weight: float = 2.0  # decoder loss weight of the circle twins: they border the squares
 
 
 CONFIGS = {
@@ -325,6 +332,62 @@ def train_vae(vae, config: TrainConfig, seed: int, checkpoint: Checkpoint, every
             log(f"vae step {step + 1}/{config.vae_steps} loss {loss.item():.4f} ({time.time() - began:.0f}s)")
         if (step + 1) % every == 0 or step + 1 == config.vae_steps:
             checkpoint.save("vae", training_tensors({"vae": vae}, optimizer), vae_step=step + 1)
+    vae.eval()
+
+
+def spread_squares(vae, config: TrainConfig, seed: int, checkpoint: Checkpoint, every: int, log) -> None:
+    """Fine-tune the VAE so that the squares' latents move away from circles: a square frame's encoder target is
+    E0(square) + spread * (E0(square) - E0(same frame as a circle)), every other frame's E0(frame), where E0 is the
+    VAE before this stage; the decoder learns to decode the targets and its encoder's samples. A batch is 8 square
+    frames, their 8 circle twins and 8 other frames (circles or triangles)."""
+    import copy
+
+    before = copy.deepcopy(vae).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.shape_spread_lr, weight_decay=0.0)
+    start = checkpoint.state().get("shape_spread_step", 0)
+    if start:
+        restore_training_tensors(checkpoint.load("shape_spread"), {"vae": vae}, optimizer)
+    background = torch.tensor(BACKGROUND, dtype=torch.float32).view(1, 3, 1, 1) / 127.5 - 1
+    steps, pairs = config.shape_spread_steps, 8
+    vae.train()
+    began = time.time()
+    for step in range(start, steps):
+        rng = random.Random(seed * 1_000_003 + 9_000_001 + step)
+        squares, circles, others = [], [], []
+        for _ in range(pairs):
+            clip, frame = random_clip(rng, config.frames, speed=config.speed), rng.uniform(0, config.frames - 1)
+            squares.append(draw_frame(replace(clip, shape="square"), frame))
+            circles.append(draw_frame(replace(clip, shape="circle"), frame))
+        for _ in range(pairs):
+            clip = random_clip(rng, config.frames, speed=config.speed)
+            if clip.shape == "square":
+                clip = replace(clip, shape=rng.choice(["circle", "triangle"]))
+            others.append(draw_frame(clip, rng.uniform(0, config.frames - 1)))
+        pixels = to_pixels(np.stack(squares + circles + others))
+        with torch.no_grad():
+            target = before.encode(pixels).latent_dist.mode()
+            target[:pairs] += config.shape_spread * (target[:pairs] - target[pairs:2 * pairs])
+        torch.manual_seed(seed * 1_000_003 + step)
+        posterior = vae.encode(pixels).latent_dist
+        encoder_loss = (posterior.mode() - target).square().mean()
+        weight = 1 + 4 * ((pixels - background).abs().amax(1, keepdim=True) > 0.05).float()
+        weight[pairs:2 * pairs] *= config.shape_spread_circle_weight
+        decoder_loss = 0
+        for latents in (target, posterior.sample()):
+            error = vae.decode(latents).sample - pixels
+            decoder_loss = decoder_loss + (weight * (error.square() + 0.1 * error.abs())).mean()
+        loss = 10 * encoder_loss + decoder_loss
+        for group in optimizer.param_groups:  # cosine from the peak to 0, 20 steps of warm-up
+            group["lr"] = config.shape_spread_lr * 0.5 * (1 + math.cos(math.pi * step / steps)) * min(1, (step + 1) / 20)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        if (step + 1) % 25 == 0 or step + 1 == steps:
+            log(f"shape spread step {step + 1}/{steps} encoder {encoder_loss.item():.4f} decoder {decoder_loss.item():.4f} "
+                f"({time.time() - began:.0f}s)")
+        if (step + 1) % every == 0 or step + 1 == steps:
+            checkpoint.save("shape_spread", training_tensors({"vae": vae}, optimizer), shape_spread_step=step + 1)
     vae.eval()
 
 
@@ -719,6 +782,9 @@ def train(out: str, work: str, config: TrainConfig, seed: int = 0, every: int = 
     else:
         vae, text_encoder, unet = build_models(config, tokenizer)
         train_vae(vae, config, seed, checkpoint, every, log)
+    if config.shape_spread:
+        spread_squares(vae, config, seed, checkpoint, every, log)
+    if config.shape_spread or not start_from:
         log(reconstruction_report(vae, config, seed))
     latents, labels = encode_clips(vae, config, seed, checkpoint, log)
     pairs = encode_clips(vae, config, seed, checkpoint, log, kind="shape_pairs") if config.shape_pair_clips else None
@@ -770,6 +836,8 @@ def main() -> None:
     parser.add_argument("--shape-pair-clips", type=int, help="override the number of square / circle pairs (0: no pair batches)")
     parser.add_argument("--shape-pair-share", type=float, help="override the share of batches that are shape pairs")
     parser.add_argument("--shape-pair-weight", type=float, help="override the weight of the shape pairs' difference loss")
+    parser.add_argument("--shape-spread", type=float, help="override how far the VAE moves square latents from circles (0: off)")
+    parser.add_argument("--shape-spread-steps", type=int, help="override the shape-spread VAE stage's steps")
     parser.add_argument("--start-from", help=("a folder written by this script: train the known-frames stage only, widening a plain UNet "
                                                   "or fine-tuning further one that takes known frames"))
     parser.add_argument("--seed", type=int, default=0)
@@ -779,7 +847,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     config = CONFIGS[args.config]
     overridable = ("vae_steps", "unet_steps", "known_frames_steps", "known_frames_lr", "object_weight", "shape_noise_share",
-                   "shape_contrast", "shape_pair_clips", "shape_pair_share", "shape_pair_weight")
+                   "shape_contrast", "shape_pair_clips", "shape_pair_share", "shape_pair_weight", "shape_spread",
+                   "shape_spread_steps")
     overrides = {name: getattr(args, name) for name in overridable if getattr(args, name) is not None}
     config = TrainConfig(**{**asdict(config), **overrides})
     train(args.out, args.work or args.out.rstrip("/\\") + ".work", config, args.seed, args.checkpoint_every,
