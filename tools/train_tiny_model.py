@@ -36,6 +36,7 @@ interrupted run continues where it stopped when started again with the same argu
 """
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -302,13 +303,23 @@ def to_pixels(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
+def object_pixel_weights(pixels: torch.Tensor) -> torch.Tensor:
+    """[N, 1, H, W]: 5 on the object's pixels, 1 on the grey background, so that the background cannot dominate."""
+    background = torch.tensor(BACKGROUND, dtype=torch.float32).view(1, 3, 1, 1) / 127.5 - 1
+    return 1 + 4 * ((pixels - background).abs().amax(1, keepdim=True) > 0.05).float()
+
+
+def reconstruction_error(decoded: torch.Tensor, pixels: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    error = decoded - pixels
+    return (weight * (error.square() + 0.1 * error.abs())).mean()
+
+
 def train_vae(vae, config: TrainConfig, seed: int, checkpoint: Checkpoint, every: int, log) -> None:
-    """Reconstruction of single frames; the object's pixels weigh 5x so that the grey background cannot dominate."""
+    """Reconstruction of single frames, the object's pixels weighing more (object_pixel_weights)."""
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
     start = checkpoint.state().get("vae_step", 0)
     if start:
         restore_training_tensors(checkpoint.load("vae"), {"vae": vae}, optimizer)
-    background = torch.tensor(BACKGROUND, dtype=torch.float32).view(1, 3, 1, 1) / 127.5 - 1
     vae.train()
     began = time.time()
     for step in range(start, config.vae_steps):
@@ -319,9 +330,7 @@ def train_vae(vae, config: TrainConfig, seed: int, checkpoint: Checkpoint, every
         torch.manual_seed(seed * 1_000_003 + step)
         posterior = vae.encode(pixels).latent_dist
         decoded = vae.decode(posterior.sample()).sample
-        weight = 1 + 4 * ((pixels - background).abs().amax(1, keepdim=True) > 0.05).float()
-        error = decoded - pixels
-        loss = (weight * (error.square() + 0.1 * error.abs())).mean() + 1e-6 * posterior.kl().mean()
+        loss = reconstruction_error(decoded, pixels, object_pixel_weights(pixels)) + 1e-6 * posterior.kl().mean()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config.vae_steps, config.vae_lr, config.warmup)
         optimizer.zero_grad(set_to_none=True)
@@ -340,14 +349,11 @@ def spread_squares(vae, config: TrainConfig, seed: int, checkpoint: Checkpoint, 
     E0(square) + spread * (E0(square) - E0(same frame as a circle)), every other frame's E0(frame), where E0 is the
     VAE before this stage; the decoder learns to decode the targets and its encoder's samples. A batch is 8 square
     frames, their 8 circle twins and 8 other frames (circles or triangles)."""
-    import copy
-
     before = copy.deepcopy(vae).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.shape_spread_lr, weight_decay=0.0)
     start = checkpoint.state().get("shape_spread_step", 0)
     if start:
         restore_training_tensors(checkpoint.load("shape_spread"), {"vae": vae}, optimizer)
-    background = torch.tensor(BACKGROUND, dtype=torch.float32).view(1, 3, 1, 1) / 127.5 - 1
     steps, pairs = config.shape_spread_steps, 8
     vae.train()
     began = time.time()
@@ -370,12 +376,10 @@ def spread_squares(vae, config: TrainConfig, seed: int, checkpoint: Checkpoint, 
         torch.manual_seed(seed * 1_000_003 + step)
         posterior = vae.encode(pixels).latent_dist
         encoder_loss = (posterior.mode() - target).square().mean()
-        weight = 1 + 4 * ((pixels - background).abs().amax(1, keepdim=True) > 0.05).float()
+        weight = object_pixel_weights(pixels)
         weight[pairs:2 * pairs] *= config.shape_spread_circle_weight
-        decoder_loss = 0
-        for latents in (target, posterior.sample()):
-            error = vae.decode(latents).sample - pixels
-            decoder_loss = decoder_loss + (weight * (error.square() + 0.1 * error.abs())).mean()
+        decoder_loss = sum(reconstruction_error(vae.decode(latents).sample, pixels, weight)
+                           for latents in (target, posterior.sample()))
         loss = 10 * encoder_loss + decoder_loss
         for group in optimizer.param_groups:  # cosine from the peak to 0, 20 steps of warm-up
             group["lr"] = config.shape_spread_lr * 0.5 * (1 + math.cos(math.pi * step / steps)) * min(1, (step + 1) / 20)
