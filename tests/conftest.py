@@ -11,6 +11,17 @@ from pack_import import import_pack  # noqa: E402
 import_pack()
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (the default: `-n auto` in pyproject.toml) every worker gets its share of the cores for
+    torch's threads; the tiny models gain little from threads, and two workers of two threads each on two cores
+    would fight over them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
+
+
 @pytest.fixture(scope="session")
 def tiny_model_folder(tmp_path_factory):
     """A tiny random text-to-video model saved as a diffusers folder (safetensors)."""

@@ -230,7 +230,10 @@ def sample_payload(model_folder, settings, steps=2, seed=5):
 
 
 @pytest.mark.parametrize(("ranks", "reference"), [(2, False), (3, False), (3, True)])
-def test_gloo_processes_match_the_virtual_ranks(model, model_folder, ranks, reference):
+def test_gloo_processes_match_the_virtual_ranks(model, model_folder, ranks, reference, monkeypatch):
+    # The ranks sum in float32 with as many threads as this process (one under pytest-xdist), so that they add in
+    # the same order as the virtual ranks here.
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
     settings = ClipParallelSettings(frames_per_clip=6, padding=3, global_frames=4, sync_group_norm=not reference, reference=reference)
     virtual = sample_virtual(model, PROMPTS, settings, ranks, size=SIZE, steps=2, seed=5)
     steps_seen = []
