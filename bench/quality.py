@@ -28,6 +28,9 @@ frames denoised at once in overlapping windows, no known frames; its seams are t
 (ask for it with --modes long) is a 1,024-frame continuation that also prints identity and the centroid's distance
 from the middle per 128-frame block: drift over a long video.
 
+--negative look-alike prompts every video with the prompt's shape swapped for its look-alike (LOOK_ALIKE) as the
+negative prompt instead of an empty one: how a user steers the embedded model's squares away from circles.
+
 A "drawn" row measures videos rendered by synthetic_shapes itself: what a perfect model scores.
 A mode is one function in MODES returning the frames and where its seams and prompt stretches are; add a row there.
 """
@@ -82,6 +85,7 @@ class Options:
     overlap: int = 8
     layout_share: float = 0.4  # co-denoise, as in the shipped workflow (0: off)
     method: str = "replace"
+    negative: str = "empty"  # the negative prompt: "empty", or "look-alike" (the prompt with LOOK_ALIKE's shape)
 
 
 def prompt_parts(prompt: str) -> tuple[str, str, str]:
@@ -100,10 +104,25 @@ def encode(model, text: str):
     return model.text_encoder.encode([text])[0]
 
 
+# The shape each shape is drawn as when the model gets it wrong: the embedded model draws squares round
+# (docs/coherence.md), and a triangle's rounded tip reads nearest a circle. A negative prompt naming it steers away.
+LOOK_ALIKE = {"square": "circle", "circle": "square", "triangle": "circle"}
+NEGATIVES = ("empty", "look-alike")
+
+
+def negative_prompt(prompt: str, options: Options) -> str:
+    if options.negative not in NEGATIVES:
+        raise SystemExit(f"--negative '{options.negative}' is not one of {', '.join(NEGATIVES)}")
+    if options.negative == "empty":
+        return ""
+    colour, shape, direction = prompt_parts(prompt)
+    return f"a {colour} {LOOK_ALIKE[shape]} moving {direction}"
+
+
 def guidance(model, prompt: str, options: Options):
     from longvideo.sampling.denoise import TextGuidance
 
-    return TextGuidance(encode(model, prompt), encode(model, ""), options.cfg)
+    return TextGuidance(encode(model, prompt), encode(model, negative_prompt(prompt, options)), options.cfg)
 
 
 def decode(model, latents) -> np.ndarray:
@@ -396,13 +415,13 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     options = Options(**{name: getattr(args, name) for name in vars(defaults) if name != "method"})
     for prompt in args.prompts:
-        prompt_parts(prompt)
+        negative_prompt(prompt, options)
     model = load_text_to_video(args.model)
     if args.cost:
         return print_cost(model, args.prompts[0], args.cost, range(args.first_seed, args.first_seed + args.seeds), options)
     print(f"model {os.path.relpath(args.model)}; {len(args.prompts)} prompts x {args.seeds} seeds; {options.frames}-frame "
           f"clips, {options.steps} {options.scheduler} steps, CFG {options.cfg} (infill and interpolation passes "
-          f"{options.infill_cfg}, learned with frame guidance {options.frame_guidance}); continuation: {options.chunks} "
+          f"{options.infill_cfg}, learned with frame guidance {options.frame_guidance}), {options.negative} negative prompt; continuation: {options.chunks} "
           f"chunks, {options.known} known frames; co-denoise: windows of {options.frames}, overlap {options.overlap}, "
           f"FreeNoise noise, layout share {options.layout_share}; hierarchical: {options.keyframes} keyframes, depth 2; "
           f"interpolation: 5 keyframes x4; long: {LONG_FRAMES} frames")

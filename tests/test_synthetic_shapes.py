@@ -44,6 +44,19 @@ def test_an_empty_frame_has_no_shape():
     assert find_shape(np.full((64, 64, 3), 0.5019608, np.float32)).colour is None
 
 
+def test_colour_scattered_over_the_frame_has_no_shape():
+    """A broken frame (the object smeared into specks) fills little of its bounding box, as a triangle does; it must
+    not read as one. One blob of the same colour does."""
+    frame = np.full((64, 64, 3), 128, np.uint8)
+    for x, y in [(8, 10), (30, 12), (50, 30), (20, 45), (44, 52)]:
+        frame[y:y + 4, x:x + 4] = COLOURS["blue"]
+    found = find_shape(frame)
+    assert found.colour == "blue" and found.shape is None
+    frame[:] = 128
+    frame[20:36, 20:36] = COLOURS["blue"]
+    assert find_shape(frame).shape == "square"
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_a_turning_clip_turns_once_at_its_speed_and_stays_on_screen(seed):
     clip = random_turning_clip(random.Random(seed), frames=16, turns=(1, 8), speed=(1.5, 3.0))

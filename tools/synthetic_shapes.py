@@ -138,7 +138,8 @@ class FoundShape:
     colour: str | None        # nearest palette colour, None when no object is visible
     centre: tuple[float, float] | None
     pixels: int
-    shape: str | None = None  # circle, square or triangle, by how much of its bounding box the object fills
+    shape: str | None = None  # circle, square or triangle, by how much of its bounding box the object fills; None
+    # when no object is visible or the colour is scattered over the frame instead of forming one blob
 
 
 def find_shape(frame: np.ndarray, min_pixels: int = 6, threshold: float = 60.0) -> FoundShape:
@@ -152,7 +153,17 @@ def find_shape(frame: np.ndarray, min_pixels: int = 6, threshold: float = 60.0) 
     mean = rgb[mask].mean(axis=0)
     colour = min(COLOURS, key=lambda name: float(np.linalg.norm(mean - np.array(COLOURS[name], np.float32))))
     ys, xs = np.nonzero(mask)
-    return FoundShape(colour, (float(xs.mean()), float(ys.mean())), count, shape_of(xs, ys))
+    return FoundShape(colour, (float(xs.mean()), float(ys.mean())), count, shape_of(xs, ys) if one_blob(mask) else None)
+
+
+def one_blob(mask: np.ndarray, share: float = 0.9) -> bool:
+    """Whether one 8-connected blob holds `share` of the mask: one object, not colour scattered over the frame.
+
+    A broken generated frame (smears over the whole frame) fills little of its bounding box and would otherwise read
+    as a triangle; drawn and well generated frames are one blob (share 1.0), broken ones 0.3-0.6."""
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    return count > 1 and areas.max() >= share * areas.sum()
 
 
 def shape_of(xs: np.ndarray, ys: np.ndarray) -> str:
