@@ -28,8 +28,8 @@ frames denoised at once in overlapping windows, no known frames; its seams are t
 (ask for it with --modes long) is a 1,024-frame continuation that also prints identity and the centroid's distance
 from the middle per 128-frame block: drift over a long video.
 
---negative look-alike prompts every video with the prompt's shape swapped for its look-alike (LOOK_ALIKE) as the
-negative prompt instead of an empty one: how a user steers the embedded model's squares away from circles.
+--negative look-alike gives a square's videos the prompt with "circle" for "square" as the negative prompt (LOOK_ALIKE)
+instead of an empty one: how a user steers the embedded model's squares away from the circles it draws them as.
 
 A "drawn" row measures videos rendered by synthetic_shapes itself: what a perfect model scores.
 A mode is one function in MODES returning the frames and where its seams and prompt stretches are; add a row there.
@@ -85,7 +85,7 @@ class Options:
     overlap: int = 8
     layout_share: float = 0.4  # co-denoise, as in the shipped workflow (0: off)
     method: str = "replace"
-    negative: str = "empty"  # the negative prompt: "empty", or "look-alike" (the prompt with LOOK_ALIKE's shape)
+    negative: str = "empty"  # the negative prompt: "empty", or "look-alike" (a square's prompt names a circle)
 
 
 def prompt_parts(prompt: str) -> tuple[str, str, str]:
@@ -104,18 +104,19 @@ def encode(model, text: str):
     return model.text_encoder.encode([text])[0]
 
 
-# The shape each shape is drawn as when the model gets it wrong: the embedded model draws squares round
-# (docs/coherence.md), and a triangle's rounded tip reads nearest a circle. A negative prompt naming it steers away.
-LOOK_ALIKE = {"square": "circle", "circle": "square", "triangle": "circle"}
+# The shape a prompted shape is drawn as when the embedded model gets it wrong: squares come out round
+# (docs/coherence.md). A negative prompt naming it steers away. Circles and triangles come out right with an empty
+# negative, and "a blue circle ..." as a blue triangle's negative breaks the video into specks, so they keep it empty.
+LOOK_ALIKE = {"square": "circle"}
 NEGATIVES = ("empty", "look-alike")
 
 
 def negative_prompt(prompt: str, options: Options) -> str:
     if options.negative not in NEGATIVES:
         raise SystemExit(f"--negative '{options.negative}' is not one of {', '.join(NEGATIVES)}")
-    if options.negative == "empty":
-        return ""
     colour, shape, direction = prompt_parts(prompt)
+    if options.negative == "empty" or shape not in LOOK_ALIKE:
+        return ""
     return f"a {colour} {LOOK_ALIKE[shape]} moving {direction}"
 
 

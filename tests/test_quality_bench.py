@@ -52,13 +52,14 @@ def test_a_wrong_shape_is_caught():
     assert not measure(Generated(drawn("right", "red"), [Stretch(0, 16, "right")]), "red", "square").shape_right
 
 
-def test_the_look_alike_negative_names_the_other_shape_and_keeps_the_rest():
+def test_the_look_alike_negative_names_a_circle_for_a_square_and_keeps_the_rest():
     from longvideo.bench.quality import negative_prompt
 
     look_alike = Options(negative="look-alike")
     assert negative_prompt("a green square moving left", look_alike) == "a green circle moving left"
-    assert negative_prompt("a red circle moving up", look_alike) == "a red square moving up"
-    assert negative_prompt("a blue triangle moving down", look_alike) == "a blue circle moving down"
+    assert negative_prompt("a red square moving up", look_alike) == "a red circle moving up"
+    assert negative_prompt("a red circle moving up", look_alike) == ""  # drawn right without one
+    assert negative_prompt("a blue triangle moving down", look_alike) == ""
     assert negative_prompt("a green square moving left", Options()) == ""
     with pytest.raises(SystemExit, match="--negative 'other'"):
         negative_prompt("a green square moving left", Options(negative="other"))
