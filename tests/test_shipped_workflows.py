@@ -7,8 +7,8 @@ show the object in the prompt's colour in at least 90% of its frames (tools/synt
 bench/quality.py reads colours), and move it without a jump (bench/quality.py's teleport: no frame-to-frame centroid
 step longer than 3x the video's median step + 2 px) unless the table says otherwise. The UI workflows are the same graphs (tests/test_workflows.py checks that).
 
-The whole file takes about 4 minutes of CPU; the workflows run at their shipped sizes, so it is the slowest file.
-"""
+The workflows run at their shipped sizes, so it is the slowest file (about 14 minutes of one core on a 2-core CI
+machine; pytest-xdist spreads its tests over the cores)."""
 
 import glob
 import os
