@@ -422,10 +422,10 @@ def main() -> None:
         return print_cost(model, args.prompts[0], args.cost, range(args.first_seed, args.first_seed + args.seeds), options)
     print(f"model {os.path.relpath(args.model)}; {len(args.prompts)} prompts x {args.seeds} seeds; {options.frames}-frame "
           f"clips, {options.steps} {options.scheduler} steps, CFG {options.cfg} (infill and interpolation passes "
-          f"{options.infill_cfg}, learned with frame guidance {options.frame_guidance}), {options.negative} negative prompt; continuation: {options.chunks} "
-          f"chunks, {options.known} known frames; co-denoise: windows of {options.frames}, overlap {options.overlap}, "
-          f"FreeNoise noise, layout share {options.layout_share}; hierarchical: {options.keyframes} keyframes, depth 2; "
-          f"interpolation: 5 keyframes x4; long: {LONG_FRAMES} frames")
+          f"{options.infill_cfg}, learned with frame guidance {options.frame_guidance}), {options.negative} negative "
+          f"prompt; continuation: {options.chunks} chunks, {options.known} known frames; co-denoise: windows of "
+          f"{options.frames}, overlap {options.overlap}, FreeNoise noise, layout share {options.layout_share}; "
+          f"hierarchical: {options.keyframes} keyframes, depth 2; interpolation: 5 keyframes x4; long: {LONG_FRAMES} frames")
     print(f"{'mode':<14}{'method':<12}{'videos':>7}{'frames':>7}{'colour %':>10}{'shape %':>9}{'direction %':>13}"
           f"{'identity %':>12}{'seam / interior':>17}{'interior px':>13}{'teleport %':>12}{'ms / frame':>12}", flush=True)
     for mode, method in rows_to_run(args.modes, args.methods, model.denoiser):

@@ -138,8 +138,9 @@ class FoundShape:
     colour: str | None        # nearest palette colour, None when no object is visible
     centre: tuple[float, float] | None
     pixels: int
-    shape: str | None = None  # circle, square or triangle, by how much of its bounding box the object fills; None
-    # when no object is visible or the colour is scattered over the frame instead of forming one blob
+    # circle, square or triangle, by how much of its bounding box the object fills; None when no object is visible
+    # or its colour is scattered over the frame instead of forming one blob (one_blob)
+    shape: str | None = None
 
 
 def find_shape(frame: np.ndarray, min_pixels: int = 6, threshold: float = 60.0) -> FoundShape:
