@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 
+import numpy as np
 import pytest
 
 from longvideo import NODE_CLASS_MAPPINGS
@@ -120,3 +121,16 @@ def test_every_template_has_a_thumbnail_and_a_readable_numbered_title():
         image = cv2.imread(os.path.splitext(path)[0] + ".jpg")
         assert image is not None, f"no thumbnail for {os.path.basename(path)}: run python tools/make_thumbnails.py"
         assert image.shape[0] >= 128 and image.shape[1] >= 256
+
+
+def test_strip_takes_frames_evenly_over_each_video():
+    spec = importlib.util.spec_from_file_location("make_thumbnails", os.path.join(ROOT, "tools", "make_thumbnails.py"))
+    thumbnails = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(thumbnails)
+    long = np.arange(61, dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 3), np.uint8)
+    short = long[:5] + 100
+    row = thumbnails.one_row([long, short])
+    assert row.shape == (8, thumbnails.STRIP_FRAMES * 4, 3)
+    taken = row[0, ::4, 0].astype(int)
+    assert taken[0] == 0 and taken[-1] == 60 and set(np.diff(taken)) <= {2, 3}  # evenly, first to last
+    assert row[4, :20:4, 0].tolist() == [100, 101, 102, 103, 104] and not row[4, 20:].any()  # shorter: padded

@@ -3,11 +3,13 @@
     python tools/make_thumbnails.py                       # every workflow (a few minutes of CPU)
     python tools/make_thumbnails.py --only text_to_video  # one of them
     python tools/make_thumbnails.py --videos DIR          # reuse videos these workflows already saved in DIR
+    python tools/make_thumbnails.py --only continuation --strips docs/strips   # also the README's strip of its video
 
 ComfyUI lists the pack's workflows/ files under Templates and shows `<name>.jpg` beside each `<name>.json` as its
 thumbnail. Each thumbnail is frames taken evenly over the workflow's video, left to right and top to bottom
 (COLUMNS x ROWS, each frame scaled to CELL pixels); a workflow that saves two videos (interpolation) gets one row
-per video. Re-run it whenever the embedded model or a workflow changes.
+per video. Re-run it whenever the embedded model or a workflow changes. --strips DIR also writes DIR/<workflow>.png:
+each video's frames in one row, STRIP_FRAMES of them taken evenly over its whole length, at their own size.
 """
 
 import argparse
@@ -28,6 +30,7 @@ CELL = 128
 GAP = 4
 BACKGROUND = (24, 24, 24)
 QUALITY = 90
+STRIP_FRAMES = 30
 
 
 def _builder():
@@ -66,6 +69,13 @@ def strip(videos: list[np.ndarray]) -> np.ndarray:
     return image
 
 
+def one_row(videos: list[np.ndarray]) -> np.ndarray:
+    """A row of STRIP_FRAMES frames per video, taken evenly over its length, rows stacked (uint8 RGB)."""
+    rows = [np.concatenate(list(pick(video, min(STRIP_FRAMES, len(video)))), axis=1) for video in videos]
+    width = max(row.shape[1] for row in rows)
+    return np.concatenate([np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows])
+
+
 def saved_videos(api: dict, folder: str) -> list[str]:
     """The newest video each save node of `api` wrote under `folder`, in the workflow's node order."""
     paths = []
@@ -85,6 +95,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", metavar="NAME", help="API workflow names (workflows/api/NAME.json)")
     parser.add_argument("--videos", help="a folder holding videos the workflows already saved (their output folder)")
+    parser.add_argument("--strips", help="also write FOLDER/<workflow>.png, each video's frames in one row")
     args = parser.parse_args(argv)
 
     pack = import_pack()
@@ -109,10 +120,15 @@ def main(argv=None) -> int:
             print(f"running {os.path.relpath(api_file, ROOT)} ...", flush=True)
             run_workflow(api, pack.NODE_CLASS_MAPPINGS)
             videos = saved_videos(api, folder)
-        image = strip([read_frames(path) for path in videos])
+        frames = [read_frames(path) for path in videos]
         target = os.path.splitext(builder.ui_path(api_file))[0] + ".jpg"
-        cv2.imwrite(target, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, QUALITY])
+        cv2.imwrite(target, cv2.cvtColor(strip(frames), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, QUALITY])
         print(f"wrote {os.path.relpath(target, ROOT)}", flush=True)
+        if args.strips:
+            os.makedirs(args.strips, exist_ok=True)
+            target = os.path.join(args.strips, os.path.splitext(os.path.basename(api_file))[0] + ".png")
+            cv2.imwrite(target, cv2.cvtColor(one_row(frames), cv2.COLOR_RGB2BGR))
+            print(f"wrote {target}", flush=True)
     return 0
 
 
