@@ -358,6 +358,13 @@ def save_strip(path: str, videos: list[np.ndarray], every: int = 1, most: int = 
     cv2.imwrite(path, cv2.cvtColor(np.concatenate(rows), cv2.COLOR_RGB2BGR))
 
 
+def per_prompt_lines(by_prompt: dict[str, list[Measured]]) -> list[str]:
+    """A row's colour and shape right, per prompt (which prompt a row's misses come from)."""
+    return [f"    {prompt}: colour {100 * np.mean([m.colour_right for m in measured]):.0f}%, shape "
+            f"{100 * np.mean([m.shape_right for m in measured]):.0f}% ({len(measured)} videos)"
+            for prompt, measured in by_prompt.items()]
+
+
 def rows_to_run(modes: list[str], methods: list[str] | None, denoiser) -> list[tuple[str, str]]:
     """(mode, method) pairs; learned only for a model that takes known frames."""
     rows = []
@@ -399,6 +406,7 @@ def main() -> None:
             parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     parser.add_argument("--strips", default=None, help="folder to write a PNG of each row's first videos into")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--per-prompt", action="store_true", help="under each row, its colour and shape per prompt")
     parser.add_argument("--cost", nargs=2, metavar="METHOD", help=(
         "instead of the table: time continuation with these two methods alternating in this process (--seeds repeats, "
         "the first prompt) and print the ratio, the cost comparison the table's ms / frame cannot give on a busy machine"))
@@ -434,11 +442,13 @@ def main() -> None:
         if mode == "long":
             row_options = replace(row_options, chunks=1 + -(-(LONG_FRAMES - options.frames) // (options.frames - options.known)))
         began, results, videos, frames = time.perf_counter(), [], [], 0
+        by_prompt = {}
         for prompt in args.prompts:
             colour, shape, _ = prompt_parts(prompt)
             for seed in seeds:
                 generated = MODES[mode](model, prompt, seed, row_options)
                 results.append(measure(generated, colour, shape))
+                by_prompt.setdefault(prompt, []).append(results[-1])
                 frames += generated.video.shape[0]
                 if len(videos) < 8 and seed < args.first_seed + 2:
                     videos.append(generated.video)
@@ -447,6 +457,8 @@ def main() -> None:
               f"{row['direction']:>13.1f}{row['identity']:>12.1f}{row['seam']:>17.2f}{row['interior']:>13.2f}{row['teleport']:>12.1f}"
               f"{row['ms']:>12.1f}",
               flush=True)
+        if args.per_prompt:
+            print("\n".join(per_prompt_lines(by_prompt)), flush=True)
         if mode == "long" and row["blocks"]:
             print("    per 128 frames, identity %: " + " ".join(f"{b[0]:.0f}" for b in row["blocks"]))
             print("    per 128 frames, centroid px from the middle: " + " ".join(f"{b[1]:.1f}" for b in row["blocks"]), flush=True)

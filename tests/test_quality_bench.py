@@ -52,6 +52,17 @@ def test_a_wrong_shape_is_caught():
     assert not measure(Generated(drawn("right", "red"), [Stretch(0, 16, "right")]), "red", "square").shape_right
 
 
+def test_per_prompt_lines_say_which_prompt_misses():
+    from longvideo.bench.quality import per_prompt_lines
+
+    right = measure(Generated(drawn("right", "red"), [Stretch(0, 16, "right")]), "red", "circle")
+    wrong_shape = measure(Generated(drawn("right", "red"), [Stretch(0, 16, "right")]), "red", "square")
+    lines = per_prompt_lines({"a red circle moving right": [right, right], "a red square moving right": [right, wrong_shape]})
+    assert lines == [
+        "    a red circle moving right: colour 100%, shape 100% (2 videos)",
+        "    a red square moving right: colour 100%, shape 50% (2 videos)"]
+
+
 def test_the_look_alike_negative_names_a_circle_for_a_square_and_keeps_the_rest():
     from longvideo.bench.quality import negative_prompt
 
