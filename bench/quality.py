@@ -441,17 +441,17 @@ def main() -> None:
         seeds = range(args.first_seed, args.first_seed + (args.long_seeds if mode == "long" else args.seeds))
         if mode == "long":
             row_options = replace(row_options, chunks=1 + -(-(LONG_FRAMES - options.frames) // (options.frames - options.known)))
-        began, results, videos, frames = time.perf_counter(), [], [], 0
-        by_prompt = {}
+        began, by_prompt, videos, frames = time.perf_counter(), {}, [], 0
         for prompt in args.prompts:
             colour, shape, _ = prompt_parts(prompt)
+            by_prompt[prompt] = []
             for seed in seeds:
                 generated = MODES[mode](model, prompt, seed, row_options)
-                results.append(measure(generated, colour, shape))
-                by_prompt.setdefault(prompt, []).append(results[-1])
+                by_prompt[prompt].append(measure(generated, colour, shape))
                 frames += generated.video.shape[0]
                 if len(videos) < 8 and seed < args.first_seed + 2:
                     videos.append(generated.video)
+        results = [measured for prompt_results in by_prompt.values() for measured in prompt_results]
         row = {**summarise(results), "ms": 1000 * (time.perf_counter() - began) / frames, "frames": generated.video.shape[0]}
         print(f"{mode:<14}{method:<12}{row['videos']:>7}{row['frames']:>7}{row['colour']:>10.1f}{row['shape']:>9.1f}"
               f"{row['direction']:>13.1f}{row['identity']:>12.1f}{row['seam']:>17.2f}{row['interior']:>13.2f}{row['teleport']:>12.1f}"

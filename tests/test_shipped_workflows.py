@@ -4,8 +4,9 @@ Each API workflow runs through run_workflow (the code path of run_workflow.py an
 shipped widget values and the embedded model (checkpoints/longvideo-shapes; no model of that name in the test's
 models folder). Each video it saves must have the frame count and size the README's workflow table gives, and
 show the object in the prompt's colour in at least 90% of its frames and in the prompt's shape in at least 60%
-(tools/synthetic_shapes.py find_shape, as bench/quality.py reads them), and move it without a jump (bench/quality.py's teleport: no frame-to-frame centroid
-step longer than 3x the video's median step + 2 px) unless the table says otherwise. The UI workflows are the same graphs (tests/test_workflows.py checks that).
+(tools/synthetic_shapes.py find_shape, as bench/quality.py reads them), and move it without a jump
+(bench/quality.py's teleport: no frame-to-frame centroid step longer than 3x the video's median step + 2 px) unless
+the table says otherwise. The UI workflows are the same graphs (tests/test_workflows.py checks that).
 
 The workflows run at their shipped sizes, so it is the slowest file (about 14 minutes of one core on a 2-core CI
 machine; pytest-xdist spreads its tests over the cores)."""
@@ -53,7 +54,7 @@ SHIPPED = {
     "interpolation": [Video("LongVideo/interpolation", 65, (64, 64)), Video("LongVideo/interpolation_flow", 65, (64, 64))],
     "hierarchical": [Video("LongVideo/hierarchical", 226, (64, 64))],
     "upscale": [Video("LongVideo/upscale", 32, (128, 128))],
-    "distributed": [Video("LongVideo/distributed", 16, (64, 64))],  # two prompts: the circle turns at the clip seam
+    "distributed": [Video("LongVideo/distributed", 16, (64, 64))],  # one red circle, a prompt per clip
 }
 
 
