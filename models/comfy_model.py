@@ -139,13 +139,15 @@ class ComfyConditioning:
 
 
 def latent_layout(latent_format) -> LatentLayout:
-    layout = LATENT_LAYOUTS.get(type(latent_format).__name__)
-    if layout is not None:
-        return layout
+    """The layout of ComfyUI's latent format (or of the nearest known class it derives from); a ValueError for a format
+    whose VAE's compression is not known here (a newer ComfyUI's model, an image model), whose frame counts and sizes
+    would come out wrong."""
     for base in type(latent_format).__mro__:
         if base.__name__ in LATENT_LAYOUTS:
             return LATENT_LAYOUTS[base.__name__]
-    return LatentLayout(latent_format.latent_channels, 8, 1)
+    raise ValueError(f"this model's latent format {type(latent_format).__name__} is not a video format the LongVideo "
+                     f"samplers know ({', '.join(LATENT_LAYOUTS)}): its VAE's compression in space and time is "
+                     "unknown, so frame counts and sizes would come out wrong; use a model with one of those formats")
 
 
 def prediction_kind(model_sampling) -> str:
@@ -318,13 +320,20 @@ class ComfyDenoiser(Denoiser):
             with torch.inference_mode(False):
                 positions = torch.tensor(index, device=x.device)
                 target = latent_format.process_in(clean.to(x.device)).to(x.dtype).clone()
+            # The network this run calls (KSamplerX0Inpaint -> CFGGuider -> BaseModel, as ComfyUI's code reaches it).
+            network = getattr(getattr(model, "inner_model", None), "inner_model", None)
+            network = self.patcher.model if network is None else network
 
             def guided(x, sigma, **kwargs):
                 with torch.inference_mode(False), torch.enable_grad():
-                    noisy = x.detach().clone().requires_grad_(True)
-                    denoised = model(noisy, sigma, **kwargs)
-                    error = (denoised.index_select(2, positions) - target).pow(2).sum()
-                    (gradient,) = torch.autograd.grad(error, noisy)
+                    restore = _weights_for_autograd(network)
+                    try:
+                        noisy = x.detach().clone().requires_grad_(True)
+                        denoised = model(noisy, sigma, **kwargs)
+                        error = (denoised.index_select(2, positions) - target).pow(2).sum()
+                        (gradient,) = torch.autograd.grad(error, noisy)
+                    finally:
+                        restore()
                 shape = (x.shape[0],) + (1,) * (x.dim() - 1)
                 signal = model_sampling.noise_scaling(sigma.reshape(-1)[:1].expand(x.shape[0]), torch.zeros(shape, device=x.device),
                                                       torch.ones(shape, device=x.device))
@@ -333,6 +342,50 @@ class ComfyDenoiser(Denoiser):
             return inner(guided, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **options)
 
         return comfy.samplers.KSAMPLER(function, sampler.extra_options, sampler.inpaint_options)
+
+
+def _weights_for_autograd(network: torch.nn.Module) -> Callable[[], None]:
+    """Let autograd differentiate through `network` whose weights are inference tensors, until the returned function
+    is called; with normal weights nothing changes.
+
+    ComfyUI runs every node under torch.inference_mode, UNETLoader too, so the weights it loads are inference tensors,
+    which autograd refuses to save for a backward pass. ComfyUI's layers (comfy.ops) copy a weight that has a
+    weight_function (bias_function) at every forward, as they do for LoRAs on offloaded layers: such a function is
+    added, and the copy, made outside inference mode, is a normal tensor. These copies live until the backward pass,
+    as ComfyUI's casts do when it offloads. The few other inference parameters and buffers (modulation tables,
+    fp8 scales, the sigmas) are replaced by normal copies while the call runs.
+    """
+
+    def normal(tensor):
+        return tensor.clone() if tensor.is_inference() else tensor
+
+    undo = []
+    for module in network.modules():
+        copied_by_layer = set()
+        if hasattr(module, "comfy_cast_weights"):
+            for name in ("weight", "bias"):
+                tensor = getattr(module, name, None)
+                if isinstance(tensor, torch.Tensor) and tensor.is_inference():
+                    functions = f"{name}_function"
+                    undo.append((module, functions, module.__dict__.get(functions)))
+                    setattr(module, functions, [*getattr(module, functions), normal])
+                    copied_by_layer.add(name)
+        for store, kind in ((module._parameters, torch.nn.Parameter), (module._buffers, None)):
+            for name, tensor in list(store.items()):
+                if tensor is not None and name not in copied_by_layer and tensor.is_inference():
+                    undo.append((store, name, tensor))
+                    store[name] = tensor.clone() if kind is None else kind(tensor.clone(), requires_grad=False)
+
+    def restore():
+        for owner, name, value in reversed(undo):
+            if isinstance(owner, dict):
+                owner[name] = value
+            elif value is None:  # the module used its class's (empty) list
+                delattr(owner, name)
+            else:
+                setattr(owner, name, value)
+
+    return restore
 
 
 class ComfyVAE:

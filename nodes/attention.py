@@ -1,5 +1,5 @@
 from ..attention.temporal import DualScopeAttention, FullAttention, WindowAttention
-from .common import MODEL_PATCHES, MODEL, NodeInputError, check_numbers
+from .common import MODEL_PATCHES, MODEL, NodeInputError, check_numbers, refuse_comfy_model
 
 MODES = ("full", "window", "dual_scope")
 
@@ -52,6 +52,10 @@ class LongVideoTemporalAttention:
               local_phase_t=800.0, local_phase_local_bias=10.0, local_phase_global_bias=0.0, global_phase_t=800.0,
               global_phase_local_bias=0.0, global_phase_global_bias=10.0, token_num_scale=False):
         check_numbers(self, locals())
+        refuse_comfy_model("LongVideoTemporalAttention", model, "ComfyUI's models have no temporal attention layers "
+                           "this node can replace (their attention spans space and time at once): connect the model "
+                           "straight to the LongVideo sampler, or bound the frames it sees with ComfyUI's Context "
+                           "Windows (Manual) node on the MODEL before LongVideoComfyModel")
         if mode == "full":
             scope = FullAttention()
         elif mode == "window":

@@ -1,7 +1,10 @@
 from ..sampling import co_denoise
 from ..sampling.denoise import TextGuidance
 from ..utils.comfy import Progress, intermediate_device
-from .common import MODEL, SAMPLING, VAE, NodeInputError, check_frame_size, check_numbers, conditioning_embeddings, frame_size_input, latent_frame_size
+from .common import (
+    MODEL, SAMPLING, VAE, NodeInputError, check_frame_size, check_numbers, conditioning_embeddings, frame_size_input,
+    latent_frame_size, refuse_comfy_model,
+)
 from .continuation import PROMPT_SCHEDULE, LongVideoContinuationSampler
 from .sampler import CFG, SCHEDULER, SEED, STEPS
 
@@ -67,7 +70,7 @@ class LongVideoCoDenoiseSampler:
                layout_share=co_denoise.LAYOUT_SHARE):
         check_numbers(self, locals())
         node = "LongVideoCoDenoiseSampler"
-        check_frame_size(node, width, height)
+        check_frame_size(node, width, height, model)
         if start_image is not None and start_latent is not None:
             raise NodeInputError(f"{node}: connect start_image or start_latent, not both")
         settings = co_denoise.CoDenoiseSettings(frames, frames_per_window, overlap, noise, method, layout_share)
@@ -75,10 +78,9 @@ class LongVideoCoDenoiseSampler:
             settings.check()
         except ValueError as error:
             raise NodeInputError(f"{node}: {error}") from None
-        if getattr(model, "samples_itself", False):
-            raise NodeInputError(f"{node}: a ComfyUI model (LongVideoComfyModel) is sampled by ComfyUI's own sampler, which "
-                                 "cannot be stepped window by window here: use LongVideoContinuationSampler, or ComfyUI's "
-                                 "Context Windows (Manual) node with KSampler")
+        refuse_comfy_model(node, model, "a ComfyUI model is sampled by ComfyUI's own sampler, which cannot be "
+                           "stepped window by window here: use LongVideoContinuationSampler, or ComfyUI's Context "
+                           "Windows (Manual) node with KSampler")
         if model.requires_known_frames:
             raise NodeInputError(f"{node}: this model only works from known frames: use LongVideoContinuationSampler")
         if method == "learned" and not model.takes_known_frames:

@@ -57,7 +57,8 @@ def check_numbers(node, values: dict) -> None:
 def frame_size_input(name: str):
     """The widget of a frame `name` ("width" or "height") in pixels."""
     return ("INT", {"default": DEFAULT_FRAME_SIZE, "min": LATENT_DOWNSCALE, "max": 4096, "step": LATENT_DOWNSCALE,
-                    "tooltip": f"Frame {name} in pixels; a multiple of {LATENT_DOWNSCALE}."})
+                    "tooltip": f"Frame {name} in pixels; a multiple of the model's VAE compression: "
+                               f"{LATENT_DOWNSCALE} for most models, 16 for Wan 2.2 TI2V 5B, 32 for LTX-Video."})
 
 
 # The one combo value a loader shows when it finds no model: short, so the combo never shows a sentence.
@@ -80,13 +81,33 @@ def validate_model_choice(node: str, listed: str, typed, find, where: str, path_
     return True
 
 
-def check_frame_size(node: str, width: int, height: int) -> None:
+def check_frame_size(node: str, width: int, height: int, model=None) -> None:
+    """Refuse a frame size the latents of `model` (a Denoiser or VAE: its `downscale`) cannot hold exactly: a multiple
+    of its VAE's compression (16 for Wan 2.2 TI2V 5B, 32 for LTX-Video) and of 8 at least, as for every model before
+    (pixel-space models, downscale 1, check their own UNet's multiple when they run)."""
+    downscale = latent_downscale(model) if model is not None else LATENT_DOWNSCALE
+    multiple = max(downscale, LATENT_DOWNSCALE)
+    why = f" (this model's VAE compresses {downscale}x)" if downscale > LATENT_DOWNSCALE else ""
     for name, value in (("width", width), ("height", height)):
-        if value < LATENT_DOWNSCALE or value % LATENT_DOWNSCALE:
-            lower = max(LATENT_DOWNSCALE, value // LATENT_DOWNSCALE * LATENT_DOWNSCALE)
-            raise NodeInputError(
-                f"{node}: {name} {value} is not a multiple of {LATENT_DOWNSCALE}: use {lower} or {lower + LATENT_DOWNSCALE}"
-            )
+        if value < multiple or value % multiple:
+            lower = max(multiple, value // multiple * multiple)
+            raise NodeInputError(f"{node}: {name} {value} is not a multiple of {multiple}{why}: "
+                                 f"use {lower} or {lower + multiple}")
+
+
+def refuse_comfy_model(node: str, model, instead: str) -> None:
+    """Refuse a ComfyUI model (LongVideoComfyModel's, sampled by ComfyUI's own sampling) in a node that cannot drive
+    it, before anything is loaded or sampled; `instead` says why and what to use."""
+    if getattr(model, "samples_itself", False):
+        name = model_class_name(model)
+        raise NodeInputError(f"{node}: 'model' is ComfyUI's {name} (from LongVideoComfyModel): {instead}")
+
+
+def model_class_name(model) -> str:
+    """A model's class for errors: ComfyUI's model class for a ComfyUI model (WAN21, WAN22, LTXV, HunyuanVideo, ...),
+    the wrapper's class for the pack's own."""
+    network = getattr(getattr(model, "patcher", None), "model", None)
+    return type(network).__name__ if network is not None else type(model).__name__
 
 
 def latent_downscale(model) -> int:

@@ -1,5 +1,5 @@
 from ..sampling.context_windows import WindowedDenoiser
-from .common import MODEL_PATCHES, MODEL, NodeInputError, check_numbers
+from .common import MODEL_PATCHES, MODEL, NodeInputError, check_numbers, refuse_comfy_model
 
 
 class LongVideoContextWindows:
@@ -30,6 +30,9 @@ class LongVideoContextWindows:
     def patch(self, model, frames_per_window, overlap):
         check_numbers(self, locals())
         node = "LongVideoContextWindows"
+        refuse_comfy_model(node, model, "ComfyUI's own sampler runs it, which these windows cannot step: put "
+                           "ComfyUI's Context Windows (Manual) node (dim 2, the frames; WAN Context Windows (Manual) "
+                           "for Wan) on the MODEL before LongVideoComfyModel instead")
         if frames_per_window < 1:
             raise NodeInputError(f"{node}: frames_per_window must be at least 1, got {frames_per_window}")
         if not 0 <= overlap < frames_per_window:

@@ -98,7 +98,7 @@ class LongVideoContinuationSampler:
                start_latent=None, prompt_schedule=None, guidance_weight=1.0, anchor_colours=False):
         check_numbers(self, locals())
         node = "LongVideoContinuationSampler"
-        check_frame_size(node, width, height)
+        check_frame_size(node, width, height, model)
         if start_image is not None and start_latent is not None:
             raise NodeInputError(f"{node}: connect start_image or start_latent, not both")
         settings = continuation.ContinuationSettings(

@@ -7,7 +7,10 @@ from ..sampling import distributed, distributed_launch
 from ..sampling.denoise import TextGuidance
 from ..utils.comfy import Progress, intermediate_device, throw_if_interrupted
 from .attention import LongVideoTemporalAttention
-from .common import SAMPLING, LATENT_DOWNSCALE, MODEL, NodeInputError, check_frame_size, conditioning_embeddings, frame_size_input, check_numbers
+from .common import (
+    SAMPLING, LATENT_DOWNSCALE, MODEL, NodeInputError, check_frame_size, conditioning_embeddings, frame_size_input,
+    check_numbers, refuse_comfy_model,
+)
 from .continuation import PROMPT_SCHEDULE
 from .sampler import CFG, SCHEDULER, SEED, STEPS
 
@@ -69,7 +72,11 @@ class LongVideoDistributedSampler:
                global_phase_global_bias, token_num_scale, sync_group_norm, seed, steps, cfg, scheduler, prompt_schedule=None,
                reference_mode=False):
         check_numbers(self, locals())
-        check_frame_size(NODE, width, height)
+        refuse_comfy_model(NODE, model, "clip-parallel sampling hooks the temporal convolutions, attention and "
+                           "GroupNorms of the pack's UNet3D models, which ComfyUI's models do not have, so it is not "
+                           "available for them yet: use LongVideoContinuationSampler or LongVideoHierarchicalSampler "
+                           "on one GPU")
+        check_frame_size(NODE, width, height, model)
         if getattr(model, "temporal_scope", None) is not None:
             raise NodeInputError(f"{NODE}: 'model' already has a temporal attention mode (LongVideoTemporalAttention); this node "
                                  "sets dual-scope attention itself: connect the model straight from LongVideoModelLoader")

@@ -160,7 +160,7 @@ class LongVideoHierarchicalSampler:
                infill_cfg=0.0, frame_guidance=1.0):
         check_numbers(self, locals())
         node = "LongVideoHierarchicalSampler"
-        check_frame_size(node, width, height)
+        check_frame_size(node, width, height, model)
         plan = hierarchy.HierarchyPlan(keyframes, depth)
         settings = hierarchy.HierarchySettings(batch_cap, method, guidance_weight, blend_strength, infill_cfg or None,
                                                frame_guidance)

@@ -29,7 +29,9 @@ class LongVideoEmptyLatent:
             "required": {
                 "width": frame_size_input("width"),
                 "height": frame_size_input("height"),
-                "frames": ("INT", {"default": 16, "min": 1, "max": 100000, "tooltip": "Number of frames."}),
+                "frames": ("INT", {"default": 16, "min": 1, "max": 100000, "tooltip": (
+                    "Number of frames; latent frames with a ComfyUI video VAE (Wan: 4 x (frames - 1) + 1 pixel "
+                    "frames).")}),
                 "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Videos sampled side by side."}),
             },
             "optional": {
@@ -40,7 +42,7 @@ class LongVideoEmptyLatent:
 
     def generate(self, width, height, frames, batch_size, vae=None):
         check_numbers(self, locals())
-        check_frame_size("LongVideoEmptyLatent", width, height)
+        check_frame_size("LongVideoEmptyLatent", width, height, vae)
         if frames < 1:
             raise NodeInputError(f"LongVideoEmptyLatent: frames must be at least 1, got {frames}")
         if batch_size < 1:
@@ -80,7 +82,7 @@ class LongVideoDecode:
         _check_frames_per_batch("LongVideoDecode", frames_per_batch)
         latents = video_latents(samples, "LongVideoDecode", "samples", vae.latent_channels)
         batch, _, frames, height, width = latents.shape
-        total = batch * frames
+        total = batch * pixel_frames(vae, frames)
         shape = (total, height * vae.downscale, width * vae.downscale, 3)
         _check_host_memory(shape, "LongVideoDecode")
         images = torch.empty(shape, dtype=torch.float32, device=intermediate_device())
@@ -118,6 +120,13 @@ class LongVideoEncode:
         if pixels.shape[0] == 0:
             raise NodeInputError("LongVideoEncode: 'pixels' holds 0 frames: connect an IMAGE with at least one frame")
         _check_frames_per_batch("LongVideoEncode", frames_per_batch)
+        layout = getattr(vae, "layout", None)
+        if layout is not None:
+            try:
+                layout.latent_frames(pixels.shape[0])
+            except ValueError as error:
+                raise NodeInputError(f"LongVideoEncode: 'pixels': {error} (the VAE would drop the frames after the "
+                                     "last whole latent frame)") from None
         height, width = pixels.shape[1:3]
         if height % vae.downscale or width % vae.downscale:
             raise NodeInputError(
@@ -125,6 +134,11 @@ class LongVideoEncode:
                 "resize or crop them first (e.g. with ImageScale)"
             )
         return ({"samples": vae.encode(pixels, frames_per_batch).to(intermediate_device())},)
+
+
+def pixel_frames(vae, latent_frames: int) -> int:
+    """Pixel frames `vae` decodes `latent_frames` latent frames to (a causal video VAE: 4 x (latent frames - 1) + 1)."""
+    return vae.pixel_frames(latent_frames) if hasattr(vae, "pixel_frames") else latent_frames
 
 
 def _check_frames_per_batch(node: str, frames_per_batch: int) -> None:

@@ -8,7 +8,10 @@ from ..models.vdp import VDPDenoiser, null_embedding_looks_untrained
 from ..models.vdp_checkpoint import EXTENSIONS, load_vdp
 from ..models.vdp_text import bert_condition
 from ..utils.comfy import find_model_file, intermediate_device, list_model_files
-from .common import CONDITIONING, LOADERS, MODEL, NOTHING_FOUND, VAE, NodeInputError, validate_model_choice, check_numbers
+from .common import (
+    CONDITIONING, LOADERS, MODEL, NOTHING_FOUND, VAE, NodeInputError, check_numbers, model_class_name,
+    validate_model_choice,
+)
 
 NO_FILE_FOUND = NOTHING_FOUND
 CONDITION_MODES = ("null", "zeros", "values", "random", "bert")
@@ -99,7 +102,8 @@ class LongVideoVDPCondition:
         check_numbers(self, locals())
         node = "LongVideoVDPCondition"
         if not isinstance(model, VDPDenoiser):
-            raise NodeInputError(f"{node}: 'model' is not a video-diffusion-pytorch model: connect LongVideoVDPLoader")
+            raise NodeInputError(f"{node}: 'model' ({model_class_name(model)}) is not a video-diffusion-pytorch model: "
+                                 "connect LongVideoVDPLoader")
         width = model.context_width
         if mode not in CONDITION_MODES:
             raise NodeInputError(f"{node}: mode '{mode}' is unknown: choose one of {', '.join(CONDITION_MODES)}")

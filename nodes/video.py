@@ -4,7 +4,7 @@ import logging
 from ..utils.comfy import Progress, output_directory
 from ..utils.video_io import VIDEO_FORMATS, VideoOutputError, check_fps, check_output_prefix, reserve_output_path, write_video
 from .common import VIDEO, VAE, NodeInputError, check_numbers, save_partial_latent, video_latents
-from .latents import FRAMES_PER_BATCH
+from .latents import FRAMES_PER_BATCH, pixel_frames
 
 UNSAVED_PREFIX = "LongVideo/unsaved"
 FPS_RANGE = (0.1, 240.0)
@@ -63,7 +63,7 @@ class LongVideoSaveVideo:
             if vae is None:
                 raise NodeInputError(f"{node}: 'samples' needs 'vae' to decode them: connect the VAE from LongVideoModelLoader")
             latents = video_latents(samples, node, "samples", vae.latent_channels)
-            total = latents.shape[0] * latents.shape[2]
+            total = latents.shape[0] * pixel_frames(vae, latents.shape[2])
             batches = vae.decode_batches(latents, frames_per_batch)
         else:
             if images.dim() != 4 or images.shape[0] < 1:

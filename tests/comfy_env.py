@@ -105,6 +105,19 @@ def comfy_nodes():
     return nodes
 
 
+def leave_comfyui() -> None:
+    """After a test module that imported ComfyUI: the rest of the session is headless again. folder_paths and ComfyUI's
+    nodes.py (which keeps the folder_paths it imported) are dropped, so a later module's UNETLoader searches the folders
+    that module registers; ComfyUI's folder no longer shadows anything on sys.path; the torchvision stand-in goes."""
+    sys.modules.pop("folder_paths", None)
+    nodes_file = os.path.join(comfyui_path() or "", "nodes.py")
+    if getattr(sys.modules.get("nodes"), "__file__", None) == nodes_file:
+        del sys.modules["nodes"]
+    if comfyui_path() in sys.path:
+        sys.path.remove(comfyui_path())
+    remove_torchvision_stand_in()
+
+
 def import_comfy_or_report() -> bool:
     """For the benches: import ComfyUI, or say how to point at it and return False."""
     if comfyui_path() is None:

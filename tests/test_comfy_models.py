@@ -33,10 +33,7 @@ def _comfy():
 def comfyui_in_process():
     """While these tests run the pack sees ComfyUI (utils.comfy.in_comfyui); afterwards the session is headless again."""
     yield
-    sys.modules.pop("folder_paths", None)
-    if comfy_env.comfyui_path() in sys.path:
-        sys.path.remove(comfy_env.comfyui_path())  # its main.py, nodes.py, utils/, tests/ no longer shadow anything
-    comfy_env.remove_torchvision_stand_in()
+    comfy_env.leave_comfyui()
 
 
 @pytest.fixture(scope="module")
