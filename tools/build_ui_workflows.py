@@ -7,8 +7,10 @@ UI files that are missing or out of date (exit 1), which the tests also verify.
 
 The layout is generated here: nodes stand in columns by stage (a node's column is its longest chain of inputs),
 stages that belong together sit in titled groups, and every node is sized as ComfyUI's frontend draws it
-(`drawn_size`: its title bar, a row per slot, a row per widget, a text box per multiline widget), so no two nodes
-overlap once loaded and there is room for the wires between neighbours. `fit_scale` is the zoom ComfyUI's
+(`drawn_size`: its title bar, a row per slot, a row per widget, a text box per multiline widget, and as wide as its
+title: the frontend widens a node to fit its title when it loads a workflow), so no two nodes overlap once loaded and
+there is room for the wires between neighbours. tools/build_comfy_workflows.py lays out the workflows of ComfyUI's
+own video models with the same `lay_out`. `fit_scale` is the zoom ComfyUI's
 "fit view" gives the graph on a 1600x900 window; tests/test_ui_layout.py checks it stays above the zoom below
 which the frontend stops drawing text.
 """
@@ -16,6 +18,7 @@ which the frontend stops drawing text.
 import argparse
 import glob
 import json
+import math
 import os
 import sys
 
@@ -23,18 +26,40 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pack_import import ROOT, import_pack  # noqa: E402
 
-# What ComfyUI's frontend (litegraph, 0.3.6x) draws: LiteGraph.NODE_TITLE_HEIGHT, NODE_SLOT_HEIGHT, a widget's
-# NODE_WIDGET_HEIGHT + 4, 8 below the widgets, the 1.5 x NODE_WIDTH minimum of a node with widgets, and the
-# padding around a widget's label (BaseWidget: minValueWidth 42 + 2 x (margin 15 + arrowMargin 6 + arrowWidth 10)).
+# What ComfyUI's frontend draws (LGraphNode.computeSize of comfyui-frontend-package 1.27, which ComfyUI's
+# requirements pin; on loading a workflow the frontend grows every node to at least that size):
+# LiteGraph.NODE_TITLE_HEIGHT, NODE_SLOT_HEIGHT, a widget's NODE_WIDGET_HEIGHT + 4, 8 below the widgets and 6 below
+# everything, the NODE_WIDTH minimum (1.5 x for a node with widgets), and the padding around a widget's label
+# (BaseWidget: minValueWidth 42 + 2 x (margin 15 + arrowMargin 6 + arrowWidth 10)). Its width is the widest of: the
+# title (NODE_TITLE_HEIGHT left of it, 0.33 x that right of it, in 14px Arial), the widget labels + that padding, the
+# input and output slot labels side by side (12px Arial) + 2 x NODE_SLOT_HEIGHT (+ 5 between), and the minimum.
 TITLE_HEIGHT = 30
 SLOT_HEIGHT = 20
 WIDGET_HEIGHT = 24
 WIDGETS_BOTTOM = 8
-TEXT_BOX_HEIGHT = 100  # a multiline text widget: the frontend's minimum is about 50; room to read a prompt
+NODE_BOTTOM = 6
+TEXT_BOX_HEIGHT = 100  # a multiline text widget: the frontend's minimum is 50; room to read a prompt
+NODE_WIDTH = 140
+WIDGET_PADDING = 104
+TITLE_FONT_SIZE = 14  # LiteGraph.NODE_TEXT_SIZE, NODE_FONT "Arial"
+LABEL_FONT_SIZE = 12  # LiteGraph.NODE_SUBTEXT_SIZE
+# The frontend measures text with the canvas (measureText) in Arial, or the font that stands in for it: Liberation Sans
+# and Arimo (Linux, ChromeOS) have Arial's widths. Only a browser without any of them (DejaVu Sans in their place: up to
+# 16% wider) draws titles wider than `title_width`; COLUMN_GAP absorbs part of that.
+# Arial's advance widths (1/1000 em; Helvetica's metrics, which Arial shares) of the printable ASCII characters,
+# space to tilde; any other character counts a full em.
+ARIAL_WIDTHS = dict(zip(map(chr, range(32, 127)), (
+    278, 278, 355, 556, 556, 889, 667, 191, 333, 333, 389, 584, 278, 333, 278, 278,  # space to /
+    556, 556, 556, 556, 556, 556, 556, 556, 556, 556, 278, 278, 584, 584, 584, 556,  # 0-9 : ; < = > ?
+    1015, 667, 667, 722, 722, 667, 611, 778, 722, 278, 500, 667, 556, 833, 722, 778,  # @ A-O
+    667, 778, 722, 667, 611, 722, 667, 944, 667, 667, 611, 278, 278, 278, 469, 556,  # P-Z [ \ ] ^ _
+    333, 556, 556, 500, 556, 556, 278, 556, 556, 222, 222, 500, 222, 833, 556, 556,  # ` a-o
+    556, 556, 333, 500, 278, 556, 500, 722, 500, 500, 500, 334, 260, 334, 584)))  # p-z { | } ~
+# The builder's own choice beyond the frontend's minimum: nodes at least 1.5 x NODE_WIDTH wide, and up to MAX_WIDTH
+# wide where generous label widths (CHAR_WIDTH a character) ask for it, so values beside the labels stay readable.
 MIN_WIDTH = 210
 MAX_WIDTH = 330
-WIDGET_PADDING = 104
-CHAR_WIDTH = 7.5  # 14 px sans-serif, generous
+CHAR_WIDTH = 7.5
 # Spacing: the gap between columns leaves the wires visible even between two groups' frames.
 COLUMN_GAP = 60
 ROW_GAP = 40
@@ -95,8 +120,8 @@ def ui_workflows() -> dict[str, dict]:
         name = os.path.splitext(os.path.basename(api_file))[0]
         api = load_workflow(api_file, pack.NODE_CLASS_MAPPINGS)
         ui = api_to_ui(api, pack.NODE_CLASS_MAPPINGS)
-        built[ui_path(api_file)] = lay_out(ui, api, pack.NODE_CLASS_MAPPINGS,
-                                            GROUPS.get(name, []))
+        built[ui_path(api_file)] = lay_out(ui, api, pack.NODE_CLASS_MAPPINGS, GROUPS.get(name, []),
+                                            pack.NODE_DISPLAY_NAME_MAPPINGS)
     return built
 
 
@@ -122,26 +147,49 @@ def _widgets(cls) -> list[tuple[str, bool]]:
     return widgets
 
 
-def drawn_size(node: dict, cls) -> tuple[int, int]:
-    """(width, height) of a UI node as the frontend draws it, title bar excluded (LGraphNode.computeSize),
-    rounded up: a row per slot (inputs that are not widgets, beside the outputs), a row per widget, a text box per
-    multiline widget; as wide as its title, its widest label and the 1.5 x NODE_WIDTH minimum."""
+def text_width(text: str, font_size: float = TITLE_FONT_SIZE) -> float:
+    """Width in pixels of `text` drawn in Arial at `font_size` (what the frontend's measureText gives)."""
+    return sum(ARIAL_WIDTHS.get(char, 1000) for char in text) * font_size / 1000
+
+
+def title_width(title: str) -> float:
+    """The width computeSize gives a node for its title: NODE_TITLE_HEIGHT left of the text, 0.33 x that right of it."""
+    return TITLE_HEIGHT * 1.33 + text_width(title, TITLE_FONT_SIZE)
+
+
+def display_title(node: dict, display_names: dict | None = None) -> str:
+    """The title the frontend draws on a UI node: its own title, else its class's display name (ComfyUI's
+    NODE_DISPLAY_NAME_MAPPINGS, which holds the core nodes' and, once loaded, every pack's), else its class name."""
+    return node.get("title") or (display_names or {}).get(node["type"]) or node["type"]
+
+
+def drawn_size(node: dict, cls, display_names: dict | None = None) -> tuple[int, int]:
+    """(width, height) of a UI node as the frontend draws it, title bar excluded (LGraphNode.computeSize), rounded up:
+    a row per slot (inputs that are not widgets, beside the outputs), a row per widget, a text box per multiline widget;
+    as wide as its title (`display_title`), its widest labels and the frontend's minimum, text measured in Arial; and
+    at least the builder's readable width (MIN_WIDTH, or up to MAX_WIDTH for long labels)."""
     widgets = _widgets(cls)
     widget_names = {name for name, _ in widgets}
     slots = [s for s in node.get("inputs") or [] if s["name"] not in widget_names]
     outputs = node.get("outputs") or []
     rows = max(len(slots), len(outputs), 1)
     height = rows * SLOT_HEIGHT + sum(TEXT_BOX_HEIGHT if multiline else WIDGET_HEIGHT for _, multiline in widgets)
-    height += WIDGETS_BOTTOM if widgets else 0
-    title = node.get("title") or node["type"]
-    labels = [len(name) for name, _ in widgets]
-    slot_labels = max((len(s["name"]) for s in slots), default=0) + max((len(o["name"]) for o in outputs), default=0)
-    width = max(MIN_WIDTH if widgets else 140,
-                TITLE_HEIGHT * 1.33 + CHAR_WIDTH * len(title) + 10,
-                CHAR_WIDTH * max(labels, default=0) + WIDGET_PADDING,
-                CHAR_WIDTH * slot_labels + 2 * SLOT_HEIGHT + 5)
-    return int(min(max(width, MIN_WIDTH), max(MAX_WIDTH, TITLE_HEIGHT * 1.33 + CHAR_WIDTH * len(title) + 10)) + 0.999), \
-        int(height + 0.999)
+    height += (WIDGETS_BOTTOM if widgets else 0) + NODE_BOTTOM
+
+    def label(text):
+        return text_width(text, LABEL_FONT_SIZE)
+
+    inputs_width = max((label(s["name"]) for s in slots), default=0)
+    outputs_width = max((label(o["name"]) for o in outputs), default=0)
+    frontend = max(title_width(display_title(node, display_names)),
+                   NODE_WIDTH * (1.5 if widgets else 1),
+                   inputs_width + outputs_width + 2 * SLOT_HEIGHT + (5 if inputs_width and outputs_width else 0),
+                   max((label(name) for name, _ in widgets), default=-WIDGET_PADDING) + WIDGET_PADDING)
+    slot_chars = max((len(s["name"]) for s in slots), default=0) + max((len(o["name"]) for o in outputs), default=0)
+    readable = min(MAX_WIDTH, max(MIN_WIDTH,
+                                  CHAR_WIDTH * max((len(name) for name, _ in widgets), default=0) + WIDGET_PADDING,
+                                  CHAR_WIDTH * slot_chars + 2 * SLOT_HEIGHT + 5))
+    return math.ceil(max(frontend, readable)), math.ceil(height)
 
 
 def node_rect(node: dict) -> tuple[float, float, float, float]:
@@ -166,21 +214,28 @@ def fit_scale(workflow: dict) -> float:
 # layout
 
 
-def lay_out(ui: dict, api: dict, node_classes: dict, groups: list[tuple[str, list[str]]]) -> dict:
-    """Place and size the nodes of a UI workflow built by api_to_ui; add `groups` as titled frames.
+def lay_out(ui: dict, api: dict, node_classes: dict, groups: list[tuple[str, list[str]]],
+            display_names: dict | None = None) -> dict:
+    """Place and size the nodes of a UI workflow built by api_to_ui from `api`; add `groups` as titled frames.
 
-    Columns by stage: a node's column is one more than its deepest input's. Blocks (a group, or a node outside
-    every group) are placed in column order: each starts below whatever already fills the columns it spans, so
-    groups never overlap and a group's frame holds only its own nodes.
+    Every node gets its `drawn_size` (`display_names`: the display names of the node classes, for the titles of nodes
+    without one of their own), and placement uses those sizes. Columns by stage: a node's column is one more than its
+    deepest input's, and a column is as wide as its widest node. Blocks (a group, or a node outside every group) are
+    placed in column order: each starts below whatever already fills the columns it spans, so groups never overlap and
+    a group's frame holds only its own nodes.
     """
     nodes = {str(node["id"]): node for node in ui["nodes"]}
-    sources = {node_id: [str(v[0]) for v in (api[node_id].get("inputs") or {}).values() if _is_link(v)] for node_id in api}
+    # api_to_ui keeps numeric API ids and numbers others 1, 2, ... in the API file's order
+    numeric = all(str(node_id).isdigit() for node_id in api)
+    ui_id = {node_id: str(int(node_id)) if numeric else str(i) for i, node_id in enumerate(api, 1)}
+    sources = {ui_id[node_id]: [ui_id[str(v[0])] for v in (node.get("inputs") or {}).values() if _is_link(v)]
+               for node_id, node in api.items()}
     column = {}
     for node in ui["nodes"]:  # api_to_ui lists them sources first
         node_id = str(node["id"])
         column[node_id] = 1 + max((column[s] for s in sources[node_id]), default=-1)
     for node in ui["nodes"]:
-        node["size"] = list(drawn_size(node, node_classes[node["type"]]))
+        node["size"] = list(drawn_size(node, node_classes[node["type"]], display_names))
     widths = [max(nodes[n]["size"][0] for n in nodes if column[n] == c) for c in range(max(column.values()) + 1)]
     left = [sum(widths[:c]) + COLUMN_GAP * c for c in range(len(widths))]
 
