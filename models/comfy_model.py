@@ -25,17 +25,25 @@ Frame conditioning on this executor:
 - guidance: reconstruction guidance on the model's clean estimate (`denoised`, after CFG): the gradient of its error on
   the known frames, through the model, moves the estimate by -(weight / 2) * s * gradient, s the signal scale of the
   sampler's x at that sigma (1 for EPS/V in k-diffusion form, 1 - sigma for flow), which is Ho et al.'s step.
-- learned: not available here (the model's own learned conditioning, Wan I2V / first-last-frame / VACE, is not wired).
+- learned: the model's own conditioning for known frames (Wan image-to-video / first-last-frame / Fun InP, VACE, Wan 2.2
+  TI2V's clean first latents, LTX-Video's guides, HunyuanVideo image-to-video), built from the known frames' pixels by
+  ComfyUI's own node functions (models/comfy_conditioning.py); the result's known frames are what the model made.
+
+Wan 2.2 A14B: with a low-noise expert (`Experts`), every run is the two-expert chain of ComfyUI's Wan 2.2 template.
 
 Every `comfy` import is inside a function: this module is imported only when a ComfyUI MODEL is connected.
 """
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from .comfy_conditioning import RunInputs, hand_off_for, input_channels, known_pixels, known_runs, model_name, without_keys
 from .denoiser import Denoiser
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -184,9 +192,9 @@ class ComfyDenoiser(Denoiser):
     """
 
     samples_itself = True
-    takes_known_frames = False
 
-    def __init__(self, patcher, sigma_schedule: str = "simple", sampler: str | None = None):
+    def __init__(self, patcher, sigma_schedule: str = "simple", sampler: str | None = None, *, vae=None,
+                 clip_vision=None, low_noise=None, boundary: float | None = None, switch_step: int = 0):
         self.patcher = patcher
         self.sigma_schedule = sigma_schedule
         self.sampler = sampler
@@ -197,6 +205,56 @@ class ComfyDenoiser(Denoiser):
         self.downscale = self.layout.downscale
         self.context_width = _text_width(patcher.get_model_object("diffusion_model")) or 4096
         self.scheduler_config = {"prediction_type": prediction_kind(self.model_sampling)}
+        self.vae = vae
+        self.clip_vision = clip_vision
+        self.hand_off = hand_off_for(patcher)
+        self.experts = Experts(patcher, low_noise, boundary, switch_step) if low_noise is not None else None
+
+    @property
+    def takes_known_frames(self) -> bool:
+        return self.hand_off is not None
+
+    @property
+    def name(self) -> str:
+        return model_name(self.patcher)
+
+    def check_frame_conditioning(self, method: str, patterns, frame_guidance: float = 1.0) -> None:
+        """Refuse, before anything is sampled, frame conditioning this model cannot honour on clips whose known latent
+        frames are `patterns` ((indices, clip frames) for every kind of run a strategy samples); for 'learned', log
+        which of the model's own conditionings will carry the known frames."""
+        self._check_method(method)
+        if method == "learned":
+            self._check_learned(patterns, frame_guidance)
+            log.info("frame conditioning 'learned' on %s: %s (known frames %s)", self.name, self.hand_off.nodes,
+                     self.hand_off.where)
+
+    def _check_method(self, method: str) -> None:
+        if method == "resample":
+            raise ValueError(f"frame conditioning 'resample' is not available for ComfyUI models ({self.name}): RePaint's "
+                             "passes step back inside the sampler, which ComfyUI's samplers do not expose: use 'replace', "
+                             "'guidance', 'blend' (infill, interpolation) or 'learned'")
+        family = IN_PLACE_ACTIVATIONS.intersection(base.__name__ for base in type(self.patcher.model).__mro__)
+        if method == "guidance" and family:
+            raise ValueError(f"frame conditioning 'guidance' differentiates through the model, and ComfyUI's {family.pop()} "
+                             f"({self.name}) changes its activations in place, which autograd cannot go through: use "
+                             "'replace', 'blend' (infill, interpolation) or 'learned'")
+
+    def _check_learned(self, patterns, frame_guidance: float) -> None:
+        if self.hand_off is None:
+            raise ValueError(f"frame conditioning 'learned' needs a model with its own image conditioning, and this one "
+                             f"({self.name}) has none: use a Wan image-to-video, first-last-frame, Fun InP, VACE or "
+                             "Wan 2.2 TI2V model, LTX-Video or HunyuanVideo image-to-video, or choose 'replace'")
+        if frame_guidance != 1.0:
+            raise ValueError(f"frame_guidance {frame_guidance} is for the pack's own models; ComfyUI models take their "
+                             "known frames through their own conditioning: set frame_guidance to 1")
+        if self.vae is None:
+            raise ValueError(f"frame conditioning 'learned' on {self.name} hands the known frames over as pixels "
+                             f"({self.hand_off.nodes}): connect the model's VAE to LongVideoComfyModel's 'vae'")
+        if self.hand_off.needs_clip_vision and self.clip_vision is None:
+            raise ValueError(f"{self.name} reads a CLIP vision embedding of its known frames ({self.hand_off.nodes}): "
+                             "connect Load CLIP Vision (clip_vision_h) to LongVideoComfyModel's 'clip_vision'")
+        for indices, frames in patterns:
+            self.hand_off.check(known_runs(indices), frames)
 
     def native_conditioning(self, conditioning, name: str = "conditioning") -> ComfyConditioning:
         """ComfyUI's CONDITIONING list as the Prompt.native this model samples with; refuses extras it cannot honour."""
@@ -242,7 +300,6 @@ class ComfyDenoiser(Denoiser):
         Latents in and out are in ComfyUI's LATENT space (what VAEEncode gives and VAEDecode takes); ComfyUI scales
         them to the model's space itself. Returns float32 on the CPU.
         """
-        import comfy.sample
         import comfy.samplers
 
         name, _ = self.sampler_and_schedule(scheduler)
@@ -251,9 +308,7 @@ class ComfyDenoiser(Denoiser):
         mask = None
         sampler = comfy.samplers.sampler_object(name)
         method = getattr(conditioning, "method", None)
-        if method == "learned":
-            raise ValueError("frame conditioning 'learned' is not available for ComfyUI models yet: use 'replace' or 'guidance'")
-        if conditioning is not None:
+        if conditioning is not None and method != "learned":
             index = list(conditioning.known.indices)
             clean = conditioning.known.latents.float().cpu().expand(shape[0], -1, -1, -1, -1)
             if method == "replace":
@@ -266,24 +321,71 @@ class ComfyDenoiser(Denoiser):
                 mask = torch.ones(shape[0], 1, *shape[2:])
                 mask[:, :, index] = 0.0
             elif method == "guidance":
+                self._check_method(method)
                 sampler = self._guided(sampler, index, clean, conditioning.weight)
             else:
-                raise ValueError(f"frame conditioning '{method}' is not available for ComfyUI models (ComfyUI's samplers "
-                                 "cannot step back for its passes): use 'replace', 'guidance' or 'blend'")
+                self._check_method(method)
+                raise ValueError(f"frame conditioning '{method}' is not available for ComfyUI models")
+        if method == "learned":
+            runs = self._learned_runs(guidance, shape, conditioning)
+        else:
+            runs = [(rows, RunInputs(positive, negative, latent[rows], None if mask is None else mask[rows], shape[2]))
+                    for rows, positive, negative in self._conditioning_groups(guidance, shape[0])]
         total = len(sigmas) - 1
-        step_callback = None if callback is None else (lambda step, denoised, x, _: callback(step + 1, total, x))
         seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed] * shape[0]
         samples = torch.empty(shape)
-        for rows, positive, negative in self._conditioning_groups(guidance, shape[0]):
-            cfg = guidance.cfg if negative is not None else 1.0
-            samples[rows] = comfy.sample.sample_custom(
-                self.patcher, noise[rows].float(), cfg, sampler, sigmas, positive, positive if negative is None else negative,
-                latent[rows], noise_mask=None if mask is None else mask[rows], callback=step_callback, disable_pbar=True,
-                seed=int(seeds[rows[0]]),
-            ).float().cpu()
+        for rows, inputs in runs:
+            run_noise = noise[rows].float()
+            if inputs.latent.shape[2] > shape[2]:  # guide frames appended by the model's conditioning: kept, not sampled
+                extra = inputs.latent.shape[2] - shape[2]
+                run_noise = torch.cat([run_noise, torch.zeros(len(rows), shape[1], extra, *shape[3:])], dim=2)
+            samples[rows] = self._sample_run(inputs, run_noise, guidance, sampler, sigmas, int(seeds[rows[0]]),
+                                             None if callback is None else (lambda step, x: callback(step, total, x)))
         if mask is not None:
             samples[:, :, index] = clean  # exactly the given latents (the model-space round trip rounds)
         return samples
+
+    def _sample_run(self, inputs: RunInputs, noise, guidance, sampler, sigmas, seed: int, callback) -> torch.Tensor:
+        """ComfyUI's sampling of one run: the model's KSampler, or with a low-noise expert the two-expert chain of
+        ComfyUI's Wan 2.2 template (KSamplerAdvanced on the high-noise expert returning its leftover noise, then on the
+        low-noise expert). Returns the run's clip frames (float32, CPU)."""
+        import comfy.sample
+
+        cfg = guidance.cfg if inputs.negative is not None else 1.0
+        negative = inputs.positive if inputs.negative is None else inputs.negative
+        stages = [(self.patcher, sigmas)] if self.experts is None else self.experts.stages(sigmas)
+        latent, stage_noise, done = inputs.latent, noise, 0
+        for number, (model, part) in enumerate(stages):
+            step_callback = None if callback is None else (lambda step, denoised, x, _, d=done: callback(d + step + 1, x))
+            latent = comfy.sample.sample_custom(model, stage_noise, cfg, sampler, part, inputs.positive, negative, latent,
+                                                noise_mask=inputs.noise_mask, callback=step_callback, disable_pbar=True,
+                                                seed=seed).float().cpu()
+            done += len(part) - 1
+            if number + 1 < len(stages):
+                latent, stage_noise = self.experts.hand_over(latent, noise, part[-1], inputs)
+        return latent[:, :, : inputs.frames]
+
+    def _learned_runs(self, guidance, shape, conditioning) -> list[tuple[list[int], RunInputs]]:
+        """One ComfyUI run per batch item whose known frames reach the model through its own conditioning, built by
+        the hand-off from the known frames' pixels (models/comfy_conditioning.py)."""
+        known = conditioning.known
+        self._check_learned([(known.indices, shape[2])], conditioning.frame_guidance)
+        height, width = shape[3] * self.downscale, shape[4] * self.downscale
+        runs = []
+        for rows, positive, negative in self._conditioning_groups(guidance, shape[0]):
+            for row in rows:
+                pick = slice(row, row + 1) if known.latents.shape[0] > 1 else slice(0, 1)
+                context = None if known.context is None else known.context[pick]
+                pixels = known_pixels(self.vae, known.latents[pick].float(), list(known.indices), context,
+                                      self.layout.temporal)
+                own = without_keys(positive, self.hand_off.sets)
+                inputs = self.hand_off.build(self.vae, self.clip_vision, own,
+                                             own if negative is None else without_keys(negative, self.hand_off.sets),
+                                             pixels, shape[2], width, height, self.layout.pixel_frames(shape[2]))
+                if negative is None:
+                    inputs.negative = None
+                runs.append(([row], inputs))
+        return runs
 
     @staticmethod
     def _conditioning_groups(guidance, batch: int):
@@ -386,6 +488,65 @@ def _weights_for_autograd(network: torch.nn.Module) -> Callable[[], None]:
                 setattr(owner, name, value)
 
     return restore
+
+
+# ComfyUI model classes whose blocks add to their activations in place (x += ...), which a backward pass cannot go
+# through: reconstruction guidance is refused on them.
+IN_PLACE_ACTIVATIONS = {"LTXV", "HunyuanVideo"}
+
+# Wan 2.2 A14B's switch from the high-noise to the low-noise expert (Wan's own boundaries, in sigma = t / 1000).
+TEXT_TO_VIDEO_BOUNDARY = 0.875
+IMAGE_TO_VIDEO_BOUNDARY = 0.9
+
+
+class Experts:
+    """Wan 2.2 A14B's two experts: `high` samples the noisiest steps of every run, `low` the rest.
+
+    The switch is `switch_step` (the low-noise expert from that step of a run on, as end_at_step of the Wan 2.2
+    template's first KSamplerAdvanced) or, when 0, the boundary: the steps that start at a sigma of at least `boundary`
+    run on the high-noise expert, as Wan's own sampler switches (None: Wan's 0.875 for text-to-video, 0.9 for a model
+    with image input channels).
+    """
+
+    def __init__(self, high, low, boundary: float | None = None, switch_step: int = 0):
+        self.high, self.low, self.switch_step = high, low, switch_step
+        if boundary is None:
+            image_model = (input_channels(high) or 0) > high.get_model_object("latent_format").latent_channels
+            boundary = IMAGE_TO_VIDEO_BOUNDARY if image_model else TEXT_TO_VIDEO_BOUNDARY
+        self.boundary = boundary
+
+    def high_steps(self, sigmas: torch.Tensor) -> int:
+        steps = len(sigmas) - 1
+        if self.switch_step:
+            return min(self.switch_step, steps)
+        return sum(1 for sigma in sigmas[:-1].tolist() if sigma >= self.boundary)
+
+    def stages(self, sigmas: torch.Tensor) -> list[tuple[object, torch.Tensor]]:
+        """(expert, its sigmas) for each expert that has steps in a run over `sigmas`."""
+        split = self.high_steps(sigmas)
+        parts = [(self.high, sigmas[: split + 1]), (self.low, sigmas[split:])]
+        return [(model, part) for model, part in parts if len(part) > 1]
+
+    def hand_over(self, samples: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor, inputs: RunInputs):
+        """(latent image, noise) for the low-noise expert to go on from the high-noise expert's `samples` at `sigma`.
+
+        Without a noise mask this is the template's chain: the leftover-noise latent and no new noise. With one, that
+        chain would show the kept frames to the second expert as the first one's noisy output re-scaled without noise
+        (KSamplerX0Inpaint re-noises the latent image with the stage's zero noise), so the second expert gets the run's
+        own noise and, for the sampled frames, the latent that this noise scales back to the same starting point; the
+        kept frames stay the clean latent image, re-noised every step as in one run.
+        """
+        if inputs.noise_mask is None:
+            return samples, torch.zeros_like(noise)
+        latent_format = self.low.get_model_object("latent_format")
+        sampling = self.low.get_model_object("model_sampling")
+        sigma = sigma.reshape(1).float()
+        zeros = torch.zeros_like(noise)
+        signal = sampling.noise_scaling(sigma, zeros, torch.ones_like(noise))
+        offset = sampling.noise_scaling(sigma, noise, zeros)
+        continued = latent_format.process_out(latent_format.process_in(samples) - offset / signal)
+        mask = inputs.noise_mask.float().cpu()
+        return continued * mask + inputs.latent.float().cpu() * (1 - mask), noise
 
 
 class ComfyVAE:

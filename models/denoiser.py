@@ -17,10 +17,15 @@ from ..utils.comfy import ManagedModule
 
 @dataclass
 class KnownFrames:
-    """Clean latents [1 or B, C, len(indices), H, W] that the sampled clip must contain at `indices`."""
+    """Clean latents [1 or B, C, len(indices), H, W] that the sampled clip must contain at `indices`.
+
+    `context` [1 or B, C, c, H, W], optional: the video's latent frames just before the clip's frame 0, for an executor
+    that decodes known frames (a causal video VAE decodes a frame in the context of those before it).
+    """
 
     indices: list[int]
     latents: torch.Tensor
+    context: torch.Tensor | None = None
 
     def check(self, shape) -> None:
         frames = shape[2]

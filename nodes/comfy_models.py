@@ -7,7 +7,7 @@ module (models/comfy_model.py) is imported only when these nodes run.
 """
 
 from ..utils.comfy import comfy_sampling_names
-from .common import CONDITIONING, LOADERS, MODEL, VAE, NodeInputError
+from .common import CONDITIONING, LOADERS, MODEL, VAE, NodeInputError, check_numbers
 from .continuation import PROMPT_SCHEDULE
 
 FROM_NODE = "(the sampler node's scheduler)"
@@ -18,9 +18,11 @@ class LongVideoComfyModel:
         "Lets the LongVideo samplers (continuation, hierarchical, latent interpolation) drive a video model loaded by "
         "ComfyUI's own nodes: Wan 2.1 / 2.2, LTX-Video, HunyuanVideo from Load Diffusion Model, with LoRAs and patches "
         "applied. Every clip is sampled by ComfyUI's own sampler on the model's own sigmas; known frames use ComfyUI's "
-        "noise mask; the whole CONDITIONING (attention masks, pooled outputs, WanImageToVideo's latents) reaches the "
-        "model. Frame counts on these samplers are latent frames: Wan and HunyuanVideo make 4 x (latent frames - 1) "
-        "+ 1 pixel frames, LTX-Video 8 x (latent frames - 1) + 1."
+        "noise mask (replace, blend) or, with method learned, the model's own image conditioning built by ComfyUI's "
+        "node for it from the known frames (Wan I2V / FLF2V / Fun InP / VACE / 2.2 TI2V, LTX-Video, HunyuanVideo I2V; "
+        "needs vae). Wan 2.2 A14B: connect the low-noise expert too. The whole CONDITIONING (attention masks, pooled "
+        "outputs, WanImageToVideo's latents) reaches the model. Frame counts on these samplers are latent frames: Wan "
+        "and HunyuanVideo make 4 x (latent frames - 1) + 1 pixel frames, LTX-Video 8 x (latent frames - 1) + 1."
     )
     CATEGORY = LOADERS
     FUNCTION = "adapt"
@@ -43,25 +45,51 @@ class LongVideoComfyModel:
                     "unipc (uni_pc), ddim, euler_ancestral, dpmpp_2m_karras (dpmpp_2m on karras sigmas).")}),
             },
             "optional": {
-                "vae": ("VAE", {"tooltip": "The model's VAE from Load VAE, for saving, decoding and start images."}),
+                "vae": ("VAE", {"tooltip": "The model's VAE from Load VAE, for saving, decoding, start images and method "
+                                           "'learned' (the known frames reach the model as pixels, as it was trained)."}),
                 "decode_context": ("INT", {"default": 2, "min": 0, "max": 64, "tooltip": (
                     "Latent frames decoded before every decode batch (and dropped) so that a causal video VAE continues "
                     "across batch boundaries without a seam. Not used with the Wan 2.1 VAE, whose decoder carries its "
                     "causal cache from batch to batch (exactly the whole decode).")}),
+                "clip_vision": ("CLIP_VISION", {"tooltip": (
+                    "Method 'learned' on Wan 2.1 image-to-video and first-last-frame 14B only: Load CLIP Vision "
+                    "(clip_vision_h); the known frames' CLIP vision embedding goes to the model as in WanImageToVideo.")}),
+                "low_noise_model": ("MODEL", {"tooltip": (
+                    "Wan 2.2 A14B: the low-noise expert (Load Diffusion Model with its own LoRAs); 'model' is then the "
+                    "high-noise expert. Every clip runs as ComfyUI's Wan 2.2 template runs: the high-noise expert on "
+                    "the noisiest steps, the low-noise expert on the rest.")}),
+                "expert_boundary": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.005, "tooltip": (
+                    "With low_noise_model: steps that start at a sigma of at least this run on the high-noise expert "
+                    "(Wan's own switch). 0: Wan's defaults, 0.875 for text-to-video and 0.9 for image-to-video.")}),
+                "switch_step": ("INT", {"default": 0, "min": 0, "max": 10000, "tooltip": (
+                    "With low_noise_model: the step from which the low-noise expert samples (end_at_step of the Wan 2.2 "
+                    "template's first KSamplerAdvanced, e.g. 2 of 4 steps with a 4-step LoRA); 0 uses expert_boundary.")}),
             },
         }
 
-    def adapt(self, model, sigma_schedule, sampler, vae=None, decode_context=2):
+    def adapt(self, model, sigma_schedule, sampler, vae=None, decode_context=2, clip_vision=None, low_noise_model=None,
+              expert_boundary=0.0, switch_step=0):
         from ..models.comfy_model import ComfyDenoiser, ComfyVAE
 
+        check_numbers(self, locals())
         node = "LongVideoComfyModel"
-        if not hasattr(model, "get_model_object"):
-            raise NodeInputError(f"{node}: 'model' is not a ComfyUI MODEL: connect Load Diffusion Model (UNETLoader)")
+        for name, value in (("model", model), ("low_noise_model", low_noise_model)):
+            if value is not None and not hasattr(value, "get_model_object"):
+                raise NodeInputError(f"{node}: '{name}' is not a ComfyUI MODEL: connect Load Diffusion Model (UNETLoader)")
+        if clip_vision is not None and not hasattr(clip_vision, "encode_image"):
+            raise NodeInputError(f"{node}: 'clip_vision' is not a CLIP_VISION model: connect Load CLIP Vision")
         try:
-            denoiser = ComfyDenoiser(model, sigma_schedule, None if sampler == FROM_NODE else sampler)
+            denoiser = ComfyDenoiser(model, sigma_schedule, None if sampler == FROM_NODE else sampler, vae=vae,
+                                     clip_vision=clip_vision, low_noise=low_noise_model,
+                                     boundary=expert_boundary or None, switch_step=switch_step)
             denoiser.sampler_and_schedule(denoiser.sampler or "euler")
         except ValueError as error:
             raise NodeInputError(f"{node}: {error}") from None
+        if low_noise_model is not None:
+            low = low_noise_model.get_model_object("latent_format")
+            if type(low) is not type(denoiser.latent_format):
+                raise NodeInputError(f"{node}: the low-noise expert works on {type(low).__name__} latents but 'model' on "
+                                     f"{type(denoiser.latent_format).__name__}: load the two experts of one Wan 2.2 A14B model")
         adapted_vae = None
         if vae is not None:
             adapted_vae = ComfyVAE(vae, decode_context)

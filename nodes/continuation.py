@@ -75,7 +75,8 @@ class LongVideoContinuationSampler:
                 "method": (list(continuation.METHODS), {"default": "replace",
                                                         "tooltip": ("replace: re-noise the known frames each step (any model). guidance: reconstruction guidance (slower: a "
                                                                     "backward pass per step). learned: the model takes the frames itself (the embedded model, ContinuitySeq "
-                                                                    "checkpoints); the best seams where a model has it. resample: replace plus RePaint's resampling of the "
+                                                                    "checkpoints; ComfyUI's Wan I2V, VACE, 2.2 TI2V, LTX-Video, HunyuanVideo I2V "
+                                                                    "through their own image conditioning); the best seams where a model has it. resample: replace plus RePaint's resampling of the "
                                                                     "noisier half of the steps (any model, 2x the model calls), fewer seams than replace.")}),
                 "seed": SEED,
                 "steps": STEPS,
@@ -105,7 +106,7 @@ class LongVideoContinuationSampler:
             frames_per_chunk, chunks, min_conditioning_frames, max_conditioning_frames, method, guidance_weight, anchor_colours
         )
         try:
-            settings.check()
+            settings.check(model)
         except ValueError as error:
             raise NodeInputError(f"{node}: {error}") from None
         if method == "learned" and not model.takes_known_frames:

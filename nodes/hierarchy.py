@@ -128,8 +128,9 @@ class LongVideoHierarchicalSampler:
                 "depth": ("INT", {"default": 2, "min": 1, "max": 8, "tooltip": "m: levels. The video has (L - 1)^m + 1 frames."}),
                 "method": (list(hierarchy.METHODS), {"default": "replace", "tooltip": (
                     "How runs keep their two endpoint frames. replace: re-noise them each step (any model). guidance: "
-                    "reconstruction guidance (a backward pass per step). learned: the model takes them (the embedded model, or "
-                    "InfiNet: connect infinet). resample: replace plus RePaint's resampling of the noisier half of the steps "
+                    "reconstruction guidance (a backward pass per step). learned: the model takes them (the embedded model, "
+                    "InfiNet: connect infinet; ComfyUI's Wan FLF2V / Fun InP / 2.2 I2V, VACE and LTX-Video through their "
+                    "own first-last-frame conditioning). resample: replace plus RePaint's resampling of the noisier half of the steps "
                     "(any model, 2x the model calls). blend: the new frames start from their parents mixed along time and "
                     "only the last half of the steps runs (any model, training-free, the fewest seams without learned).")}),
                 "seed": SEED,
@@ -141,6 +142,11 @@ class LongVideoHierarchicalSampler:
             },
             "optional": {
                 "infinet": (INFINET, {"tooltip": "Method 'learned' only (ignored by replace and guidance): InfiNet weights from LongVideoInfiNetLoader."}),
+                "infill_model": (MODEL, {"tooltip": (
+                    "The model that fills the gaps (every level after the keyframes), with 'method'; 'model' then makes "
+                    "only the keyframes. E.g. Wan 2.2 A14B: the text-to-video experts make the keyframes, the "
+                    "image-to-video experts fill between them from both parents (method learned: first-last-frame). "
+                    "Not connected: 'model' does both.")}),
                 "guidance_weight": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": "guidance method only (ignored by replace and learned): the strength of the reconstruction guidance."}),
                 "start_latent": ("LATENT", {"tooltip": "Levels already made, (L - 1)^j + 1 frames (e.g. a partial result, or any clip of L "
                                                        "frames as keyframes): sampling goes on from level j + 1."}),
@@ -157,23 +163,25 @@ class LongVideoHierarchicalSampler:
 
     def sample(self, model, prompts, negative, prompt_layout, width, height, keyframes, depth, method, seed, steps, cfg,
                scheduler, batch_cap, infinet=None, guidance_weight=1.0, start_latent=None, blend_strength=BLEND_STRENGTH,
-               infill_cfg=0.0, frame_guidance=1.0):
+               infill_cfg=0.0, frame_guidance=1.0, infill_model=None):
         check_numbers(self, locals())
         node = "LongVideoHierarchicalSampler"
         check_frame_size(node, width, height, model)
         plan = hierarchy.HierarchyPlan(keyframes, depth)
         settings = hierarchy.HierarchySettings(batch_cap, method, guidance_weight, blend_strength, infill_cfg or None,
                                                frame_guidance)
+        _check_infill_model(node, model, infill_model)
         try:
             plan.check()
-            settings.check(model)
+            settings.check(infill_model or model, plan)
         except ValueError as error:
             raise NodeInputError(f"{node}: {error}") from None
         if prompt_layout not in PROMPT_LAYOUTS:
             raise NodeInputError(f"{node}: prompt_layout '{prompt_layout}' is unknown: choose {' or '.join(PROMPT_LAYOUTS)}")
         size = latent_frame_size(model, width, height)
         _check_memory(node, plan, model.latent_channels, size)
-        denoiser = self._denoiser(node, model, method, infinet)
+        infill = self._denoiser(node, infill_model or model, method, infinet)
+        denoiser = model if infill_model is not None else infill
 
         lines = [conditioning_prompt(c, node, "prompts", model) for c in prompts]
         layout = hierarchy.timeline_prompts if prompt_layout == "timeline" else hierarchy.level_prompts
@@ -185,6 +193,7 @@ class LongVideoHierarchicalSampler:
                 latents = hierarchy.sample_hierarchy(
                     denoiser, plan, layout(plan, lines), negative_prompt, cfg, settings, size=size, steps=steps, seed=seed,
                     scheduler=scheduler, start=start, on_step=lambda level, step: progress.update(),
+                    infill_denoiser=None if infill is denoiser else infill,
                 )
             except hierarchy.LevelsInterrupted as interrupted:
                 if interrupted.latents is not None:
@@ -224,6 +233,16 @@ class LongVideoHierarchicalSampler:
         except ValueError as error:
             raise NodeInputError(f"{node}: {error} (keyframes {plan.keyframes}, depth {plan.depth})") from None
         return start
+
+
+def _check_infill_model(node, model, infill_model) -> None:
+    if infill_model is None:
+        return
+    for fact in ("latent_channels", "downscale"):
+        if getattr(infill_model, fact, None) != getattr(model, fact, None):
+            raise NodeInputError(f"{node}: 'infill_model' works on latents with {fact.replace('_', ' ')} "
+                                 f"{getattr(infill_model, fact, None)} but 'model' on {getattr(model, fact, None)}: "
+                                 "connect two models of one family (the same VAE)")
 
 
 def _check_memory(node, plan, channels, size) -> None:

@@ -38,7 +38,8 @@ class LongVideoLatentInterpolate:
                 "method": (list(interpolation.METHODS), {"default": "replace",
                                                          "tooltip": ("replace: re-noise the known frames every step (any model). guidance: reconstruction guidance "
                                                                      "(slower). learned: the model takes them itself (the embedded model, lxj616's hint-channel "
-                                                                     "interpolation UNets). resample: replace plus RePaint's resampling of the noisier half of the "
+                                                                     "interpolation UNets; ComfyUI's VACE and LTX-Video, and Wan first-last-frame models "
+                                                                     "with window 2). resample: replace plus RePaint's resampling of the noisier half of the "
                                                                      "steps (any model, 2x the model calls). blend: the new frames start "
                                                                      "from the keyframes mixed along time and only the last half of the steps "
                                                                      "runs (any model, training-free, few seams).")}),
@@ -77,6 +78,7 @@ class LongVideoLatentInterpolate:
                                                        blend_strength, frame_guidance)
         try:
             settings.check(model)
+            interpolation.check_model(model, latents.shape[2], settings)
         except ValueError as error:
             raise NodeInputError(f"{node}: {error}") from None
         if method == "learned" and not model.takes_known_frames:

@@ -21,10 +21,13 @@ import torch
 
 from .denoise import TextGuidance, denoise
 from .frame_conditioning import METHODS as CONDITIONING_METHODS
-from .frame_conditioning import KnownFrames, make_conditioning
+from .frame_conditioning import KnownFrames, check_model_takes, make_conditioning
 
 # blend starts new frames from a mix of known frames on both sides: a chunk has them on one side only.
 METHODS = tuple(m for m in CONDITIONING_METHODS if m != "blend")
+# Latent frames before a chunk's known frames handed to the executor as their context: an executor that decodes the
+# known frames (learned on ComfyUI's models) decodes them as the video's own frames, not as a video's first frames.
+CONTEXT_FRAMES = 2
 
 
 @dataclass
@@ -37,7 +40,8 @@ class ContinuationSettings:
     guidance_weight: float = 1.0
     anchor_colours: bool = False
 
-    def check(self) -> None:
+    def check(self, denoiser=None) -> None:
+        """`denoiser`, when given, is the model the settings will run: a method it cannot honour is refused here."""
         if self.chunks < 1:
             raise ValueError(f"chunks must be at least 1, got {self.chunks}")
         if not 1 <= self.min_known <= self.max_known:
@@ -52,6 +56,8 @@ class ContinuationSettings:
                              f"a chunk has them on one side: choose one of {', '.join(METHODS)}")
         if self.method not in METHODS:
             raise ValueError(f"method '{self.method}' is unknown: choose one of {', '.join(METHODS)}")
+        check_model_takes(denoiser, self.method, [(list(range(k)), self.frames_per_chunk)
+                                                  for k in range(1, self.max_known + 1)])
 
 
 class ChunksInterrupted(Exception):
@@ -95,7 +101,7 @@ def continue_video(
     clip [B or 1, C, T, H, W] to continue, chunk c uses prompts[min(c, len(prompts) - 1)]. `on_step(chunk, step)`
     runs after every step. A failure or cancel raises ChunksInterrupted carrying the finished frames. A chunk's prompt is
     cut to the chunk's frames of the whole video (TextGuidance.for_frames: e.g. WanImageToVideo's concat latents)."""
-    settings.check()
+    settings.check(denoiser)
     batch, height, width = size
     channels = denoiser.latent_channels
     start_frames = 0 if start is None else start.shape[2]
@@ -106,8 +112,9 @@ def continue_video(
     for chunk, k in enumerate(counts):
         conditioning = None
         if k:
-            # Every part holds at least one frame, so the last k parts hold the last k frames.
-            known = KnownFrames(list(range(k)), torch.cat(parts[-k:], dim=2)[:, :, -k:])
+            # The last k + CONTEXT_FRAMES parts hold the frames needed: every part holds at least one frame.
+            recent = torch.cat(parts[-k - CONTEXT_FRAMES :], dim=2)
+            known = KnownFrames(list(range(k)), recent[:, :, -k:], context=recent[:, :, -k - CONTEXT_FRAMES : -k])
             conditioning = make_conditioning(settings.method, known, settings.guidance_weight, denoiser.prediction_type)
         try:
             guidance = prompts[min(chunk, len(prompts) - 1)].for_frames(range(made - k, made - k + settings.frames_per_chunk), total)

@@ -159,6 +159,16 @@ def check_frame_guidance(scale: float, denoiser=None) -> None:
                          "cannot (it only continues or interpolates given frames): set frame_guidance to 1")
 
 
+def check_model_takes(denoiser, method: str, patterns, frame_guidance: float = 1.0) -> None:
+    """Refuse, before anything is sampled, a method that `denoiser` cannot honour on the runs a strategy will sample:
+    `patterns` lists (known indices, clip frames) of every kind of run. A model that brings its own executor says what
+    it takes (ComfyDenoiser.check_frame_conditioning: its own learned conditioning, no RePaint passes); the pack's own
+    models are checked by the nodes."""
+    check = getattr(denoiser, "check_frame_conditioning", None)
+    if check is not None and denoiser is not None:
+        check(method, patterns, frame_guidance)
+
+
 class LearnedConditioning(ReplaceConditioning):
     method = "learned"
 

@@ -25,7 +25,7 @@ import torch
 
 from .denoise import Prompt, TextGuidance, denoise
 from .frame_conditioning import (BLEND_STRENGTH, METHODS, KnownFrames, check_blend_strength, check_frame_guidance,
-                                 make_conditioning)
+                                 check_model_takes, make_conditioning)
 
 
 @dataclass(frozen=True)
@@ -125,9 +125,9 @@ class HierarchySettings:
     infill_cfg: float | None = None
     frame_guidance: float = 1.0  # learned only: the known frames' own guidance scale (frame_conditioning.py)
 
-    def check(self, denoiser=None) -> None:
+    def check(self, denoiser=None, plan: HierarchyPlan | None = None) -> None:
         """`denoiser`, when given, is the model the settings will run: frame guidance other than 1 needs one that also
-        samples without known frames."""
+        samples without known frames, and a method it cannot honour on `plan`'s infill runs is refused."""
         check_blend_strength(self.blend_strength)
         check_frame_guidance(self.frame_guidance, denoiser if self.method == "learned" else None)
         if self.infill_cfg is not None and not self.infill_cfg >= 0:
@@ -136,6 +136,9 @@ class HierarchySettings:
             raise ValueError(f"batch cap must be at least 1, got {self.batch_cap}")
         if self.method not in METHODS:
             raise ValueError(f"method '{self.method}' is unknown: choose one of {', '.join(METHODS)}")
+        if plan is not None:
+            infill = [([0, plan.keyframes - 1], plan.keyframes)] if plan.depth > 1 else []
+            check_model_takes(denoiser, self.method, infill, self.frame_guidance)
 
 
 def sample_hierarchy(
@@ -152,8 +155,13 @@ def sample_hierarchy(
     scheduler: str = "ddim",
     start: torch.Tensor | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    infill_denoiser=None,
 ) -> torch.Tensor:
     """Latents [1, C, plan.frames, H, W] (float32, CPU) of one video.
+
+    `infill_denoiser`, when given, samples the levels after the keyframes (e.g. an image-to-video model taking the two
+    parents through its own conditioning while `denoiser`, a text-to-video model, makes the keyframes); the settings'
+    frame conditioning applies to it.
 
     prompts[j]: level j's token embeddings [1, tokens, width] (or Prompts, which may carry a model's own conditioning,
     cut to every run's frames), spread over its segments. `size` is the latent
@@ -162,7 +170,8 @@ def sample_hierarchy(
     carrying the video of the finished levels.
     """
     plan.check()
-    settings.check(denoiser)
+    infill = denoiser if infill_denoiser is None else infill_denoiser
+    settings.check(infill, plan)
     if len(prompts) < plan.depth or any(not level for level in prompts[: plan.depth]):
         raise ValueError(f"prompts must hold a non-empty list for each of the {plan.depth} levels")
     height, width = size
@@ -178,8 +187,8 @@ def sample_hierarchy(
         try:
             for first in range(0, segments, settings.batch_cap):
                 batch = list(range(first, min(first + settings.batch_cap, segments)))
-                _sample_batch(denoiser, plan, video, level, batch, [level_lines[s] for s in batch], negative, cfg,
-                              settings, steps, seed, scheduler, on_step)
+                _sample_batch(infill if level > 0 else denoiser, plan, video, level, batch,
+                              [level_lines[s] for s in batch], negative, cfg, settings, steps, seed, scheduler, on_step)
         except BaseException as error:
             finished = video[:, :, plan.level_frames(level - 1)] if level > 0 else None
             raise LevelsInterrupted(finished, error) from error

@@ -27,7 +27,7 @@ import torch
 from ..attention.temporal import WindowAttention
 from .denoise import TextGuidance, denoise
 from .frame_conditioning import (BLEND_STRENGTH, METHODS, KnownFrames, check_blend_strength, check_frame_guidance,
-                                 make_conditioning)
+                                 check_model_takes, make_conditioning)
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,28 @@ def plan_windows(frames: int, window: int, overlap: int) -> list[Window]:
     return [Window(start, start + window, tuple(owned[start])) for start in starts]
 
 
+def check_model(denoiser, frames: int, settings: InterpolationSettings) -> None:
+    """Refuse, before anything is sampled, a method a model with its own executor cannot honour on the windows of
+    `frames` input frames (frame_conditioning.check_model_takes)."""
+    try:
+        check_model_takes(denoiser, settings.method, window_patterns(frames, settings), settings.frame_guidance)
+    except ValueError as error:
+        if settings.method == "learned" and settings.window > 2:
+            raise ValueError(f"{error}: set window to 2 (overlap 1), so that every run fills one gap between two "
+                             "known frames") from None
+        raise
+
+
+def window_patterns(frames: int, settings: InterpolationSettings) -> list[tuple[list[int], int]]:
+    """(known indices, sampled frames) of the windows of every pass over `frames` input frames."""
+    patterns = []
+    for _ in range(settings.passes):
+        sampled = output_frames(min(frames, settings.window), settings.factor)
+        patterns.append((list(range(0, sampled, settings.factor)), sampled))
+        frames = output_frames(frames, settings.factor)
+    return patterns
+
+
 def count_model_runs(frames: int, settings: InterpolationSettings) -> int:
     """How many windows all passes sample (each runs `steps` steps): for progress bars."""
     runs = 0
@@ -136,6 +158,7 @@ def interpolate_latents(
     settings.check(denoiser)
     if latents.dim() != 5 or latents.shape[2] < 2:
         raise ValueError(f"interpolation needs latents [batch, channels, frames >= 2, height, width], got {tuple(latents.shape)}")
+    check_model(denoiser, latents.shape[2], settings)
     if settings.method == "learned" and not denoiser.takes_known_frames:
         raise ValueError("method 'learned' needs a model that takes known frames (a hint-channel interpolation UNet, "
                          "the embedded longvideo-shapes)")

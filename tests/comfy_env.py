@@ -157,15 +157,22 @@ def _save(model: torch.nn.Module, path: str, seed: int) -> str:
     return path
 
 
-def save_tiny_wan21(path: str, seed: int = 0, channels: int = 16, extra_in: int = 0) -> str:
+def save_tiny_wan21(path: str, seed: int = 0, channels: int = 16, extra_in: int = 0, kind: str = "t2v") -> str:
     """A tiny random Wan 2.1 text-to-video DiT (ComfyUI's detection: head size 128, text width 4096) as safetensors;
     channels 48 makes it a Wan 2.2 TI2V 5B-like model (Wan 2.2's 48-channel latents); extra_in 20 gives it the 4 mask
-    + 16 image input channels of an image-to-video Wan (Wan 2.2 I2V's layout: WanImageToVideo's concat latents)."""
+    + 16 image input channels of an image-to-video Wan (Wan 2.2 A14B I2V's and Fun InP's layout: WanImageToVideo's
+    concat latents). kind "i2v" adds Wan 2.1 I2V 14B's CLIP vision image embedding (img_emb, 1280 wide), "flf2v" the
+    first-last-frame model's (img_emb with positions for two images), "vace" one VACE block (VaceWanModel)."""
     import comfy.ops
-    from comfy.ldm.wan.model import WanModel
+    from comfy.ldm.wan.model import VaceWanModel, WanModel
 
-    model = WanModel(model_type="t2v", dim=128, ffn_dim=256, num_heads=1, num_layers=2, in_dim=channels + extra_in,
-                     out_dim=channels, text_dim=4096, freq_dim=256, operations=comfy.ops.disable_weight_init)
+    sizes = dict(dim=128, ffn_dim=256, num_heads=1, num_layers=2, in_dim=channels + extra_in, out_dim=channels,
+                 text_dim=4096, freq_dim=256, operations=comfy.ops.disable_weight_init)
+    if kind == "vace":
+        model = VaceWanModel(vace_layers=1, vace_in_dim=96, **sizes)  # 2 x 16 latent channels + 64 mask channels
+    else:
+        model = WanModel(model_type="t2v" if kind == "t2v" else "i2v",
+                         flf_pos_embed_token_number=514 if kind == "flf2v" else None, **sizes)
     return _save(model, path, seed)
 
 
@@ -181,14 +188,15 @@ def save_tiny_ltxv(path: str, seed: int = 0) -> str:
     return _save(model, path, seed)
 
 
-def save_tiny_hunyuan_video(path: str, seed: int = 0) -> str:
+def save_tiny_hunyuan_video(path: str, seed: int = 0, in_channels: int = 16) -> str:
     """A tiny random HunyuanVideo DiT: ComfyUI's detection assumes head size 128 (one head of 128 here), reads 3-D patches
     (1, 2, 2), the CLIP-L pooled input (vector_in, 768) and the text width (4096, LLaVA's) off the weights; one double
-    and one single block, no guidance embedding."""
+    and one single block, no guidance embedding. in_channels 33 makes it the image-to-video model (16 latent + 16 image
+    + 1 mask channels: HunyuanImageToVideo's v1 concat)."""
     import comfy.ops
     from comfy.ldm.hunyuan_video.model import HunyuanVideo
 
-    model = HunyuanVideo(image_model="hunyuan_video", in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096,
+    model = HunyuanVideo(image_model="hunyuan_video", in_channels=in_channels, out_channels=16, vec_in_dim=768, context_in_dim=4096,
                          hidden_size=128, mlp_ratio=4.0, num_heads=1, depth=1, depth_single_blocks=1, axes_dim=[16, 56, 56],
                          theta=256, patch_size=[1, 2, 2], qkv_bias=True, guidance_embed=False, byt5=False, meanflow=False,
                          operations=comfy.ops.disable_weight_init)
@@ -213,3 +221,55 @@ def random_wan21_vae_state(seed: int = 0) -> dict:
             else:
                 parameter.zero_()
     return model.state_dict()
+
+
+class StandInVideoVAE:
+    """ComfyUI's VAE interface (encode, decode, latent_channels, the compression formulas the comfy_extras nodes read)
+    for a causal video VAE of any layout: latent frame 0 holds pixel frame 0, latent frame i > 0 the mean of pixel
+    frames t(i - 1) + 1 .. ti, pooled over d x d pixels and mapped to the channels by a fixed random matrix; decoding
+    maps back (pseudo-inverse), repeats pixels and frames. Cheap and deterministic, for the layouts whose real VAEs
+    ComfyUI builds only at full size (Wan 2.2's, LTX-Video's, HunyuanVideo's)."""
+
+    def __init__(self, channels: int = 16, downscale: int = 8, temporal: int = 4, seed: int = 0):
+        self.latent_channels, self.temporal, self.scale = channels, temporal, downscale
+        self.colours = torch.randn(3, channels, generator=torch.Generator().manual_seed(seed))
+        self.downscale_ratio = (lambda a: max(0, (a + temporal - 1) // temporal), downscale, downscale)
+        self.upscale_ratio = (lambda a: max(0, a * temporal - temporal + 1), downscale, downscale)
+        self.downscale_index_formula = (temporal, downscale, downscale)
+        self.upscale_index_formula = (temporal, downscale, downscale)
+
+    def spacial_compression_encode(self):
+        return self.scale
+
+    def spacial_compression_decode(self):
+        return self.scale
+
+    def encode(self, pixels):
+        frames = pixels[..., :3].float() * 2 - 1  # [T, H, W, 3]
+        groups = [frames[:1]] + [frames[i : i + self.temporal] for i in range(1, len(frames), self.temporal)]
+        pooled = torch.stack([group.mean(0) for group in groups]).permute(0, 3, 1, 2)  # [t, 3, H, W]
+        pooled = torch.nn.functional.avg_pool2d(pooled, self.scale)
+        return torch.einsum("tchw,cd->dthw", pooled, self.colours).unsqueeze(0)
+
+    def decode(self, latents):
+        colour = torch.einsum("bdthw,dc->bcthw", latents.float(), torch.linalg.pinv(self.colours))
+        colour = colour.repeat_interleave(self.scale, -1).repeat_interleave(self.scale, -2)
+        repeats = torch.tensor([1] + [self.temporal] * (latents.shape[2] - 1))
+        frames = colour.repeat_interleave(repeats, dim=2)
+        return ((frames + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1)  # [B, T, H, W, 3] like comfy.sd.VAE.decode
+
+
+class StandInClipVision:
+    """ComfyUI's CLIP_VISION interface (encode_image) giving a seeded 257 x 1280 penultimate state that follows the
+    image's mean colour: clip_vision_h is fixed in size (632 M parameters), so no tiny one loads."""
+
+    def __init__(self, seed: int = 0):
+        self.basis = torch.randn(3, 257, 1280, generator=torch.Generator().manual_seed(seed)) * 0.1
+
+    def encode_image(self, image, crop=True):
+        import comfy.clip_vision
+
+        output = comfy.clip_vision.Output()
+        colour = image[..., :3].float().mean(dim=(1, 2))  # [B, 3]
+        output["penultimate_hidden_states"] = torch.einsum("bc,cnd->bnd", colour, self.basis)
+        return output

@@ -235,11 +235,12 @@ def test_guidance_steers_the_clean_estimate_under_inference_mode(wan21, text):
     assert (guided - plain).abs().max() > 1e-3
 
 
-def test_learned_is_refused_with_a_clear_error(wan21, text):
+def test_learned_is_refused_on_a_text_to_video_model_naming_it(wan21, text):
     from longvideo.sampling.frame_conditioning import LearnedConditioning
 
     known = KnownFrames([0], torch.zeros(1, 16, 1, 8, 8))
-    with pytest.raises(ValueError, match="'learned' is not available for ComfyUI models"):
+    with pytest.raises(ValueError, match=r"'learned' needs a model with its own image conditioning, and this one "
+                                         r"\(WAN21 \(16 input channels\)\) has none"):
         denoise(ComfyDenoiser(wan21), TextGuidance(*text, CFG), SHAPE, steps=1, seed=0, scheduler="euler",
                 conditioning=LearnedConditioning(known))
 
@@ -366,13 +367,22 @@ def test_wan21_vae_streams_exactly_across_decode_batches():
 # the shipped Wan 2.1 workflows, run against the real ComfyUI's core nodes
 
 WORKFLOWS = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "workflows", "comfyui")
-WAN_FILES = {"diffusion_models": "wan2.1_t2v_1.3B_fp16.safetensors", "text_encoders": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
-             "vae": "wan_2.1_vae.safetensors"}
+# The files the README and docs/comfyui_models.md tell users to download, and the tiny stand-in each is saved as.
+DIFFUSION_MODELS = {
+    "wan2.1_t2v_1.3B_fp16.safetensors": {},
+    "wan2.1_vace_1.3B_fp16.safetensors": {"kind": "vace"},
+    "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors": {"seed": 1},
+    "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors": {"seed": 2},
+    "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors": {"seed": 3, "extra_in": 20},
+    "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors": {"seed": 4, "extra_in": 20},
+}
+OTHER_FILES = {"text_encoders": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "vae": "wan_2.1_vae.safetensors"}
 
 
 def stand_in_loaders():
-    """ComfyUI's CLIPLoader and VAELoader (same inputs, same file lookup) returning the stand-ins above: ComfyUI fixes
-    umT5-xxl's size (5.7 B parameters) and the Wan VAE's width, so no tiny file of theirs can be loaded."""
+    """ComfyUI's CLIPLoader and VAELoader (same inputs, same file lookup) returning stand-ins: ComfyUI fixes umT5-xxl's
+    size (5.7 B parameters) and the Wan VAE's width, so no tiny file of theirs can be loaded. The VAE stand-in encodes
+    too (method 'learned' hands known frames over as pixels)."""
     import folder_paths
     comfy_nodes = comfy_env.comfy_nodes()
 
@@ -385,25 +395,33 @@ def stand_in_loaders():
     class VAELoader(comfy_nodes.VAELoader):
         def load_vae(self, vae_name):
             folder_paths.get_full_path_or_raise("vae", vae_name)
-            return (StandInCausalVAE(),)
+            return (comfy_env.StandInVideoVAE(16, 8, 4),)
 
     return {"CLIPLoader": CLIPLoader, "VAELoader": VAELoader}
 
 
-@pytest.fixture
-def wan_files(tmp_path, wan21):
-    """Tiny stand-ins under the file names the README tells users to download, in ComfyUI's model folders."""
+@pytest.fixture(scope="module")
+def wan_files(tmp_path_factory):
+    """Tiny stand-ins under the file names users download, in ComfyUI's model folders."""
+    _comfy()
     import folder_paths
     from safetensors.torch import save_file
 
-    for kind, name in WAN_FILES.items():
-        folder = tmp_path / kind
-        folder.mkdir()
-        if kind == "diffusion_models":
-            comfy_env.save_tiny_wan21(str(folder / name))
-        else:
-            save_file({"stand_in": torch.zeros(1)}, str(folder / name))
-        folder_paths.add_model_folder_path(kind, str(folder), is_default=True)
+    root = tmp_path_factory.mktemp("wan_files")
+    for kind in ("diffusion_models", *OTHER_FILES):
+        (root / kind).mkdir()
+        folder_paths.add_model_folder_path(kind, str(root / kind), is_default=True)
+    for name, options in DIFFUSION_MODELS.items():
+        comfy_env.save_tiny_wan21(str(root / "diffusion_models" / name), **options)
+    for kind, name in OTHER_FILES.items():
+        save_file({"stand_in": torch.zeros(1)}, str(root / kind / name))
+    return root
+
+
+@pytest.fixture
+def output_folder(tmp_path, wan_files):
+    import folder_paths
+
     previous = folder_paths.get_output_directory()
     folder_paths.set_output_directory(str(tmp_path / "output"))
     yield tmp_path / "output"
@@ -411,7 +429,7 @@ def wan_files(tmp_path, wan21):
 
 
 @pytest.mark.parametrize("name,latent_frames", [("wan21_hierarchical", 5), ("wan21_continuation", 4 + 2)])
-def test_wan_workflow_runs_on_comfyui_nodes(name, latent_frames, wan_files):
+def test_wan_workflow_runs_on_comfyui_nodes(name, latent_frames, output_folder):
     import av
     import json
     comfy_nodes = comfy_env.comfy_nodes()
@@ -429,15 +447,18 @@ def test_wan_workflow_runs_on_comfyui_nodes(name, latent_frames, wan_files):
 
     assert content(ui) == content(made)
     assert {k: v["inputs"] for k, v in ui_to_api(ui, classes).items()} == {k: v["inputs"] for k, v in api.items()}
+    used = {node["inputs"]["unet_name"] for node in api.values() if node["class_type"] == "UNETLoader"}
+    assert used <= set(DIFFUSION_MODELS)  # the file names the docs give
     # Small and quick: 64x64 frames, 2 steps, L = 3 and depth 2, or 2 chunks of 4 latent frames.
     small = {"width": 64, "height": 64, "steps": 2, "keyframes": 3, "depth": 2, "frames_per_chunk": 4, "chunks": 2}
     for node in api.values():
         node["inputs"].update({k: v for k, v in small.items() if k in node["inputs"]})
-    ui_out = run_workflow(api, {**classes, **stand_in_loaders()})
+    with torch.inference_mode():  # as ComfyUI's executor runs every node
+        ui_out = run_workflow(api, {**classes, **stand_in_loaders()})
     (saved,) = [entry for node_ui in ui_out.values() for entry in node_ui["images"]]
     pixel_frames = 4 * (latent_frames - 1) + 1
     assert saved["frames"] == pixel_frames
-    with av.open(str(wan_files / saved["subfolder"] / saved["filename"])) as container:
+    with av.open(str(output_folder / saved["subfolder"] / saved["filename"])) as container:
         assert sum(1 for _ in container.decode(video=0)) == pixel_frames
 
 
@@ -694,6 +715,24 @@ def test_dit_hierarchical_keeps_parents_and_batches_segments(dit):
     assert batched.shape == (1, shape[1], 5, height, width)
     assert torch.equal(batched[:, :, [0, 2, 4]], keyframes)  # parents exact
     assert (batched - one_at_a_time).abs().max() <= 1e-4  # segments with different prompts, alone or side by side
+
+
+def test_dit_refuses_guidance_before_sampling(dit):
+    """ComfyUI's LTX-Video and HunyuanVideo blocks change their activations in place: no backward pass goes through
+    them, so reconstruction guidance is refused by name before any step."""
+    model, shape, positive, negative, kind = dit
+    denoiser = ComfyDenoiser(model)
+    seen = []
+    hook = model.model.diffusion_model.register_forward_pre_hook(lambda module, args: seen.append(1))
+    settings = continuation.ContinuationSettings(frames_per_chunk=shape[2], chunks=2, method="guidance")
+    try:
+        with pytest.raises(ValueError, match=f"'guidance' differentiates through the model, and ComfyUI's "
+                                             f"{'LTXV' if kind == 'ltxv' else 'HunyuanVideo'} .* 'replace'"):
+            continuation.continue_video(denoiser, [TextGuidance.from_prompts(*prompts(denoiser, positive, negative), CFG)],
+                                        settings, size=(1, *shape[3:]), steps=STEPS, seed=5, scheduler="euler")
+    finally:
+        hook.remove()
+    assert not seen
 
 
 def test_dit_nodes_count_frames(dit):
