@@ -428,7 +428,8 @@ def output_folder(tmp_path, wan_files):
     folder_paths.set_output_directory(previous)
 
 
-@pytest.mark.parametrize("name,latent_frames", [("wan21_hierarchical", 5), ("wan21_continuation", 4 + 2)])
+@pytest.mark.parametrize("name,latent_frames", [("wan21_hierarchical", 5), ("wan21_continuation", 4 + 2),
+                                                ("wan22_a14b_hierarchical", 5), ("wan21_vace_continuation", 4 + 2)])
 def test_wan_workflow_runs_on_comfyui_nodes(name, latent_frames, output_folder):
     import av
     import json
