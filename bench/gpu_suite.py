@@ -1,8 +1,9 @@
 """Every GPU figure the pack needs, in one command that fits a short GPU loan: one table, also written as JSON.
 
     python bench/gpu_suite.py --json gpu_suite.json   # one CUDA GPU; sized to end within 8 minutes on an H200
+    python bench/gpu_suite.py --rows 'comfy/*'        # ComfyUI's own Wan models alone (about 5 minutes, estimated)
     python bench/gpu_suite.py --dry-run               # the same code paths on tiny configurations on the CPU (CI)
-    python bench/gpu_suite.py --list                  # the rows; --rows NAME ... runs some of them
+    python bench/gpu_suite.py --list                  # the rows; --rows NAME ... runs some of them (shell patterns)
 
 Rows, in the order they run (the most wanted first, so a short loan still gets them):
 
@@ -25,9 +26,37 @@ Rows, in the order they run (the most wanted first, so a short loan still gets t
 - option/*: each speed option on and off, side by side on the same sampling run: SDPA backends (flash, efficient,
   cuDNN, math against PyTorch's own choice), channels_last convolutions, torch.compile. The pack turns none on by
   default; each stays off until its row measures it faster.
+- comfy/*: the pack's strategies on ComfyUI's own Wan models (models/comfy_model.py) against ComfyUI's own node chain
+  doing the same work on the same latents and noise, at full size: time ratio ours / ComfyUI (goal <= 1.05: the pack
+  hands ComfyUI the same work, so only its own bookkeeping may cost) and max |difference| of the latents (the same
+  kernels on the same inputs: 0 expected). ComfyUI's WanModel is built in the published configurations with seeded
+  random weights made on the GPU (never downloaded) and loaded by comfy.sd.load_diffusion_model_state_dict, as
+  UNETLoader loads a file, so ComfyUI's model management places it as it does a user's model; the VAE is ComfyUI's
+  Wan 2.1 VAE class at its full size with random weights. 4 euler steps, CFG, random prompts of 512 umT5-wide (4096)
+  tokens; each side is warmed up (1 step; 2 for
+  the experts, so both load) and then timed twice, alternating which goes first (once for the experts, whose runs are
+  long); ComfyUI's side runs its node functions, as its executor would, with progress bars off on both sides:
+  - comfy/wan1.3b/continuation_chunk: Wan 2.1 1.3B (dim 1536, ffn 8960, 30 layers, 12 heads) with image input channels
+    (in_dim 36: Wan 2.2 A14B I2V's and Fun InP's layout), bf16, 832x480, 81 pixel frames (21 latent frames): one
+    continuation chunk with 2 known latent frames through frame conditioning 'learned' (the known frames decoded after
+    the video's frames before them and handed to WanImageToVideo) against VAEDecode + WanImageToVideo + KSampler. The
+    VAE decode and the encode of the whole clip are part of both sides, as they are of a real continuation.
+  - comfy/wan1.3b/learned_infill: the same model and size, an infill segment whose first and last latent frames are
+    known (hierarchical infill with 'learned') against VAEDecode of each end + WanFirstLastFrameToVideo + KSampler.
+  - comfy/a14b/two_experts: Wan 2.2 A14B's two experts (dim 5120, ffn 13824, 40 layers, 40 heads: 14.3 B parameters,
+    26.6 GiB each in bf16), both kept on the GPU, a text-to-video clip of 832x480x81, ComfyDenoiser(high,
+    low_noise=low, switch_step=2) against the Wan 2.2 template's two KSamplerAdvanced (high-noise expert for the first
+    2 steps returning its leftover noise, then the low-noise expert). Skipped, saying how many GiB it needs, where the
+    free GPU memory does not hold both experts and the clip's activations (about 72 GiB: an 80 GB H100 does).
+  The comfy rows find ComfyUI through $COMFYUI_PATH, else ../shared/comfyui beside the checkout (tests/comfy_env.py),
+  else shared/comfyui inside it (what travels to a lent GPU machine); without one they fail saying so. They run last,
+  in a worker of their own (importing ComfyUI changes global torch settings, e.g. reduced-precision reductions in
+  SDPA's math kernel), so the suite's total budget usually ends before them: run them with --rows 'comfy/*'. The dry
+  run builds the tests' tiny Wan (dim 128, 2 layers) and uses the tests' stand-in VAE.
 
 Each row runs in a worker process under its own time budget: a row that fails is reported with its error and the
-worker goes on; a row that runs past its budget is killed with its worker and the next row starts in a fresh one.
+worker goes on (one that cannot run on this machine, e.g. for memory, as skipped, with what it needs); a row that runs
+past its budget is killed with its worker and the next row starts in a fresh one.
 The whole suite stops at its total budget (rows not reached are reported as skipped). Rows are printed as they
 finish and the JSON is rewritten after each, so whatever ends the run, the finished rows are kept.
 """
@@ -35,7 +64,9 @@ finish and the JSON is rewritten after each, so whatever ends the run, the finis
 import argparse
 import contextlib
 import dataclasses
+import fnmatch
 import gc
+import itertools
 import json
 import math
 import os
@@ -72,6 +103,7 @@ class Bench:
         self.device, self.dry = device, dry
         self.cuda = device.startswith("cuda")
         self._key, self._components = None, None
+        self._comfy_key, self._comfy_models = None, None
 
     def components(self, config: str, dtype: str):
         """sampler_overhead.build's (unet, text model, tokenizer, vae, scheduler), built on the device directly."""
@@ -79,7 +111,7 @@ class Bench:
 
         if self._key != (config, dtype):
             self._components = None
-            self.release()
+            self.drop_comfy_models()
             with self.torch.device(self.device):
                 self._components = sampler_overhead.build(config, sampler_overhead.DTYPES[dtype], self.device)
             self._key = (config, dtype)
@@ -121,6 +153,27 @@ class Bench:
         gc.collect()
         if self.cuda:
             self.torch.cuda.empty_cache()
+
+    def comfy_models(self, key, build: Callable) -> tuple[dict, float | None]:
+        """The ComfyUI models (and VAE) that `build` makes, kept for the next row with the same `key`; one set at a time.
+        Returns them and the seconds their build took (None: built for an earlier row)."""
+        if self._comfy_key == key:
+            return self._comfy_models, None
+        self._components, self._key = None, None
+        self.drop_comfy_models()
+        start = time.perf_counter()
+        self._comfy_models = build()
+        self._comfy_key = key
+        return self._comfy_models, time.perf_counter() - start
+
+    def drop_comfy_models(self) -> None:
+        """Forget the ComfyUI models built so far, out of ComfyUI's model management too (it holds the loaded ones)."""
+        self._comfy_key, self._comfy_models = None, None
+        if "comfy.model_management" in sys.modules:
+            management = sys.modules["comfy.model_management"]
+            management.unload_all_models()
+            management.cleanup_models_gc()
+        self.release()
 
 
 def mb(value) -> str:
@@ -389,6 +442,338 @@ def speed_option(bench: Bench, *, option, config, dtype, width, height, frames, 
 
 
 # ---------------------------------------------------------------------------------------------------
+# ComfyUI's own video models: our strategies (models/comfy_model.py) against ComfyUI's node chains on the same latents
+
+
+class Skipped(Exception):
+    """A row that cannot run on this machine (too little memory): reported as skipped with the reason, not failed."""
+
+
+# ComfyUI's WanModel in the published configurations (ComfyUI's detection reads them back off the weights: heads =
+# dim / 128, text width 4096, freq_dim 256, the input channels and the layer count).
+WAN_CONFIGS = {
+    "wan2.1-1.3b": dict(dim=1536, ffn_dim=8960, num_layers=30, name="Wan 2.1 1.3B"),
+    "wan2.2-a14b": dict(dim=5120, ffn_dim=13824, num_layers=40, name="Wan 2.2 A14B expert"),
+    "tiny": dict(dim=128, ffn_dim=256, num_layers=2, name="tiny Wan"),  # as tests/comfy_env.save_tiny_wan21
+}
+COMFY_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+GiB = 2**30
+
+
+def comfyui_location() -> str:
+    """The ComfyUI checkout: $COMFYUI_PATH, else ../shared/comfyui beside the repository (as tests/comfy_env.py finds
+    it), else shared/comfyui inside it (a shared/ folder inside the checkout is what travels to a lent GPU machine)."""
+    given = os.environ.get("COMFYUI_PATH")
+    candidates = [given] if given else [os.path.join(os.path.dirname(ROOT), "shared", "comfyui"),
+                                        os.path.join(ROOT, "shared", "comfyui")]
+    for path in candidates:
+        if os.path.isfile(os.path.join(path, "comfy", "model_management.py")):
+            return path
+    if given:
+        raise RuntimeError(f"ComfyUI was not found: COMFYUI_PATH={given} is not a ComfyUI checkout (it has no "
+                           "comfy/model_management.py)")
+    raise RuntimeError("ComfyUI was not found: the comfy/* rows run ComfyUI's own models and nodes; set COMFYUI_PATH to a "
+                       "ComfyUI checkout, or put one at ../shared/comfyui beside the repository or shared/comfyui inside it")
+
+
+def import_comfyui(cpu: bool) -> None:
+    """Import ComfyUI in this worker: its top-level `nodes` first on the path (before the pack's own `nodes/`), a
+    stand-in for torchvision where none is installed (tests/comfy_env.py), its device choice forced to the CPU for the
+    dry run and left to ComfyUI on the GPU (the CUDA device, its normal VRAM management), progress bars off."""
+    os.environ["COMFYUI_PATH"] = comfyui_location()
+    import comfy_env
+
+    if cpu:
+        comfy_env.import_comfy()
+    else:
+        path = comfy_env.comfyui_path()
+        sys.path[:] = [path] + [entry for entry in sys.path if entry != path]
+        comfy_env.install_torchvision_stand_in()
+        import comfy.model_management
+        import comfy.sd  # noqa: F401
+
+        if comfy.model_management.get_torch_device().type != "cuda":
+            raise RuntimeError(f"ComfyUI chose {comfy.model_management.get_torch_device()}, not the CUDA GPU")
+    comfy_nodes()
+    import comfy.utils
+
+    comfy.utils.set_progress_bar_enabled(False)  # no tqdm bars on ComfyUI's side (ours runs without one here)
+
+
+def comfy_nodes():
+    """ComfyUI's own `nodes` module (KSampler, VAEDecode, ...), never the pack's `nodes/` package of the same name."""
+    import nodes
+
+    home = os.path.realpath(os.environ["COMFYUI_PATH"]) + os.sep
+    if not os.path.realpath(nodes.__file__).startswith(home):
+        raise RuntimeError(f"'import nodes' found {nodes.__file__}, not ComfyUI's nodes.py")
+    return nodes
+
+
+def wan_layout(wan: str, in_dim: int, layers: int | None = None) -> dict:
+    """Names and shapes of ComfyUI's WanModel's weights in configuration `wan` (a state dict of meta tensors)."""
+    import comfy.ops
+    import torch
+    from comfy.ldm.wan.model import WanModel
+
+    config = WAN_CONFIGS[wan]
+    with torch.device("meta"):
+        model = WanModel(model_type="t2v", dim=config["dim"], ffn_dim=config["ffn_dim"], num_heads=config["dim"] // 128,
+                         num_layers=layers or config["num_layers"], in_dim=in_dim, out_dim=16, text_dim=4096,
+                         freq_dim=256, operations=comfy.ops.disable_weight_init)
+    return model.state_dict()
+
+
+def fill_random(name: str, tensor, generator) -> None:
+    """Seeded random values for one weight (ComfyUI's ops skip initialisation): fan-in scaled weights, so activations
+    stay of order 1 through every layer in bf16; norms at 1; biases and the adaLN modulation tables small."""
+    if name.endswith("modulation"):
+        tensor.normal_(0.0, tensor.shape[-1] ** -0.5, generator=generator)
+    elif tensor.dim() > 1:
+        tensor.normal_(0.0, tensor[0].numel() ** -0.5, generator=generator)
+    elif "norm" in name and name.endswith("weight"):
+        tensor.fill_(1.0)
+    else:
+        tensor.normal_(0.0, 0.02, generator=generator)
+
+
+def random_wan(bench: Bench, wan: str, *, in_dim: int, dtype: str, seed: int, layers: int | None = None):
+    """ComfyUI's MODEL of a Wan DiT in configuration `wan` with seeded random weights, made as UNETLoader makes it from a
+    file: the state dict (built here on the device, never downloaded) goes through comfy.sd.load_diffusion_model_state_dict,
+    which detects the model from its keys and shapes and loads it onto ComfyUI's offload device; ComfyUI's model
+    management moves it onto the GPU when it samples, as for a user's model."""
+    import comfy.sd
+
+    torch = bench.torch
+    precision = getattr(torch, COMFY_DTYPES[dtype])
+    generator = torch.Generator(bench.device).manual_seed(seed)
+    state = {}
+    for name, meta in wan_layout(wan, in_dim, layers).items():
+        state[name] = torch.empty(meta.shape, dtype=precision, device=bench.device)
+        fill_random(name, state[name], generator)
+    model = comfy.sd.load_diffusion_model_state_dict(state, model_options={"dtype": precision})
+    if model is None:
+        raise RuntimeError(f"ComfyUI did not recognise the {WAN_CONFIGS[wan]['name']} state dict")
+    return model
+
+
+def random_vae(kind: str):
+    """ComfyUI's Wan 2.1 VAE class at its fixed full size with seeded random weights ("wan2.1"; comfy.sd.VAE builds it from
+    the state dict and places it itself), or the tests' cheap stand-in with ComfyUI's VAE interface ("stand-in")."""
+    import comfy_env
+
+    if kind == "stand-in":
+        return comfy_env.StandInVideoVAE(16, 8, 4)
+    import comfy.sd
+
+    return comfy.sd.VAE(sd=comfy_env.random_wan21_vae_state())
+
+
+def node_outputs(result) -> tuple:
+    """A ComfyUI node's outputs as a tuple (V1 nodes and V3 io.ComfyNode alike)."""
+    return tuple(result.args if hasattr(result, "args") else result)
+
+
+def comfy_text(bench: Bench, tokens: int):
+    """Random prompt and negative token embeddings [1, tokens, 4096] (umT5's width) on the CPU, as tensors and as
+    ComfyUI CONDITIONING."""
+    generator = bench.torch.Generator().manual_seed(0)
+    positive, negative = (bench.torch.randn(1, tokens, 4096, generator=generator) for _ in range(2))
+    return positive, negative, [[positive, {}]], [[negative, {}]]
+
+
+def comfy_side_by_side(bench: Bench, ours: Callable, theirs: Callable, *, steps: int, warm_steps: int, repeats: int) -> dict:
+    """Both sides once at `warm_steps` (the warm-up: ComfyUI moves the models onto the GPU, kernels are chosen), then
+    `repeats` timed runs of each at `steps`, alternating (ours first, then ComfyUI first, ...); the latents of the first
+    timed pair are compared."""
+    torch = bench.torch
+    with torch.inference_mode():  # as ComfyUI's executor runs nodes
+        bench.timed(lambda: ours(warm_steps))
+        bench.timed(lambda: theirs(warm_steps))
+        if bench.cuda:
+            torch.cuda.reset_peak_memory_stats()
+        times, latents = {"ours": [], "comfy": []}, {}
+        for repeat in range(repeats):
+            for side in ("ours", "comfy")[:: -1 if repeat % 2 else 1]:
+                seconds, latents[side] = bench.timed(lambda s=side: (ours if s == "ours" else theirs)(steps))
+                times[side].append(seconds)
+            if repeat == 0:
+                mine, reference = latents["ours"].float(), latents["comfy"].float()
+                difference = (mine - reference).abs().max().item()
+                magnitude = mine.abs().mean().item()  # the latents are not trivially alike (all zero, say)
+            latents.clear()
+    a, b = statistics.median(times["ours"]), statistics.median(times["comfy"])
+    return {"ours_s": a, "comfy_s": b, "ratio": a / b, "max_difference": difference, "mean_abs": magnitude, "runs": times,
+            "peak_bytes": torch.cuda.max_memory_allocated() if bench.cuda else None}
+
+
+def parameter_count(count: int) -> str:
+    return f"{count / 1e9:.2f} B" if count >= 1e8 else f"{count / 1e6:.1f} M"
+
+
+def comfy_summary(result: dict, what: str) -> str:
+    peak = "" if result["peak_bytes"] is None else f", peak GPU memory {result['peak_bytes'] / GiB:.1f} GiB"
+    built = "the row before's models" if result["build_s"] is None else f"models built in {result['build_s']:.0f} s"
+    return (f"{what}: ours {result['ours_s']:.2f} s, ComfyUI {result['comfy_s']:.2f} s, ours/ComfyUI {result['ratio']:.3f}; "
+            f"max |difference| {result['max_difference']:.1e}{peak} ({built})")
+
+
+def comfy_learned(bench: Bench, *, kind, wan, dtype, vae, width, height, frames, known, steps, cfg, tokens, repeats, seed=1):
+    """One clip with known frames through frame conditioning 'learned' on a Wan with image input channels (4 mask + 16
+    image channels: Wan 2.2 A14B I2V's and Fun InP's layout; in_dim 36), against ComfyUI's own chain on the same latents:
+
+    - kind "continuation": a continuation chunk of `frames` latent frames whose first `known` are the video's last ones
+      (continue_video with that video as its start, one chunk) against VAEDecode of the video's last frames (the known
+      ones and the context before them), its last 4 (known - 1) + 1 pixel frames as WanImageToVideo's start image, and
+      KSampler with the chunk's seed;
+    - kind "infill": an infill segment whose first and last latent frames are known (denoise with
+      LearnedConditioning(KnownFrames([0, frames - 1], ends))) against VAEDecode of each end, WanFirstLastFrameToVideo and
+      KSampler.
+    The VAE decode of the known frames and the encode of the whole clip (inside the Wan node) are part of both sides.
+    """
+    import_comfyui(cpu=not bench.cuda)
+    from comfy_extras.nodes_wan import WanFirstLastFrameToVideo, WanImageToVideo
+
+    from longvideo.models.comfy_model import ComfyDenoiser
+    from longvideo.models.denoiser import KnownFrames
+    from longvideo.sampling import continuation
+    from longvideo.sampling.denoise import TextGuidance, denoise
+    from longvideo.sampling.frame_conditioning import LearnedConditioning
+
+    torch = bench.torch
+    with torch.inference_mode():  # as ComfyUI's executor runs UNETLoader and VAELoader
+        built, build_s = bench.comfy_models(("learned", wan, dtype, vae), lambda: {
+            "model": random_wan(bench, wan, in_dim=36, dtype=dtype, seed=0), "vae": random_vae(vae)})
+    model, image_vae = built["model"], built["vae"]
+    nodes = comfy_nodes()
+    positive, negative, *text = comfy_text(bench, tokens)
+    guidance = TextGuidance(positive, negative, cfg)
+    denoiser = ComfyDenoiser(model, vae=image_vae)
+    size, length = (height // 8, width // 8), 4 * (frames - 1) + 1
+    generator = torch.Generator().manual_seed(2)
+
+    def ksampler(seed_, run_steps, p, n, latent):
+        return nodes.KSampler().sample(model, seed_, run_steps, cfg, "euler", "simple", p, n, latent)[0]["samples"]
+
+    if kind == "continuation":
+        # The video so far: the `known` frames to carry over and the context frames before them.
+        video = torch.randn(1, 16, known + continuation.CONTEXT_FRAMES, *size, generator=generator)
+        settings = continuation.ContinuationSettings(frames, 1, known, known, "learned")
+
+        def ours(run_steps):
+            made = continuation.continue_video(denoiser, [guidance], settings, size=(1, *size), steps=run_steps,
+                                               seed=seed, scheduler="euler", start=video)
+            return made[:, :, video.shape[2]:]
+
+        def theirs(run_steps):
+            (pixels,) = nodes.VAEDecode().decode(image_vae, {"samples": video})
+            p, n, latent = node_outputs(WanImageToVideo.execute(*text, image_vae, width, height, length, 1,
+                                                                start_image=pixels[-(4 * (known - 1) + 1):]))
+            return ksampler(continuation.chunk_seed(seed, 0), run_steps, p, n, latent)[:, :, known:]
+
+        what = f"continuation chunk, {known} of {frames} latent frames known (WanImageToVideo)"
+    elif kind == "infill":
+        ends = torch.randn(1, 16, 2, *size, generator=generator)
+
+        def ours(run_steps):
+            return denoise(denoiser, guidance, (1, 16, frames, *size), steps=run_steps, seed=seed, scheduler="euler",
+                           conditioning=LearnedConditioning(KnownFrames([0, frames - 1], ends)))
+
+        def theirs(run_steps):
+            (start,) = nodes.VAEDecode().decode(image_vae, {"samples": ends[:, :, :1]})
+            (end,) = nodes.VAEDecode().decode(image_vae, {"samples": ends[:, :, 1:]})
+            p, n, latent = node_outputs(WanFirstLastFrameToVideo.execute(*text, image_vae, width, height, length, 1,
+                                                                         start_image=start, end_image=end))
+            return ksampler(seed, run_steps, p, n, latent)
+
+        what = f"infill segment, first and last of {frames} latent frames known (WanFirstLastFrameToVideo)"
+    else:
+        raise ValueError(f"kind '{kind}' is neither 'continuation' nor 'infill'")
+    result = comfy_side_by_side(bench, ours, theirs, steps=steps, warm_steps=1, repeats=repeats)
+    parameters = sum(p.numel() for p in model.model.diffusion_model.parameters())
+    result.update(build_s=build_s, parameters=parameters, pixel_frames=length, latent_frames=frames)
+    vae_name = "Wan 2.1 VAE (random weights)" if vae != "stand-in" else "stand-in VAE"
+    result["summary"] = comfy_summary(result, (
+        f"{WAN_CONFIGS[wan]['name']} with image channels ({parameter_count(parameters)} parameters, {dtype}), {width}x{height}x"
+        f"{length}, {what}, {steps} euler steps, CFG {cfg}, {vae_name}"))
+    return result
+
+
+def comfy_two_experts(bench: Bench, *, wan, dtype, width, height, frames, steps, cfg, tokens, repeats, layers=None,
+                      seed=1, shift=8.0):
+    """Wan 2.2 A14B's two experts (text-to-video), each patched with ModelSamplingSD3 (shift 8) as ComfyUI's Wan 2.2
+    template does: ComfyDenoiser(high, low_noise=low, switch_step=steps // 2) against the template's chain on the same
+    noise, KSamplerAdvanced on the high-noise expert for the first steps returning its leftover noise, then
+    KSamplerAdvanced on the low-noise expert. Both experts stay on the GPU (bf16: about 2 x 26.6 GiB); where the free
+    memory does not hold them and the clip's activations, the row is skipped and says how much it needs. `layers` below
+    the configuration's count builds shorter experts (named so in the summary)."""
+    import_comfyui(cpu=not bench.cuda)
+    from comfy_extras.nodes_model_advanced import ModelSamplingSD3
+
+    from longvideo.models.comfy_model import ComfyDenoiser
+    from longvideo.sampling.denoise import TextGuidance, denoise
+
+    torch = bench.torch
+    config = WAN_CONFIGS[wan]
+    key = ("two experts", wan, dtype, layers)
+    if bench.cuda and bench._comfy_key != key:
+        bench.drop_comfy_models()
+        import psutil
+
+        layout = wan_layout(wan, 16, layers)
+        weights = sum(t.numel() for t in layout.values()) * getattr(torch, COMFY_DTYPES[dtype]).itemsize
+        # ComfyUI's own estimate of a guided batch's activations (BaseModel.memory_required: area x dtype size x 0.01 x
+        # memory_usage_factor MiB, Wan's factor dim / 2222), with its 1.5 margin for batching cond and uncond, and its
+        # minimum inference memory.
+        area = 2 * frames * (height // 8) * (width // 8)
+        activations = area * 2 * 0.01 * config["dim"] / 2222 * 2**20 * 1.5 + 1.2 * GiB
+        needs, free = 2 * weights + activations, torch.cuda.mem_get_info()[0]
+        if free < needs:
+            raise Skipped(f"needs {needs / GiB:.0f} GiB of free GPU memory (two {dtype} experts of {weights / GiB:.1f} GiB "
+                          f"and {activations / GiB:.0f} GiB for the clip), {free / GiB:.0f} GiB free")
+        available = psutil.virtual_memory().available
+        if available < 2 * weights + 4 * GiB:
+            raise Skipped(f"needs {(2 * weights + 4 * GiB) / GiB:.0f} GiB of free CPU memory to load the two experts as "
+                          f"ComfyUI does (onto its offload device first), {available / GiB:.0f} GiB free")
+
+    def build():
+        experts = [ModelSamplingSD3().patch(random_wan(bench, wan, in_dim=16, dtype=dtype, seed=s, layers=layers), shift)[0]
+                   for s in (1, 2)]
+        bench.release()  # the state dicts made on the GPU are gone: hand their memory back before ComfyUI loads the experts
+        return {"high": experts[0], "low": experts[1]}
+
+    with torch.inference_mode():  # as ComfyUI's executor runs UNETLoader and ModelSamplingSD3
+        built, build_s = bench.comfy_models(key, build)
+    high, low = built["high"], built["low"]
+    nodes = comfy_nodes()
+    positive, negative, *text = comfy_text(bench, tokens)
+    guidance = TextGuidance(positive, negative, cfg)
+    shape = (1, 16, frames, height // 8, width // 8)
+
+    def ours(run_steps):
+        denoiser = ComfyDenoiser(high, low_noise=low, switch_step=run_steps // 2)
+        return denoise(denoiser, guidance, shape, steps=run_steps, seed=seed, scheduler="euler")
+
+    def theirs(run_steps):
+        split, advanced = run_steps // 2, nodes.KSamplerAdvanced()
+        (mid,) = advanced.sample(high, "enable", seed, run_steps, cfg, "euler", "simple", *text,
+                                 {"samples": torch.zeros(shape)}, 0, split, "enable")
+        (out,) = advanced.sample(low, "disable", seed, run_steps, cfg, "euler", "simple", *text, mid, split, 10000,
+                                 "disable")
+        return out["samples"]
+
+    result = comfy_side_by_side(bench, ours, theirs, steps=steps, warm_steps=2, repeats=repeats)
+    parameters = sum(p.numel() for p in high.model.diffusion_model.parameters())
+    length = 4 * (frames - 1) + 1
+    result.update(build_s=build_s, parameters_per_expert=parameters, pixel_frames=length, latent_frames=frames)
+    shorter = "" if not layers or layers == config["num_layers"] else f", {layers} of its {config['num_layers']} layers only"
+    result["summary"] = comfy_summary(result, (
+        f"two {config['name']}s ({parameter_count(parameters)} parameters each, {dtype}{shorter}), {width}x{height}x{length} "
+        f"({frames} latent frames), {steps} euler steps switching at {steps // 2}, CFG {cfg}"))
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------
 # the rows of the full suite and of the dry run
 
 
@@ -399,6 +784,7 @@ class Row:
     full: dict | None  # parameters on the GPU; None: not in the full suite
     dry: dict | None  # parameters of the dry run; None: not in the dry run
     budget_s: float  # on the GPU; a dry-run row gets DRY_ROW_S
+    worker: str = "pack"  # rows of another kind start in a fresh worker (ComfyUI's imports change global torch settings)
 
 
 DRY_ROW_S = 40.0
@@ -447,6 +833,20 @@ def _rows() -> list[Row]:
     # The dry run wraps without compiling: tracing even the tiny UNet takes about a minute on a small CPU.
     rows.append(Row("option/compile", speed_option, dict(on_gpu, option="compile"),
                     dict(on_cpu, option="compile", compile_backend="disabled"), 170))
+    # ComfyUI's own Wan models with random weights at full size (832x480, 81 pixel frames), few steps; the dry run builds
+    # the tests' tiny Wan and uses the stand-in VAE.
+    wan_gpu = dict(wan="wan2.1-1.3b", dtype="bf16", vae="wan2.1", width=832, height=480, frames=21, known=2, steps=4,
+                   cfg=5.0, tokens=512, repeats=2)
+    wan_cpu = dict(wan="tiny", dtype="fp32", vae="stand-in", width=16, height=16, frames=4, known=2, steps=2, cfg=5.0,
+                   tokens=8, repeats=2)
+    for kind, name, budget in (("continuation", "continuation_chunk", 150), ("infill", "learned_infill", 100)):
+        rows.append(Row(f"comfy/wan1.3b/{name}", comfy_learned, dict(wan_gpu, kind=kind), dict(wan_cpu, kind=kind), budget,
+                        worker="comfy"))
+    rows.append(Row("comfy/a14b/two_experts", comfy_two_experts,
+                    dict(wan="wan2.2-a14b", dtype="bf16", width=832, height=480, frames=21, steps=4, cfg=3.5, tokens=512,
+                         repeats=1),
+                    dict(wan="tiny", dtype="fp32", width=16, height=16, frames=3, steps=2, cfg=3.5, tokens=8, repeats=2),
+                    300, worker="comfy"))
     return rows
 
 
@@ -454,14 +854,15 @@ ROWS = {row.name: row for row in _rows()}
 
 
 def selected_rows(dry: bool, names: list[str] | None) -> list[Row]:
+    """The rows of the dry run or of the GPU suite, in their order; `names` picks some (shell patterns: 'comfy/*')."""
     available = [row for row in ROWS.values() if (row.dry if dry else row.full) is not None]
     if not names:
         return available
-    unknown = [name for name in names if name not in {row.name for row in available}]
+    unknown = [name for name in names if not any(fnmatch.fnmatchcase(row.name, name) for row in available)]
     if unknown:
         raise SystemExit(f"unknown rows {unknown} for the {'dry run' if dry else 'GPU suite'}: "
                          f"choose from {', '.join(row.name for row in available)}")
-    return [row for row in available if row.name in names]
+    return [row for row in available if any(fnmatch.fnmatchcase(row.name, name) for name in names)]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -478,10 +879,12 @@ def worker(names: list[str], dry: bool, inject: dict[str, str]) -> None:
 
     import_pack()
     import torch
-    from diffusers import TextToVideoSDPipeline, UNet3DConditionModel  # noqa: F401  (imported here, not in a row's time)
-    from diffusers.utils import logging as diffusers_logging
 
-    diffusers_logging.set_verbosity_error()
+    if any(ROWS[name].worker == "pack" for name in names):
+        from diffusers import TextToVideoSDPipeline, UNet3DConditionModel  # noqa: F401  (here, not in a row's time)
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.set_verbosity_error()
     warnings.filterwarnings("ignore", message=".*should be kept in float32.*")
     torch.set_grad_enabled(False)
     if dry:
@@ -499,9 +902,14 @@ def worker(names: list[str], dry: bool, inject: dict[str, str]) -> None:
                 raise RuntimeError("injected failure")
             if inject.get(name) == "hang":
                 time.sleep(3600)
+            if inject.get(name) == "skip":
+                raise Skipped("injected: needs more than this machine has")
             result = row.function(bench, **(row.dry if dry else row.full))
             emit({"event": "done", "row": name, "status": "ok", "seconds": time.perf_counter() - start,
                   "summary": result.pop("summary"), "result": result})
+        except Skipped as reason:  # this machine cannot run the row (memory): say what it needs
+            emit({"event": "done", "row": name, "status": "skipped", "seconds": time.perf_counter() - start,
+                  "error": f"skipped: {reason}"})
         except Exception as error:  # a row's failure is its own: report it and go on with the next
             traceback.print_exc()
             emit({"event": "done", "row": name, "status": "failed", "seconds": time.perf_counter() - start,
@@ -577,9 +985,12 @@ def run_suite(rows: list[Row], dry: bool, deadline: float, row_budget_s: float |
         report(results[name])
 
     while pending:
-        worker = Worker(pending, dry, inject)
+        # One worker runs the next rows of one kind; rows of another kind start in a fresh one.
+        kind = ROWS[pending[0]].worker
+        batch = list(itertools.takewhile(lambda n: ROWS[n].worker == kind, pending))
+        worker = Worker(batch, dry, inject)
         first = True
-        while pending:
+        while pending and pending[0] in batch:
             name = pending[0]
             event = worker.next_event(min(STARTUP_S if first else 30.0, deadline - time.monotonic()))
             if isinstance(event, dict) and event["event"] == "machine":
@@ -590,9 +1001,9 @@ def run_suite(rows: list[Row], dry: bool, deadline: float, row_budget_s: float |
                 if time.monotonic() >= deadline:
                     for rest in list(pending):
                         finish(rest, {"status": "skipped", "seconds": 0.0, "error": "suite time budget spent"})
-                elif first:  # a worker that cannot start a row fails every row
+                elif first:  # a worker that cannot start a row fails every row it was given
                     reason = "worker did not start in time" if event == "timeout" else worker.exit_reason()
-                    for rest in list(pending):
+                    for rest in [n for n in pending if n in batch]:
                         finish(rest, {"status": "failed", "seconds": 0.0, "error": reason})
                 break
             first = False
@@ -639,7 +1050,7 @@ def main() -> None:
                         f"(default {FULL_TOTAL_S:.0f} on the GPU, {DRY_TOTAL_S:.0f} for the dry run)")
     parser.add_argument("--row-budget", type=float, help="seconds for every row instead of each row's own budget")
     parser.add_argument("--worker", nargs="*", help=argparse.SUPPRESS)
-    parser.add_argument("--inject", action="append", default=[], help=argparse.SUPPRESS)  # KIND:ROW, KIND fail or hang
+    parser.add_argument("--inject", action="append", default=[], help=argparse.SUPPRESS)  # KIND:ROW, KIND fail, hang or skip
     args = parser.parse_args()
     if args.worker is not None:
         worker(args.worker, args.dry_run, dict(reversed(item.split(":", 1)) for item in args.inject))

@@ -1,5 +1,6 @@
-"""bench/gpu_suite.py: its dry run takes every row's code path on tiny models on the CPU, and a row that fails or
-hangs is reported in the table without losing the rows after it.
+"""bench/gpu_suite.py: its dry run takes every row's code path on tiny models on the CPU (the comfy/* rows on the real
+ComfyUI, which CI provides), and a row that fails, hangs or cannot run on the machine is reported in the table without
+losing the rows after it.
 
 The runs get a total budget far above the dry run's own minute, so that a busy machine cannot fail them: these tests
 check behaviour, not speed.
@@ -12,25 +13,42 @@ import sys
 
 import pytest
 
-from longvideo.bench.gpu_suite import selected_rows
+from longvideo.bench.gpu_suite import comfyui_location, selected_rows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMFY_ROWS = ["comfy/wan1.3b/continuation_chunk", "comfy/wan1.3b/learned_infill", "comfy/a14b/two_experts"]
 
 
-def run_suite(tmp_path, *arguments):
+def comfyui_found() -> bool:
+    try:
+        comfyui_location()
+    except RuntimeError:
+        if os.environ.get("CI") == "true":
+            pytest.fail("ComfyUI was not found in CI: .ci/run must provide it (COMFYUI_PATH or ../shared/comfyui)")
+        return False
+    return True
+
+
+def run_suite(tmp_path, *arguments, env=None):
     out = tmp_path / "suite.json"
     command = [sys.executable, os.path.join(ROOT, "bench", "gpu_suite.py"), "--dry-run", "--json", str(out),
                "--total-budget", "900", *arguments]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=1200, cwd=tmp_path)
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=1200, cwd=tmp_path,
+                               env=None if env is None else {**os.environ, **env})
     assert completed.returncode == 0, completed.stderr[-3000:]
     return json.loads(out.read_text()), completed.stdout
 
 
 def test_dry_run_measures_every_row(tmp_path):
+    with_comfyui = comfyui_found()
     document, printed = run_suite(tmp_path, "--row-budget", "300")
     names = [row.name for row in selected_rows(True, None)]
     assert [row["row"] for row in document["rows"]] == names
-    assert {row["row"]: row.get("error") for row in document["rows"] if row["status"] != "ok"} == {}
+    failed = {row["row"]: row.get("error") for row in document["rows"] if row["status"] != "ok"}
+    if not with_comfyui:  # a machine without ComfyUI: its rows say so, the others run
+        assert set(failed) == set(COMFY_ROWS) and all("ComfyUI was not found" in error for error in failed.values())
+        failed = {}
+    assert failed == {}
     assert document["dry_run"] and document["machine"].startswith("dry run on the CPU")
     table = printed.split("JSON in")[1]  # the final table, after the rows printed as they finished
     assert all(name in table for name in names)
@@ -46,18 +64,34 @@ def test_dry_run_measures_every_row(tmp_path):
     assert results["hierarchy_vs_continuation"]["frames"] == 5
     for option in ("sdpa_flash", "sdpa_math", "channels_last", "compile"):  # an option changes speed, not the video
         assert results[f"option/{option}"]["max_difference"] < 1e-4
+    if with_comfyui:  # ours and ComfyUI's own chain sample the same latents (as tests/test_comfy_learned.py finds)
+        for name in COMFY_ROWS:
+            assert results[name]["max_difference"] <= 1e-4, name
+            assert results[name]["mean_abs"] > 0.1 and results[name]["ratio"] > 0, name
+        assert results["comfy/wan1.3b/continuation_chunk"]["latent_frames"] == 4
+        assert results["comfy/wan1.3b/learned_infill"]["build_s"] is None  # the row before's model and VAE
+        assert results["comfy/a14b/two_experts"]["pixel_frames"] == 9
 
 
-def test_a_failing_and_a_hanging_row_leave_the_others(tmp_path):
-    rows = ["host_syncs", "memory/hierarchy", "option/sdpa_math"]
-    document, printed = run_suite(tmp_path, "--rows", *rows, "--row-budget", "15",
-                                  "--inject", "fail:host_syncs", "--inject", "hang:memory/hierarchy")
+def test_a_failing_a_hanging_and_a_skipped_row_leave_the_others(tmp_path):
+    rows = ["host_syncs", "memory/hierarchy", "temporal_attention/T=1024", "option/sdpa_math"]
+    document, printed = run_suite(tmp_path, "--rows", *rows, "--row-budget", "15", "--inject", "fail:host_syncs",
+                                  "--inject", "hang:memory/hierarchy", "--inject", "skip:temporal_attention/T=1024")
     outcome = {row["row"]: row for row in document["rows"]}
     assert outcome["host_syncs"]["status"] == "failed" and "injected failure" in outcome["host_syncs"]["error"]
     assert outcome["memory/hierarchy"]["status"] == "timed out"
     assert "15 s budget" in outcome["memory/hierarchy"]["error"]
+    skipped = outcome["temporal_attention/T=1024"]
+    assert skipped["status"] == "skipped" and skipped["error"].startswith("skipped: injected: needs more")
     assert outcome["option/sdpa_math"]["status"] == "ok"
-    assert "injected failure" in printed and "timed out" in printed
+    assert "injected failure" in printed and "timed out" in printed and "skipped: injected" in printed
+
+
+def test_comfy_rows_without_comfyui_say_where_to_point(tmp_path):
+    document, _ = run_suite(tmp_path, "--rows", "comfy/a14b/*", env={"COMFYUI_PATH": str(tmp_path)})
+    (row,) = document["rows"]
+    assert row["row"] == "comfy/a14b/two_experts" and row["status"] == "failed"
+    assert f"ComfyUI was not found: COMFYUI_PATH={tmp_path} is not a ComfyUI checkout" in row["error"]
 
 
 def test_unknown_rows_are_named():
@@ -65,6 +99,9 @@ def test_unknown_rows_are_named():
         selected_rows(True, ["nope"])
     with pytest.raises(SystemExit, match="option/sdpa_cudnn"):  # a GPU-only row is not in the dry run
         selected_rows(True, ["option/sdpa_cudnn"])
+    assert [row.name for row in selected_rows(False, ["comfy/*"])] == COMFY_ROWS  # shell patterns pick rows
+    with pytest.raises(SystemExit, match="unknown rows \\['comfy/nope\\*'\\]"):
+        selected_rows(True, ["comfy/nope*"])
 
 
 def test_every_gpu_row_binds_its_parameters():
@@ -72,6 +109,6 @@ def test_every_gpu_row_binds_its_parameters():
     import inspect
 
     rows = selected_rows(False, None)
-    assert len(rows) == 16
+    assert len(rows) == 19
     for row in rows:
         inspect.signature(row.function).bind(None, **row.full)
