@@ -128,7 +128,10 @@ def import_comfy_or_report() -> bool:
 
 
 def comfyui_or_skip():
+    """Import ComfyUI for a test; without it skip with the reason, or fail under CI (CI=true), which must provide it."""
     if comfyui_path() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("ComfyUI was not found in CI: .ci/run must provide it (COMFYUI_PATH or ../shared/comfyui)")
         pytest.skip("ComfyUI not found: set COMFYUI_PATH to a ComfyUI checkout (default ../shared/comfyui) to run "
                     "the tests against ComfyUI's own video models")
     return import_comfy()

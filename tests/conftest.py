@@ -35,3 +35,13 @@ def headless_folders(tmp_path, monkeypatch):
     """Every test writes into its own output folder and finds models in its own models folder."""
     monkeypatch.setenv("LONGVIDEO_OUTPUT_DIR", str(tmp_path / "output"))
     monkeypatch.setenv("LONGVIDEO_MODELS_DIR", str(tmp_path / "models"))
+
+
+@pytest.fixture(scope="module")
+def comfyui_session():
+    """For test modules that import the real ComfyUI (`pytestmark = pytest.mark.usefixtures("comfyui_session")`):
+    after the module the session is headless again (comfy_env.leave_comfyui)."""
+    yield
+    import comfy_env
+
+    comfy_env.leave_comfyui()

@@ -9,8 +9,6 @@ other layouts use a stand-in VAE with ComfyUI's VAE interface (their real VAEs a
 """
 
 import logging
-import os
-import sys
 
 import pytest
 import torch
@@ -25,26 +23,20 @@ from longvideo.sampling import continuation, hierarchy
 from longvideo.sampling.denoise import TextGuidance, denoise
 from longvideo.sampling.frame_conditioning import LearnedConditioning, ReplaceConditioning
 
+pytestmark = pytest.mark.usefixtures("comfyui_session")
+
 STEPS = 3
 CFG = 4.0
 
 
-def _comfy():
-    if comfy_env.comfyui_path() is None and os.environ.get("CI") == "true":
-        pytest.fail("ComfyUI was not found in CI: .ci/run must provide it (COMFYUI_PATH or ../shared/comfyui)")
-    return comfy_env.comfyui_or_skip()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def comfyui_in_process():
-    yield
-    comfy_env.leave_comfyui()
 
 
 @pytest.fixture(scope="module")
 def load(tmp_path_factory):
     """Load a tiny checkpoint through ComfyUI's UNETLoader inside torch.inference_mode, as ComfyUI's executor does."""
-    _comfy()
+    comfy_env.comfyui_or_skip()
     import folder_paths
     comfy_nodes = comfy_env.comfy_nodes()
 
@@ -65,7 +57,7 @@ def load(tmp_path_factory):
 @pytest.fixture(scope="module")
 def wan_vae():
     """ComfyUI's Wan 2.1 VAE class (full size, seeded random weights), built under inference mode as VAELoader is."""
-    _comfy()
+    comfy_env.comfyui_or_skip()
     import comfy.sd
 
     with torch.inference_mode():

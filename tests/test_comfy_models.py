@@ -5,7 +5,6 @@ Without ComfyUI these tests skip with the reason; under CI (CI=true) they fail i
 """
 
 import os
-import sys
 
 import pytest
 import torch
@@ -18,28 +17,21 @@ from longvideo.sampling import continuation, hierarchy, interpolation
 from longvideo.sampling.denoise import TextGuidance, denoise
 from longvideo.sampling.frame_conditioning import GuidanceConditioning
 
+pytestmark = pytest.mark.usefixtures("comfyui_session")
+
 SHAPE = (1, 16, 5, 8, 8)
 STEPS = 3
 CFG = 4.0
 
 
-def _comfy():
-    if comfy_env.comfyui_path() is None and os.environ.get("CI") == "true":
-        pytest.fail("ComfyUI was not found in CI: .ci/run must provide it (COMFYUI_PATH or ../shared/comfyui)")
-    return comfy_env.comfyui_or_skip()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def comfyui_in_process():
-    """While these tests run the pack sees ComfyUI (utils.comfy.in_comfyui); afterwards the session is headless again."""
-    yield
-    comfy_env.leave_comfyui()
 
 
 @pytest.fixture(scope="module")
 def wan21(tmp_path_factory):
     """ComfyUI's MODEL of a tiny Wan 2.1 file, loaded by ComfyUI's own UNETLoader from a diffusion_models folder."""
-    _comfy()
+    comfy_env.comfyui_or_skip()
     import folder_paths
     comfy_nodes = comfy_env.comfy_nodes()
 
@@ -84,7 +76,7 @@ def prompts(model, positive, negative, node="test"):
 
 
 def test_latent_layouts_give_pixel_frames():
-    _comfy()
+    comfy_env.comfyui_or_skip()
     import comfy.latent_formats as formats
 
     assert latent_layout(formats.Wan21()) == LatentLayout(16, 8, 4)
@@ -312,7 +304,7 @@ def test_nodes_drive_continuation_and_hierarchy(wan21, text):
 
 
 def test_streaming_decode_continues_a_causal_vae(tmp_path):
-    _comfy()
+    comfy_env.comfyui_or_skip()
     import av
     import folder_paths
 
@@ -346,7 +338,7 @@ def test_wan21_vae_streams_exactly_across_decode_batches():
     """ComfyUI's own Wan 2.1 VAE (comfy.sd.VAE from a state dict, random weights): batches that carry the decoder's
     causal cache are the whole decode (to float rounding); re-decoding a context instead is not (this random decoder
     remembers longer than one latent frame)."""
-    _comfy()
+    comfy_env.comfyui_or_skip()
     import comfy.sd
 
     from longvideo.models.comfy_model import ComfyVAE
@@ -403,7 +395,7 @@ def stand_in_loaders():
 @pytest.fixture(scope="module")
 def wan_files(tmp_path_factory):
     """Tiny stand-ins under the file names users download, in ComfyUI's model folders."""
-    _comfy()
+    comfy_env.comfyui_or_skip()
     import folder_paths
     from safetensors.torch import save_file
 
@@ -469,7 +461,7 @@ def test_wan_workflow_runs_on_comfyui_nodes(name, latent_frames, output_folder):
 
 @pytest.fixture(scope="module")
 def wan22(tmp_path_factory):
-    _comfy()
+    comfy_env.comfyui_or_skip()
     import comfy.sd
 
     path = comfy_env.save_tiny_wan21(str(tmp_path_factory.mktemp("wan22") / "tiny_wan22.safetensors"), channels=48)
@@ -526,7 +518,7 @@ def test_frame_laid_conditioning_is_cut_to_the_run_frames():
 @pytest.fixture(scope="module")
 def wan_i2v(tmp_path_factory):
     """A tiny Wan with the 36 input channels of image-to-video (4 mask + 16 image channels besides the latents)."""
-    _comfy()
+    comfy_env.comfyui_or_skip()
     import comfy.sd
 
     path = comfy_env.save_tiny_wan21(str(tmp_path_factory.mktemp("wan_i2v") / "tiny_wan_i2v.safetensors"), extra_in=20)
@@ -624,7 +616,7 @@ def dit(request, tmp_path_factory):
     """(ComfyUI's MODEL from UNETLoader, latent shape, positive, negative) for a tiny LTXV or HunyuanVideo file; the
     conditioning carries the extras their text encoders give (T5's / LLaVA's attention_mask with padding masked out,
     CLIP-L's pooled_output), without which their models do not run."""
-    _comfy()
+    comfy_env.comfyui_or_skip()
     import folder_paths
     comfy_nodes = comfy_env.comfy_nodes()
 

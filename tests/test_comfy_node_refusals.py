@@ -7,9 +7,7 @@ Against the real ComfyUI ($COMFYUI_PATH, default ../shared/comfyui); without it 
 CI (CI=true) they fail instead.
 """
 
-import os
 import re
-import sys
 from contextlib import contextmanager
 from types import SimpleNamespace
 
@@ -20,20 +18,13 @@ import comfy_env
 
 from longvideo.nodes.common import NodeInputError, check_frame_size
 
+pytestmark = pytest.mark.usefixtures("comfyui_session")
+
 CFG = 4.0
 
 
-def _comfy():
-    if comfy_env.comfyui_path() is None and os.environ.get("CI") == "true":
-        pytest.fail("ComfyUI was not found in CI: .ci/run must provide it (COMFYUI_PATH or ../shared/comfyui)")
-    return comfy_env.comfyui_or_skip()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def comfyui_in_process():
-    """While these tests run the pack sees ComfyUI (utils.comfy.in_comfyui); afterwards the session is headless."""
-    yield
-    comfy_env.leave_comfyui()
 
 
 def adapt(model, vae=None):
@@ -47,7 +38,7 @@ def adapt(model, vae=None):
 @pytest.fixture(scope="module")
 def wan21_files(tmp_path_factory):
     """A tiny Wan 2.1 file in a diffusion_models folder ComfyUI searches."""
-    _comfy()
+    comfy_env.comfyui_or_skip()
     folder = tmp_path_factory.mktemp("diffusion_models")
     comfy_env.save_tiny_wan21(str(folder / "tiny_wan21_refusals.safetensors"))
     # The folder_paths UNETLoader reads (an earlier module's teardown may have left sys.modules a fresh one).
@@ -80,7 +71,7 @@ def lv_wan21(wan21):
 @pytest.fixture(scope="module")
 def wan22(tmp_path_factory):
     """A tiny Wan 2.2 TI2V-like model (48 channels, 16x), loaded by what UNETLoader calls, inside inference mode."""
-    _comfy()
+    comfy_env.comfyui_or_skip()
     import comfy.sd
 
     path = comfy_env.save_tiny_wan21(str(tmp_path_factory.mktemp("wan22") / "tiny_wan22.safetensors"), channels=48)

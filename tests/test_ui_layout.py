@@ -23,6 +23,8 @@ import comfy_env
 
 from longvideo import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
+pytestmark = pytest.mark.usefixtures("comfyui_session")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UI_WORKFLOWS = sorted(glob.glob(os.path.join(ROOT, "workflows", "*.json")))
 COMFY_FOLDER = os.path.join(ROOT, "workflows", "comfyui")
@@ -47,25 +49,15 @@ def _name(path):
     return ("comfyui/" if os.path.dirname(path) == COMFY_FOLDER else "") + os.path.basename(path)
 
 
-def _comfy():
-    if comfy_env.comfyui_path() is None and os.environ.get("CI") == "true":
-        pytest.fail("ComfyUI was not found in CI: .ci/run must provide it (COMFYUI_PATH or ../shared/comfyui)")
-    return comfy_env.comfyui_or_skip()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def comfyui_in_process():
-    """Importing ComfyUI (for its core node classes) puts it first on sys.path and a torchvision stand-in in place:
-    after this module the session is headless again."""
-    yield
-    comfy_env.leave_comfyui()
 
 
 @pytest.fixture(scope="module")
 def comfy_builder():
     """tools/build_comfy_workflows.py, with ComfyUI imported (skips, or fails under CI, without ComfyUI); the folders
     it adds to sys.path to import its helpers are taken off again."""
-    _comfy()
+    comfy_env.comfyui_or_skip()
     path = list(sys.path)
     try:
         return _load_tool("build_comfy_workflows")
