@@ -108,7 +108,8 @@ class HandOff:
 
     def _refuse(self, runs, frames, allowed: str):
         known = ", ".join(f"{a}" if b == a + 1 else f"{a}-{b - 1}" for a, b in runs)
-        raise ValueError(f"{self.nodes} take known frames {allowed}; this clip knows latent frames {known} of {frames}")
+        raise ValueError(f"this model's own conditioning ({self.nodes}) takes known frames {allowed}; this clip knows "
+                         f"latent frames {known} of {frames}")
 
 
 class WanImage(HandOff):

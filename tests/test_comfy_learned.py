@@ -9,6 +9,7 @@ other layouts use a stand-in VAE with ComfyUI's VAE interface (their real VAEs a
 """
 
 import logging
+import re
 
 import pytest
 import torch
@@ -133,6 +134,16 @@ def test_the_hand_off_follows_the_model_class(load):
         if hand_off is not None:
             assert hand_off.needs_clip_vision == clip_vision, name
     assert known_runs([0, 1, 4, 6, 7]) == [(0, 2), (4, 5), (6, 8)]
+    infill, middle, start = [(0, 1), (2, 3)], [(0, 1), (2, 3), (4, 5)], [(0, 2)]
+    for hand_off, takes in ((WanImage(False), (infill, start)), (WanVace(), (infill, middle, start)),
+                            (Wan22Latent(), (start,)), (LtxvGuides(), (infill, middle, start)), (HunyuanImage(), (start,))):
+        for runs in (infill, middle, start):
+            frames = runs[-1][1] if runs is not start else 4
+            if runs in takes:
+                hand_off.check(runs, frames)
+            else:
+                with pytest.raises(ValueError, match=re.escape(f"({hand_off.nodes}) takes known frames")):
+                    hand_off.check(runs, frames)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -251,6 +262,24 @@ def test_continuation_chunk_equals_wan_vace_to_video(load, wan_vae, text):
 
         theirs = continuation_oracle(model, wan_vae, text, start, 11, build)
     assert (video[:, :, 3:] - theirs[:, :, 2:]).abs().max() <= 1e-4
+
+
+def test_vace_infill_segment_equals_wan_vace_to_video(load, wan_vae, text):
+    """VACE takes known frames anywhere: an infill segment's two parents as its control video's first and last pixel
+    frames, masked, the rest grey."""
+    model = wan(load, "vace", extra_in=0)
+    ends = latents(1, 16, 2, 2, 2, seed=1)
+    with torch.inference_mode():
+        ours = denoise(ComfyDenoiser(model, vae=wan_vae), guidance_of(text), (1, 16, 3, 2, 2), steps=STEPS, seed=4,
+                       scheduler="euler", conditioning=LearnedConditioning(KnownFrames([0, 2], ends)))
+        control = torch.full((9, 16, 16, 3), 0.5)
+        control[0], control[8] = decoded(wan_vae, ends[:, :, :1])[0], decoded(wan_vae, ends[:, :, 1:])[0]
+        masks = torch.ones(9, 16, 16)
+        masks[[0, 8]] = 0
+        positive, negative, latent, _ = outputs(node("comfy_extras.nodes_wan", "WanVaceToVideo").execute(
+            text[0], text[1], wan_vae, 16, 16, 9, 1, 1.0, control_video=control, control_masks=masks))
+        theirs = ksampler(model, 4, positive, negative, latent)
+    assert (ours - theirs).abs().max() <= 1e-4
 
 
 def test_learned_continuation_replaces_the_users_start_image_after_the_first_chunk(load, wan_vae, text):
@@ -449,6 +478,25 @@ def test_ltxv_infill_equals_ltxv_img_to_video_and_add_guide(load):
     assert (ours - theirs[:, :, :3]).abs().max() <= 1e-4
 
 
+def test_ltxv_continuation_equals_ltxv_img_to_video(load):
+    """LTX-Video continuation: the carried-over frames (8 x (2 - 1) + 1 pixel frames) go into the latent by
+    LTXVImgToVideo, clean at timestep 0 by its noise mask."""
+    model, vae = load("ltxv", comfy_env.save_tiny_ltxv), comfy_env.StandInVideoVAE(128, 32, 8)
+    positive, negative = dit_text()
+    start = latents(1, 128, 3, 2, 2, seed=9)
+    with torch.inference_mode():
+        denoiser = ComfyDenoiser(model, vae=vae)
+        settings = continuation.ContinuationSettings(frames_per_chunk=4, chunks=1, min_known=2, max_known=2,
+                                                     method="learned")
+        video = continuation.continue_video(denoiser, [native_guidance(denoiser, positive, negative)], settings,
+                                            size=(1, 2, 2), steps=STEPS, seed=11, scheduler="euler", start=start)
+        pixels = decoded(vae, start)[-9:]
+        p, n, latent = outputs(node("comfy_extras.nodes_lt", "LTXVImgToVideo").execute(
+            positive, negative, pixels, vae, 64, 64, 25, 1, 1.0))
+        theirs = ksampler(model, continuation.chunk_seed(11, 0), p, n, latent)
+    assert (video[:, :, 3:] - theirs[:, :, 2:]).abs().max() <= 1e-4
+
+
 def test_hunyuan_i2v_continuation_equals_hunyuan_image_to_video(load):
     model, vae = load("hunyuan_i2v", comfy_env.save_tiny_hunyuan_video, in_channels=33), comfy_env.StandInVideoVAE(16, 8, 4)
     positive, negative = dit_text()
@@ -516,8 +564,9 @@ def test_learned_refusals_name_the_model_before_sampling(load, wan_vae, text, ca
         run_node_inference(hierarchy_node, no_clip_vision, [text[0]], text[1], "timeline", 16, 16, 3, 2, "learned", 1, 2,
                            CFG, "euler", 2)
     ti2v = adapted(watch(load("wan22", comfy_env.save_tiny_wan21, channels=48)), vae=comfy_env.StandInVideoVAE(48, 16, 4))
-    with pytest.raises(NodeInputError, match=r"LongVideoHierarchicalSampler: Wan22ImageToVideoLatent take known frames at "
-                                             r"the start of a clip only; this clip knows latent frames 0, 2 of 3"):
+    with pytest.raises(NodeInputError, match=r"LongVideoHierarchicalSampler: this model's own conditioning "
+                                             r"\(Wan22ImageToVideoLatent\) takes known frames at the start of a clip "
+                                             r"only; this clip knows latent frames 0, 2 of 3"):
         run_node_inference(hierarchy_node, ti2v, [text[0]], text[1], "timeline", 32, 32, 3, 2, "learned", 1, 2, CFG,
                            "euler", 2)
     flf = adapted(watch(wan(load, "flf2v")), vae=wan_vae, clip_vision=comfy_env.StandInClipVision())
