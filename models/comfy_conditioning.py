@@ -47,7 +47,7 @@ class RunInputs:
     clip's latent frames (LTX-Video's guides append latent frames after them, cropped from the result)."""
 
     positive: list
-    negative: list
+    negative: list | None
     latent: torch.Tensor
     noise_mask: torch.Tensor | None
     frames: int

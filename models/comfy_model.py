@@ -100,8 +100,17 @@ FRAME_LAID = ("concat_latent_image", "concat_mask")
 # Extras the LongVideo samplers cannot honour, and why.
 REFUSED_EXTRAS = {
     "keyframe_idxs": "LTXVAddGuide appends its guide frames to the LATENT, which the LongVideo samplers make themselves: "
-                     "give the frames as a start clip (continuation start_latent) instead",
+                     "give the frames as a start clip (continuation start_latent) with method 'learned', which adds "
+                     "them as LTX-Video's own guides",
 }
+
+# ComfyUI model classes whose blocks add to their activations in place (x += ...), which a backward pass cannot go
+# through: reconstruction guidance is refused on them.
+IN_PLACE_ACTIVATIONS = {"LTXV", "HunyuanVideo"}
+
+# Wan 2.2 A14B's switch from the high-noise to the low-noise expert (Wan's own boundaries, in sigma = t / 1000).
+TEXT_TO_VIDEO_BOUNDARY = 0.875
+IMAGE_TO_VIDEO_BOUNDARY = 0.9
 
 
 @dataclass(frozen=True)
@@ -181,6 +190,56 @@ def _text_width(diffusion_model) -> int | None:
         if module is not None and hasattr(module, "in_features"):
             return int(module.in_features)
     return None
+
+
+class Experts:
+    """Wan 2.2 A14B's two experts: `high` samples the noisiest steps of every run, `low` the rest.
+
+    The switch is `switch_step` (the low-noise expert from that step of a run on, as end_at_step of the Wan 2.2
+    template's first KSamplerAdvanced) or, when 0, the boundary: the steps that start at a sigma of at least `boundary`
+    run on the high-noise expert, as Wan's own sampler switches (None: Wan's 0.875 for text-to-video, 0.9 for a model
+    with image input channels).
+    """
+
+    def __init__(self, high, low, boundary: float | None = None, switch_step: int = 0):
+        self.high, self.low, self.switch_step = high, low, switch_step
+        if boundary is None:
+            image_model = (input_channels(high) or 0) > high.get_model_object("latent_format").latent_channels
+            boundary = IMAGE_TO_VIDEO_BOUNDARY if image_model else TEXT_TO_VIDEO_BOUNDARY
+        self.boundary = boundary
+
+    def high_steps(self, sigmas: torch.Tensor) -> int:
+        steps = len(sigmas) - 1
+        if self.switch_step:
+            return min(self.switch_step, steps)
+        return sum(1 for sigma in sigmas[:-1].tolist() if sigma >= self.boundary)
+
+    def stages(self, sigmas: torch.Tensor) -> list[tuple[object, torch.Tensor]]:
+        """(expert, its sigmas) for each expert that has steps in a run over `sigmas`."""
+        split = self.high_steps(sigmas)
+        parts = [(self.high, sigmas[: split + 1]), (self.low, sigmas[split:])]
+        return [(model, part) for model, part in parts if len(part) > 1]
+
+    def hand_over(self, samples: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor, inputs: RunInputs):
+        """(latent image, noise) for the low-noise expert to go on from the high-noise expert's `samples` at `sigma`.
+
+        Without a noise mask this is the template's chain: the leftover-noise latent and no new noise. With one, that
+        chain would show the kept frames to the second expert as the first one's noisy output re-scaled without noise
+        (KSamplerX0Inpaint re-noises the latent image with the stage's zero noise), so the second expert gets the run's
+        own noise and, for the sampled frames, the latent that this noise scales back to the same starting point; the
+        kept frames stay the clean latent image, re-noised every step as in one run.
+        """
+        if inputs.noise_mask is None:
+            return samples, torch.zeros_like(noise)
+        latent_format = self.low.get_model_object("latent_format")
+        sampling = self.low.get_model_object("model_sampling")
+        sigma = sigma.reshape(1).float()
+        zeros = torch.zeros_like(noise)
+        signal = sampling.noise_scaling(sigma, zeros, torch.ones_like(noise))
+        offset = sampling.noise_scaling(sigma, noise, zeros)
+        continued = latent_format.process_out(latent_format.process_in(samples) - offset / signal)
+        mask = inputs.noise_mask.float().cpu()
+        return continued * mask + inputs.latent.float().cpu() * (1 - mask), noise
 
 
 class ComfyDenoiser(Denoiser):
@@ -488,65 +547,6 @@ def _weights_for_autograd(network: torch.nn.Module) -> Callable[[], None]:
                 setattr(owner, name, value)
 
     return restore
-
-
-# ComfyUI model classes whose blocks add to their activations in place (x += ...), which a backward pass cannot go
-# through: reconstruction guidance is refused on them.
-IN_PLACE_ACTIVATIONS = {"LTXV", "HunyuanVideo"}
-
-# Wan 2.2 A14B's switch from the high-noise to the low-noise expert (Wan's own boundaries, in sigma = t / 1000).
-TEXT_TO_VIDEO_BOUNDARY = 0.875
-IMAGE_TO_VIDEO_BOUNDARY = 0.9
-
-
-class Experts:
-    """Wan 2.2 A14B's two experts: `high` samples the noisiest steps of every run, `low` the rest.
-
-    The switch is `switch_step` (the low-noise expert from that step of a run on, as end_at_step of the Wan 2.2
-    template's first KSamplerAdvanced) or, when 0, the boundary: the steps that start at a sigma of at least `boundary`
-    run on the high-noise expert, as Wan's own sampler switches (None: Wan's 0.875 for text-to-video, 0.9 for a model
-    with image input channels).
-    """
-
-    def __init__(self, high, low, boundary: float | None = None, switch_step: int = 0):
-        self.high, self.low, self.switch_step = high, low, switch_step
-        if boundary is None:
-            image_model = (input_channels(high) or 0) > high.get_model_object("latent_format").latent_channels
-            boundary = IMAGE_TO_VIDEO_BOUNDARY if image_model else TEXT_TO_VIDEO_BOUNDARY
-        self.boundary = boundary
-
-    def high_steps(self, sigmas: torch.Tensor) -> int:
-        steps = len(sigmas) - 1
-        if self.switch_step:
-            return min(self.switch_step, steps)
-        return sum(1 for sigma in sigmas[:-1].tolist() if sigma >= self.boundary)
-
-    def stages(self, sigmas: torch.Tensor) -> list[tuple[object, torch.Tensor]]:
-        """(expert, its sigmas) for each expert that has steps in a run over `sigmas`."""
-        split = self.high_steps(sigmas)
-        parts = [(self.high, sigmas[: split + 1]), (self.low, sigmas[split:])]
-        return [(model, part) for model, part in parts if len(part) > 1]
-
-    def hand_over(self, samples: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor, inputs: RunInputs):
-        """(latent image, noise) for the low-noise expert to go on from the high-noise expert's `samples` at `sigma`.
-
-        Without a noise mask this is the template's chain: the leftover-noise latent and no new noise. With one, that
-        chain would show the kept frames to the second expert as the first one's noisy output re-scaled without noise
-        (KSamplerX0Inpaint re-noises the latent image with the stage's zero noise), so the second expert gets the run's
-        own noise and, for the sampled frames, the latent that this noise scales back to the same starting point; the
-        kept frames stay the clean latent image, re-noised every step as in one run.
-        """
-        if inputs.noise_mask is None:
-            return samples, torch.zeros_like(noise)
-        latent_format = self.low.get_model_object("latent_format")
-        sampling = self.low.get_model_object("model_sampling")
-        sigma = sigma.reshape(1).float()
-        zeros = torch.zeros_like(noise)
-        signal = sampling.noise_scaling(sigma, zeros, torch.ones_like(noise))
-        offset = sampling.noise_scaling(sigma, noise, zeros)
-        continued = latent_format.process_out(latent_format.process_in(samples) - offset / signal)
-        mask = inputs.noise_mask.float().cpu()
-        return continued * mask + inputs.latent.float().cpu() * (1 - mask), noise
 
 
 class ComfyVAE:
