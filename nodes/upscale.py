@@ -1,14 +1,21 @@
 import json
 import os
+from types import SimpleNamespace
 
 from ..models.latent_upscaler import PIPELINE_CLASS, load_latent_upscaler
 from ..models.loader import ATTENTION_BACKENDS, DTYPES, resolve_dtype
 from ..sampling.latent_upscale import INTERPOLATION_METHODS, MODEL_SCALE, interpolate_latents, upscale_with_model
 from ..utils.comfy import Progress, find_model_folder, intermediate_device, list_model_folders
-from .common import LATENT, LATENT_DOWNSCALE, LOADERS, NOTHING_FOUND, NodeInputError, check_frame_size, validate_model_choice, video_latents, check_numbers
+from .common import (
+    LATENT, LATENT_DOWNSCALE, LOADERS, NOTHING_FOUND, VAE, NodeInputError, check_frame_size, check_numbers,
+    latent_downscale, validate_model_choice, video_latents,
+)
 from .sampler import SEED
 
 LATENT_UPSCALER = "LV_LATENT_UPSCALER"
+# Latent channels of ComfyUI's video VAEs that compress more than 8x (Wan 2.2 TI2V 5B, LTX-Video): pixel sizes need
+# the VAE to be turned into latent sizes.
+COARSER_LATENT_CHANNELS = {48: 16, 128: 32}
 METHODS = (*INTERPOLATION_METHODS, "model")
 NO_MODEL_FOUND = NOTHING_FOUND
 
@@ -99,8 +106,9 @@ class LongVideoLatentUpscale:
     def INPUT_TYPES(cls):
         def target(name):
             return ("INT", {"default": 0, "min": 0, "max": 8192, "step": LATENT_DOWNSCALE,
-                            "tooltip": f"Target frame {name} in pixels (a multiple of {LATENT_DOWNSCALE}); 0 follows scale_by "
-                                       "or, when only the other side is set, keeps the aspect ratio."})
+                            "tooltip": f"Target frame {name} in pixels (a multiple of {LATENT_DOWNSCALE}, or of the VAE's "
+                                       "compression with vae connected); 0 follows scale_by or, when only the other side "
+                                       "is set, keeps the aspect ratio."})
 
         return {
             "required": {
@@ -126,19 +134,25 @@ class LongVideoLatentUpscale:
                                              "tooltip": "Method 'model' only (ignored by the interpolation methods): 0 as ContinuitySeq (empty prompt, no guidance); above 1 guides with the prompts."}),
                 "seed": (SEED[0], {**SEED[1], "tooltip": "Method 'model' only (ignored by the interpolation methods): "
                                                          "the upscaler's noise seed, drawn on the CPU."}),
+                "vae": (VAE, {"tooltip": "The latents' VAE, for width and height in pixels on latents that are not 8x "
+                                         "(Wan 2.2 TI2V 5B: 16x, LTX-Video: 32x); not needed with scale_by."}),
             },
         }
 
     def upscale(self, samples, method, scale_by, width, height, frames_per_batch, upscale_model=None, prompt="",
-                negative_prompt="", steps=20, guidance_scale=0.0, seed=0):
+                negative_prompt="", steps=20, guidance_scale=0.0, seed=0, vae=None):
         check_numbers(self, locals())
         node = "LongVideoLatentUpscale"
-        latents = video_latents(samples, node, "samples")
+        latents = video_latents(samples, node, "samples", None if vae is None else vae.latent_channels)
         if method not in METHODS:
             raise NodeInputError(f"{node}: method '{method}' is unknown: choose one of {', '.join(METHODS)}")
         if frames_per_batch < 1:
             raise NodeInputError(f"{node}: frames_per_batch must be at least 1, got {frames_per_batch}")
-        size = target_size(node, latents.shape[-2:], scale_by, width, height)
+        if (width or height) and vae is None and latents.shape[1] in COARSER_LATENT_CHANNELS:
+            raise NodeInputError(f"{node}: 'samples' has {latents.shape[1]} channels, the latents of a VAE that compresses "
+                                 f"{COARSER_LATENT_CHANNELS[latents.shape[1]]}x, so width and height in pixels need the "
+                                 "VAE: connect it to 'vae', or use scale_by with width and height 0")
+        size = target_size(node, latents.shape[-2:], scale_by, width, height, latent_downscale(vae))
         if method != "model":
             return ({**samples, "samples": interpolate_latents(latents, size, method, frames_per_batch).to(intermediate_device())},)
 
@@ -166,16 +180,19 @@ class LongVideoLatentUpscale:
         return ({**samples, "samples": upscaled.to(latents.dtype).to(intermediate_device())},)
 
 
-def target_size(node: str, size, scale_by: float, width: int, height: int) -> tuple[int, int]:
-    """The latent (height, width) asked for: width x height pixels, one of them following the aspect ratio, or scale_by."""
+def target_size(node: str, size, scale_by: float, width: int, height: int,
+                downscale: int = LATENT_DOWNSCALE) -> tuple[int, int]:
+    """The latent (height, width) asked for: width x height pixels (`downscale` pixels per latent pixel), one of them
+    following the aspect ratio, or scale_by."""
     latent_height, latent_width = size
     if width or height:
-        check_frame_size(node, width or LATENT_DOWNSCALE, height or LATENT_DOWNSCALE)  # the side(s) that are set
+        vae = SimpleNamespace(downscale=downscale)
+        check_frame_size(node, width or downscale, height or downscale, vae)  # the side(s) that are set
         if not width:
-            width = round(height * latent_width / latent_height / LATENT_DOWNSCALE) * LATENT_DOWNSCALE
+            width = round(height * latent_width / latent_height / downscale) * downscale
         if not height:
-            height = round(width * latent_height / latent_width / LATENT_DOWNSCALE) * LATENT_DOWNSCALE
-        return max(height // LATENT_DOWNSCALE, 1), max(width // LATENT_DOWNSCALE, 1)
+            height = round(width * latent_height / latent_width / downscale) * downscale
+        return max(height // downscale, 1), max(width // downscale, 1)
     if scale_by <= 0:
         raise NodeInputError(f"{node}: scale_by must be above 0, got {scale_by}")
     return max(round(latent_height * scale_by), 1), max(round(latent_width * scale_by), 1)

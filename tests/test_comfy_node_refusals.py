@@ -368,3 +368,23 @@ def test_save_video_decodes_a_comfyui_vae_latent(wan21_vae, tmp_path, monkeypatc
     result = run_node(video_node.LongVideoSaveVideo, filename_prefix="LongVideo/comfy", samples=latent, vae=wan21_vae,
                       frames_per_batch=2)
     assert result["ui"]["images"][0]["frames"] == 9 and totals == [9]
+
+
+def test_latent_upscale_sizes_follow_the_vae_compression():
+    """Wan 2.2 TI2V 5B's latents (48 channels, 16x): width and height in pixels need its VAE; with it they are
+    turned into latent sizes at 16x, and scale_by needs none."""
+    from longvideo.models.comfy_model import ComfyVAE
+    from longvideo.nodes.upscale import LongVideoLatentUpscale
+
+    latents = {"samples": torch.randn(1, 48, 2, 4, 4, generator=torch.Generator().manual_seed(0))}
+    upscale = LongVideoLatentUpscale().upscale
+    with pytest.raises(NodeInputError, match="'samples' has 48 channels, the latents of a VAE that compresses 16x, so "
+                                             "width and height in pixels need the VAE: connect it to 'vae'"):
+        upscale(latents, "bilinear", 2.0, 128, 0, 16)
+    vae = ComfyVAE(comfy_env.StandInVideoVAE(48, 16, 4))
+    (out,) = upscale(latents, "bilinear", 2.0, 128, 0, 16, vae=vae)
+    assert out["samples"].shape == (1, 48, 2, 8, 8)
+    with pytest.raises(NodeInputError, match="width 120 is not a multiple of 16"):
+        upscale(latents, "bilinear", 2.0, 120, 0, 16, vae=vae)
+    (doubled,) = upscale(latents, "bilinear", 2.0, 0, 0, 16)
+    assert doubled["samples"].shape == (1, 48, 2, 8, 8)
