@@ -172,7 +172,11 @@ def video_latents(latent, node: str, name: str = "latent", channels: int | None 
     return samples
 
 
-def save_partial_latent(latents: torch.Tensor, prefix: str) -> str:
+# The key of a LATENT's pack-specific facts (a dict: where its joins are, how to resume it), kept in saved .latent files.
+LATENT_INFO = "longvideo"
+
+
+def save_partial_latent(latents: torch.Tensor, prefix: str, info: dict | None = None) -> str:
     """Write finished frames in ComfyUI's .latent format under the output folder (LoadLatent reads it, and the long
     samplers take it back as start_latent); the file appears complete or not at all, under a number no other run
     takes. Returns its path; raises PartialSaveError naming the file and saying the frames are lost if it cannot
@@ -182,7 +186,7 @@ def save_partial_latent(latents: torch.Tensor, prefix: str) -> str:
     try:
         reservation = reserve_output_path(output_directory(), prefix, "latent")
         target = reservation.path
-        return save_latent_file(latents, reservation)
+        return save_latent_file(latents, reservation, info)
     except (OSError, ValueError) as error:
         cause = error.__cause__ if isinstance(error, PartialSaveError) and error.__cause__ is not None else error
         reason = (cause.strerror if isinstance(cause, OSError) else None) or str(cause)

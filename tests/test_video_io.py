@@ -211,3 +211,17 @@ def test_resolve_output_path_rejects_symlink_escape(tmp_path):
 
 def test_video_formats_constant():
     assert video_io.VIDEO_FORMATS == ("mp4", "webm", "gif")
+
+
+def test_latent_file_keeps_the_packs_info_and_loads_as_comfyui_does(tmp_path):
+    from longvideo.utils.video_io import load_latent_file, reserve_output_path, save_latent_file
+    from safetensors.torch import load_file
+
+    latents = torch.randn(1, 4, 3, 2, 2)
+    info = {"joins": [2], "run": {"seed": 5}}
+    path = save_latent_file(latents, reserve_output_path(str(tmp_path), "LongVideo/x", "latent"), info)
+    assert set(load_file(path)) == {"latent_tensor", "latent_format_version_0"}  # what ComfyUI's LoadLatent reads
+    loaded, loaded_info = load_latent_file(path)
+    assert torch.equal(loaded, latents) and loaded_info == info
+    plain = save_latent_file(latents, reserve_output_path(str(tmp_path), "LongVideo/y", "latent"))
+    assert load_latent_file(plain)[1] == {}

@@ -334,14 +334,21 @@ def _sync_folder(folder: str) -> None:
         os.close(handle)
 
 
-def save_latent_file(latents, reservation: OutputReservation) -> str:
+# The safetensors metadata key of the pack's own facts about a saved latent (LATENT_INFO in a LATENT: where its joins
+# are, how to resume it), stored as JSON; ComfyUI's LoadLatent ignores it.
+LATENT_INFO_KEY = "longvideo"
+
+
+def save_latent_file(latents, reservation: OutputReservation, info: dict | None = None) -> str:
     """Write a LATENT's samples in ComfyUI's .latent format (safetensors: latent_tensor plus the format marker) into a
-    reservation and commit it; returns the path. A failure discards the reservation and raises PartialSaveError
-    naming the file."""
+    reservation and commit it; returns the path. `info` (JSON-serialisable) is kept in the file's metadata and comes
+    back from load_latent_file. A failure discards the reservation and raises PartialSaveError naming the file."""
     from safetensors.torch import save
 
     try:
-        data = save({"latent_tensor": latents.detach().cpu().contiguous(), "latent_format_version_0": torch.tensor([])})
+        metadata = None if info is None else {LATENT_INFO_KEY: json.dumps(info)}
+        tensors = {"latent_tensor": latents.detach().cpu().contiguous(), "latent_format_version_0": torch.tensor([])}
+        data = save(tensors, metadata=metadata)
         reservation.write_bytes(data)
         del data
         return reservation.commit()
@@ -349,6 +356,20 @@ def save_latent_file(latents, reservation: OutputReservation) -> str:
         raise PartialSaveError(f"could not write {reservation.path} ({error.strerror or error})") from error
     finally:
         reservation.discard()  # nothing left behind on failure; no effect after commit
+
+
+def load_latent_file(path: str) -> tuple[torch.Tensor, dict]:
+    """The samples of a .latent file (ComfyUI's format, or an older one with latent_tensor only) and the pack's info
+    saved with it ({} when it has none). Scaling as ComfyUI's LoadLatent: files without the format marker hold
+    latents scaled by 1 / 0.18215."""
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as handle:
+        info = json.loads((handle.metadata() or {}).get(LATENT_INFO_KEY, "{}"))
+        samples = handle.get_tensor("latent_tensor").float()
+        if "latent_format_version_0" not in handle.keys():
+            samples = samples * (1.0 / 0.18215)
+    return samples, info
 
 
 def _check_inside(root: str, path: str, prefix: str) -> None:
