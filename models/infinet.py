@@ -284,7 +284,9 @@ class InfiNetDenoiser(Denoiser):
             base = UNet3DDenoiser(unet_with_base_weights(base.unet, weights.base_weights), base.scheduler_config)
             if scope is not None:
                 base = base.with_temporal_attention(scope)
-        return cls(base, infinet, weights.condition)
+        made = cls(base, infinet, weights.condition)
+        made.source = weights.source  # worker ranks load the same checkpoint (models/rank_models.py)
+        return made
 
     def load(self) -> torch.device:
         device = self.base.load()

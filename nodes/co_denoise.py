@@ -1,9 +1,12 @@
-from ..sampling import co_denoise
+import torch
+
+from ..sampling import co_denoise, distributed_launch
 from ..sampling.denoise import TextGuidance
-from ..utils.comfy import Progress, intermediate_device
+from ..sampling.distributed_launch import rank_prompt_data
+from ..utils.comfy import Progress, intermediate_device, throw_if_interrupted
 from .common import (
-    MODEL, SAMPLING, VAE, NodeInputError, check_frame_size, check_numbers, conditioning_embeddings, frame_size_input,
-    latent_frame_size, refuse_comfy_model,
+    DEVICES, MODEL, SAMPLING, VAE, NodeInputError, check_frame_size, check_numbers, conditioning_embeddings,
+    frame_size_input, latent_frame_size, ranks_model, refuse_comfy_model, split_devices,
 )
 from .continuation import PROMPT_SCHEDULE, LongVideoContinuationSampler
 from .sampler import CFG, SCHEDULER, SEED, STEPS
@@ -62,15 +65,17 @@ class LongVideoCoDenoiseSampler:
                     "the embedded model's jumps; its object then moves about half as fast, and the longer the video the "
                     "less it follows direction changes along the timeline (over 1,024 frames it drifts slowly). A layout "
                     "step runs one window, with the prompt of the video's middle, so it costs less than an ordinary step.")}),
+                "devices": DEVICES,
             },
         }
 
     def sample(self, model, positive, negative, width, height, frames, frames_per_window, overlap, noise, seed, steps, cfg,
                scheduler, prompt_schedule=None, start_image=None, vae=None, start_latent=None, method="replace",
-               layout_share=co_denoise.LAYOUT_SHARE):
+               layout_share=co_denoise.LAYOUT_SHARE, devices=""):
         check_numbers(self, locals())
         node = "LongVideoCoDenoiseSampler"
         check_frame_size(node, width, height, model)
+        device_list = split_devices(node, devices)
         if start_image is not None and start_latent is not None:
             raise NodeInputError(f"{node}: connect start_image or start_latent, not both")
         settings = co_denoise.CoDenoiseSettings(frames, frames_per_window, overlap, noise, method, layout_share)
@@ -94,9 +99,20 @@ class LongVideoCoDenoiseSampler:
         prompts = [TextGuidance(conditioning_embeddings(c, node, "prompt_schedule" if prompt_schedule else "positive",
                                                         model.context_width), negative_tokens, cfg) for c in schedule]
         batch = 1 if start is None else start.shape[0]
+        size = (batch, *latent_frame_size(model, width, height))
         with Progress(steps, "co-denoising") as progress:
-            latents = co_denoise.co_denoise_video(
-                model, prompts, settings, size=(batch, *latent_frame_size(model, width, height)), steps=steps, seed=seed,
-                scheduler=scheduler, start=start, on_step=lambda step, total: progress.update(),
-            )
+            if device_list is not None:
+                payload = {"model": ranks_model(node, model), "settings": vars(settings), "size": list(size), "steps": steps,
+                           "seed": seed, "scheduler": scheduler, "start": start,
+                           "prompts": [{"positive": rank_prompt_data(p.positive), "negative": rank_prompt_data(p.negative),
+                                        "cfg": p.cfg} for p in prompts]}
+                results = distributed_launch.run_ranks(device_list, "sampling.distributed_launch:co_denoise_job", payload,
+                                                       on_step=lambda step, total: progress.update(),
+                                                       check_cancel=throw_if_interrupted)
+                latents = torch.from_numpy(results[0])
+            else:
+                latents = co_denoise.co_denoise_video(
+                    model, prompts, settings, size=size, steps=steps, seed=seed, scheduler=scheduler, start=start,
+                    on_step=lambda step, total: progress.update(),
+                )
         return ({"samples": latents.to(intermediate_device())},)

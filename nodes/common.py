@@ -192,3 +192,30 @@ def save_partial_latent(latents: torch.Tensor, prefix: str, info: dict | None = 
         reason = (cause.strerror if isinstance(cause, OSError) else None) or str(cause)
         raise PartialSaveError(f"could not save the {frames} finished frames to {target} ({reason}); they are lost: "
                                "free disk space or fix the output folder before the next run") from error
+
+
+DEVICES = ("STRING", {"default": "", "tooltip": (
+    "Split the video over these devices, one worker process each (torch.distributed: NCCL on GPUs, gloo on the CPU): "
+    "'cuda:0, cuda:1' (or '0, 1'), 'all' (every GPU here), 'cpu, cpu'. Empty: this process, on one device. The "
+    "video is the one made on one device (up to float rounding). A rank that dies or stops answering ends the run "
+    "naming it; finished work is kept as a .latent.")})
+
+
+def split_devices(node: str, devices: str):
+    """The devices of a DEVICES input (sampling.distributed_launch.resolve_devices), or None: this process."""
+    from ..sampling.distributed_launch import resolve_devices
+
+    try:
+        return resolve_devices(devices)
+    except ValueError as error:
+        raise NodeInputError(f"{node}: 'devices': {error}") from None
+
+
+def ranks_model(node: str, model):
+    """`model` as the worker ranks rebuild it (models/rank_models.py), or a NodeInputError saying why it cannot go."""
+    from ..models.rank_models import rank_model
+
+    try:
+        return rank_model(model)
+    except ValueError as error:
+        raise NodeInputError(f"{node}: 'model' on several devices: {error}") from None

@@ -6,16 +6,17 @@ import torch
 from ..models.denoiser import UNet3DDenoiser
 from ..models.infinet import CONDITIONS, InfiNetDenoiser, load_infinet
 from ..models.loader import ModelLoadError
-from ..sampling import hierarchy
+from ..sampling import distributed_launch, hierarchy
+from ..sampling.distributed_launch import rank_prompt_data, rank_prompts
 from ..sampling.frame_conditioning import BLEND_STRENGTH
-from ..utils.comfy import Progress, intermediate_device, model_search_folders
+from ..utils.comfy import Progress, intermediate_device, model_search_folders, throw_if_interrupted
 from .common import (
     save_partial_latent,
     LOADERS, NOTHING_FOUND, SAMPLING, MODEL, NodeInputError, check_frame_size, conditioning_prompt, frame_size_input, latent_downscale, latent_frame_size,
     validate_model_choice,
     video_latents,
 )
-from .common import check_numbers
+from .common import DEVICES, check_numbers, ranks_model, split_devices
 from .continuation import PROMPT_SCHEDULE
 from .sampler import CFG, FRAME_GUIDANCE, SCHEDULER, SEED, STEPS
 
@@ -142,6 +143,7 @@ class LongVideoHierarchicalSampler:
             },
             "optional": {
                 "infinet": (INFINET, {"tooltip": "Method 'learned' only (ignored by replace and guidance): InfiNet weights from LongVideoInfiNetLoader."}),
+                "devices": DEVICES,
                 "infill_model": (MODEL, {"tooltip": (
                     "The model that fills the gaps (every level after the keyframes), with 'method'; 'model' then makes "
                     "only the keyframes. E.g. Wan 2.2 A14B: the text-to-video experts make the keyframes, the "
@@ -163,10 +165,11 @@ class LongVideoHierarchicalSampler:
 
     def sample(self, model, prompts, negative, prompt_layout, width, height, keyframes, depth, method, seed, steps, cfg,
                scheduler, batch_cap, infinet=None, guidance_weight=1.0, start_latent=None, blend_strength=BLEND_STRENGTH,
-               infill_cfg=0.0, frame_guidance=1.0, infill_model=None):
+               infill_cfg=0.0, frame_guidance=1.0, infill_model=None, devices=""):
         check_numbers(self, locals())
         node = "LongVideoHierarchicalSampler"
         check_frame_size(node, width, height, model)
+        device_list = split_devices(node, devices)
         plan = hierarchy.HierarchyPlan(keyframes, depth)
         settings = hierarchy.HierarchySettings(batch_cap, method, guidance_weight, blend_strength, infill_cfg or None,
                                                frame_guidance)
@@ -188,17 +191,26 @@ class LongVideoHierarchicalSampler:
         negative_prompt = conditioning_prompt(negative, node, "negative", model)
         start = self._start(node, model, plan, start_latent, size)
         first_level = 0 if start is None else plan.level_of_start(start.shape[2])
-        with Progress(plan.runs(batch_cap, first_level) * steps, "hierarchical") as progress:
-            try:
-                latents = hierarchy.sample_hierarchy(
-                    denoiser, plan, layout(plan, lines), negative_prompt, cfg, settings, size=size, steps=steps, seed=seed,
-                    scheduler=scheduler, start=start, on_step=lambda level, step: progress.update(),
-                    infill_denoiser=None if infill is denoiser else infill,
-                )
-            except hierarchy.LevelsInterrupted as interrupted:
-                if interrupted.latents is not None:
-                    _save_partial(interrupted.latents)
-                raise interrupted.cause
+        ranks = 1 if device_list is None else len(device_list)
+        with Progress(plan.runs(batch_cap, first_level, 0, ranks) * steps, "hierarchical") as progress:
+            if device_list is not None:
+                payload = {"model": ranks_model(node, denoiser),
+                           "infill_model": None if infill is denoiser else ranks_model(node, infill),
+                           "plan": [keyframes, depth], "settings": vars(settings), "negative": rank_prompt_data(negative_prompt),
+                           "prompts": [rank_prompts(level) for level in layout(plan, lines)], "cfg": cfg, "size": list(size),
+                           "steps": steps, "seed": seed, "scheduler": scheduler, "start": start}
+                latents = _sample_on_ranks(device_list, payload, progress)
+            else:
+                try:
+                    latents = hierarchy.sample_hierarchy(
+                        denoiser, plan, layout(plan, lines), negative_prompt, cfg, settings, size=size, steps=steps,
+                        seed=seed, scheduler=scheduler, start=start, on_step=lambda level, step: progress.update(),
+                        infill_denoiser=None if infill is denoiser else infill,
+                    )
+                except hierarchy.LevelsInterrupted as interrupted:
+                    if interrupted.latents is not None:
+                        _save_partial(interrupted.latents)
+                    raise interrupted.cause
         return ({"samples": latents.to(intermediate_device())},)
 
     @staticmethod
@@ -233,6 +245,24 @@ class LongVideoHierarchicalSampler:
         except ValueError as error:
             raise NodeInputError(f"{node}: {error} (keyframes {plan.keyframes}, depth {plan.depth})") from None
         return start
+
+
+def _sample_on_ranks(devices, payload: dict, progress) -> torch.Tensor:
+    """hierarchy_job on one worker process per device; the levels rank 0 reports are kept if a later one fails."""
+    finished = {}
+
+    def keep(rank, report):
+        finished["latents"] = torch.from_numpy(report["latents"])
+
+    try:
+        results = distributed_launch.run_ranks(devices, "sampling.distributed_launch:hierarchy_job", payload,
+                                               on_step=lambda step, total: progress.update(),
+                                               check_cancel=throw_if_interrupted, on_report=keep)
+    except BaseException:
+        if "latents" in finished:
+            _save_partial(finished["latents"])
+        raise
+    return torch.from_numpy(results[0])
 
 
 def _check_infill_model(node, model, infill_model) -> None:

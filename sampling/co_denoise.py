@@ -125,7 +125,13 @@ class LayoutWindow(Denoiser):
         frames = latents.shape[2]
         layout = layout_frames(frames, self.windows.frames_per_window)
         x = latents[:, :, layout]
-        prediction = self.windows.run_model(x, timestep, self.context, known_among(known, layout))
+        comm = self.windows.comm
+        if comm is None or comm.world_size == 1:
+            prediction = self.windows.run_model(x, timestep, self.context, known_among(known, layout))
+        else:  # one call: rank 0 makes it, the others add nothing to the sum that hands it to every rank
+            prediction = (self.windows.run_model(x, timestep, self.context, known_among(known, layout)).to(x.dtype)
+                          if comm.rank == 0 else torch.zeros_like(x))
+            prediction = comm.all_reduce_sum(prediction)
         alpha = self.alpha_of(timestep).to(latents.device)
         clean = clean_estimate(prediction, x, alpha, self.prediction_type)
         clean_everywhere = blend_along_time(KnownFrames(layout, clean), latents.shape).to(latents.device, prediction.dtype)
@@ -143,9 +149,14 @@ def co_denoise_video(
     scheduler: str = "ddim",
     start: torch.Tensor | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    comm=None,
 ) -> torch.Tensor:
     """Latents [B, C, frames, H, W] on the CPU; `size` is (batch, height, width) of the latents. `start` (a clip
-    [B or 1, C, k, H, W]) becomes the first k frames, kept exactly. `on_step(step, total)` after every step."""
+    [B or 1, C, k, H, W]) becomes the first k frames, kept exactly. `on_step(step, total)` after every step.
+
+    `comm` (a Communicator, sampling/distributed.py) shares every step's windows among its ranks (WindowedDenoiser);
+    each rank runs the same loop on the whole video, so they all end with the one-process video. The layout window is
+    one model call, made by rank 0."""
     settings.check()
     if not prompts:
         raise ValueError("co-denoising needs at least one prompt")
@@ -156,7 +167,7 @@ def co_denoise_video(
     contexts = [p.context(batch) for p in prompts]
     windowed = WindowedDenoiser(
         denoiser, settings.frames_per_window, settings.overlap, latents_on_cpu=True,
-        window_context=lambda first, stop: timeline_prompt(contexts, settings.frames, first, stop),
+        window_context=lambda first, stop: timeline_prompt(contexts, settings.frames, first, stop), comm=comm,
     )
     denoiser_for_steps = windowed
     layout_steps = round(settings.layout_share * steps)

@@ -16,6 +16,7 @@ import torch
 
 from ..models.denoiser import Denoiser, KnownFrames, take_model_facts
 from ..utils.comfy import throw_if_interrupted
+from .distributed import rank_share
 
 
 def window_starts(frames: int, frames_per_window: int, overlap: int) -> list[int]:
@@ -50,10 +51,12 @@ class WindowedDenoiser(Denoiser):
     window_context: when given, each window's text context comes from it instead of the loop's.
     latents_on_cpu: the loop keeps the whole video's latents on the CPU (`load` says so) and only one window at a time
     goes to the model's device, so device memory does not grow with the video's length.
+    comm: a Communicator (sampling/distributed.py) whose ranks share the windows of every call (rank_share): each runs
+    the model on its windows and the blended sums are added up over the ranks, so every rank steps the same video.
     """
 
     def __init__(self, inner: Denoiser, frames_per_window: int, overlap: int, *,
-                 window_context: WindowContext | None = None, latents_on_cpu: bool = False):
+                 window_context: WindowContext | None = None, latents_on_cpu: bool = False, comm=None):
         if frames_per_window < 1:
             raise ValueError(f"frames_per_window must be at least 1, got {frames_per_window}")
         if not 0 <= overlap < frames_per_window:
@@ -64,6 +67,7 @@ class WindowedDenoiser(Denoiser):
         take_model_facts(self, inner)
         self.window_context = window_context
         self.latents_on_cpu = latents_on_cpu
+        self.comm = comm
         self.model_device = None
 
     def __getattr__(self, name):
@@ -74,7 +78,7 @@ class WindowedDenoiser(Denoiser):
 
     def with_temporal_attention(self, scope) -> "WindowedDenoiser":
         return WindowedDenoiser(self.inner.with_temporal_attention(scope), self.frames_per_window, self.overlap,
-                                window_context=self.window_context, latents_on_cpu=self.latents_on_cpu)
+                                window_context=self.window_context, latents_on_cpu=self.latents_on_cpu, comm=self.comm)
 
     def load(self) -> torch.device:
         self.model_device = self.inner.load()
@@ -83,22 +87,24 @@ class WindowedDenoiser(Denoiser):
     def __call__(self, latents, timestep, context, known=None):
         frames = latents.shape[2]
         starts = window_starts(frames, self.frames_per_window, self.overlap)
-        if len(starts) == 1 and not self.latents_on_cpu and self.window_context is None:
+        if len(starts) == 1 and not self.latents_on_cpu and self.window_context is None and self.comm is None:
             return self.inner(latents, timestep, context, known=known)
-        blended = None
+        mine = range(len(starts)) if self.comm is None else rank_share(len(starts), self.comm.rank, self.comm.world_size)
+        blended = torch.zeros_like(latents)
         total_weight = torch.zeros(frames, device=latents.device)
-        for number, start in enumerate(starts):
-            stop = min(start + self.frames_per_window, frames)
-            if number:
+        for number in mine:
+            start, stop = starts[number], min(starts[number] + self.frames_per_window, frames)
+            if number != mine.start:
                 throw_if_interrupted()
             prediction = self._window(latents[:, :, start:stop], timestep, context, known_among(known, range(start, stop)), start, stop)
-            if blended is None:
-                blended = torch.zeros_like(latents, dtype=prediction.dtype)
             before = starts[number - 1] + self.frames_per_window - start if number else 0
             after = stop - starts[number + 1] if number + 1 < len(starts) else 0
             weights = window_weights(stop - start, before, after).to(latents.device)
-            blended[:, :, start:stop] += prediction * weights.to(prediction.dtype)[:, None, None]
+            blended[:, :, start:stop] += (prediction * weights.to(prediction.dtype)[:, None, None]).to(blended.dtype)
             total_weight[start:stop] += weights
+        if self.comm is not None and self.comm.world_size > 1:
+            blended = self.comm.all_reduce_sum(blended)
+            total_weight = self.comm.all_reduce_sum(total_weight)
         return blended / total_weight.to(blended.dtype)[:, None, None]
 
     def _window(self, latents, timestep, context, known, start, stop):

@@ -47,6 +47,10 @@ class Communicator:
         """Every rank's `tensor` (one shape on all ranks), in rank order."""
         raise NotImplementedError
 
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The sum over ranks of `tensor` (one shape on all ranks), on `tensor`'s device."""
+        return torch.stack([part.to(tensor.device) for part in self.all_gather(tensor)]).sum(0)
+
     def _count(self, tensors) -> None:
         self.bytes_received += sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
@@ -131,11 +135,16 @@ class TorchCommunicator(Communicator):
         return left, right
 
     def all_gather(self, tensor):
-        tensor = tensor.contiguous()
+        home = tensor.device
+        tensor = self._sendable(tensor)
         gathered = [torch.empty_like(tensor) for _ in range(self.world_size)]
         self.dist.all_gather(gathered, tensor)
         self._count(g for r, g in enumerate(gathered) if r != self.rank)
-        return gathered
+        return [g.to(home) for g in gathered]
+
+    def _sendable(self, tensor):
+        """NCCL sends tensors on this rank's GPU only: latents kept on the CPU go there for the exchange."""
+        return tensor.contiguous().to(self.device) if self.device.type == "cuda" else tensor.contiguous()
 
 
 @dataclass
@@ -184,6 +193,12 @@ class ClipParallelSettings:
         )
 
 
+def rank_share(items: int, rank: int, world_size: int) -> range:
+    """The items (segments of a level, windows of a step) rank `rank` of `world_size` takes: a contiguous block, the
+    blocks of all ranks as even as whole items allow."""
+    return range(rank * items // world_size, (rank + 1) * items // world_size)
+
+
 def clip_seed(seed: int, clip: int) -> int:
     """The noise seed of clip `clip`: `seed` for clip 0, an unrelated seed derived from (seed, clip) for the others."""
     if clip == 0:
@@ -220,10 +235,12 @@ def sample_clip(
 
 
 class ClipRankError(RuntimeError):
-    """A rank of a clip-parallel run failed; `rank` names it."""
+    """A rank of a run split over ranks failed; `rank` names it."""
+
+    what = "clip-parallel"
 
     def __init__(self, rank: int, message: str):
-        super().__init__(f"clip-parallel rank {rank} failed: {message}")
+        super().__init__(f"{self.what} rank {rank} failed: {message}")
         self.rank = rank
 
 

@@ -6,14 +6,18 @@ port the OS picks, runs `job(RankContext, payload)` in each and returns the rank
 
 Faults: when a worker raises, dies (killed, out of memory) or the caller cancels (`check_cancel` raising), every
 worker is terminated (SIGTERM, then SIGKILL after a few seconds), joined, and the error names the failing rank.
-A rank that only failed because its peer vanished is not blamed when the one that vanished is known. Workers
-also exit by themselves when this process disappears, so none is left behind.
+A rank that only failed because its peer vanished is not blamed when the one that vanished is known. Every worker
+sends a heartbeat every HEARTBEAT_S seconds from a thread of its own; a rank silent for `stall_timeout_s` (default
+STALL_TIMEOUT_S, or $LONGVIDEO_RANK_TIMEOUT_S) is taken as hung (stopped with SIGSTOP, swapped out, deadlocked) and
+the run ends naming it, instead of waiting for torch.distributed's own collective timeout. Workers also exit by
+themselves when this process disappears, so none is left behind.
 
 Workers start from `distributed_worker.py` (a file path, not a module name), so they need neither this package
 importable by name nor the host program's __main__ (ComfyUI's main.py) run again.
 """
 
 import datetime
+import logging
 import multiprocessing.connection
 import os
 import runpy
@@ -31,10 +35,13 @@ import torch
 from .distributed import ClipParallelSettings, ClipRankError, Communicator, TorchCommunicator, sample_clip
 from .denoise import TextGuidance
 
+log = logging.getLogger(__name__)
 WORKER_ENTRY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distributed_worker.py")
 TERMINATE_GRACE_S = 5.0
 BLAME_GRACE_S = 1.0
 COLLECTIVE_TIMEOUT_S = 1800
+HEARTBEAT_S = 2.0
+STALL_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -46,10 +53,13 @@ class RankContext:
     device: torch.device
     comm: Communicator
     report_step: Callable[[int, int], None]
+    report: Callable[[object], None]  # plain data to the launcher's on_report (e.g. the finished part of a video)
 
 
 class DistributedRunError(ClipRankError):
-    """A worker process failed or died; the message names its rank and says what happened."""
+    """A worker process failed, died or stopped answering; the message names its rank and says what happened."""
+
+    what = "worker"
 
 
 def parse_devices(devices) -> list[torch.device]:
@@ -79,18 +89,40 @@ def parse_devices(devices) -> list[torch.device]:
     return parsed
 
 
+def resolve_devices(devices: str) -> list[torch.device] | None:
+    """The devices a run is split over, one worker process each, or None to run in this process: '' (this process),
+    'all' (every CUDA GPU here; with fewer than two, this process, saying so) or a list parse_devices reads (one
+    device: this process, on the device it uses)."""
+    text = devices.strip()
+    if not text:
+        return None
+    if text.lower() == "all":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count < 2:
+            log.info("devices 'all': %s GPU here, so the run stays in this process", "one" if count == 1 else "no")
+            return None
+        return [torch.device("cuda", index) for index in range(count)]
+    parsed = parse_devices(text)
+    if len(parsed) == 1:
+        log.info("devices '%s' names one device: the run stays in this process, on the device it uses", text)
+        return None
+    return parsed
+
+
 def backend_for(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
 def run_ranks(devices, job: str, payload: dict, *, on_step: Callable[[int, int], None] | None = None,
               check_cancel: Callable[[], None] | None = None, on_start: Callable[[list[int]], None] | None = None,
-              timeout_s: float | None = None) -> list:
+              timeout_s: float | None = None, on_report: Callable[[int, object], None] | None = None,
+              stall_timeout_s: float | None = None) -> list:
     """Run `job` ("module:function" inside this package, e.g. "sampling.distributed_launch:sample_job") on one worker
     per device; returns each rank's result. `payload` must be plain data (numbers, strings, lists, dicts, numpy
-    arrays): workers unpickle it before this package is importable there. `on_step(step, total)` follows rank 0,
-    `check_cancel()` runs between events and stops everything when it raises, `on_start(pids)` gets the workers' pids,
-    and after `timeout_s` seconds the run is stopped with TimeoutError.
+    arrays, torch tensors): workers unpickle it before this package is importable there. `on_step(step, total)`
+    follows rank 0, `on_report(rank, data)` gets what a rank's job reports (RankContext.report), `check_cancel()` runs
+    between events and stops everything when it raises, `on_start(pids)` gets the workers' pids, after `timeout_s`
+    seconds the run is stopped with TimeoutError, and a rank silent for `stall_timeout_s` ends it naming the rank.
     """
     import torch.distributed as dist
 
@@ -119,7 +151,8 @@ def run_ranks(devices, job: str, payload: dict, *, on_step: Callable[[int, int],
         if on_start is not None:
             on_start([p.pid for p in processes])
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        return _collect(processes, [reader for reader, _ in pipes], on_step, check_cancel, deadline)
+        stall = stall_timeout_s or float(os.environ.get("LONGVIDEO_RANK_TIMEOUT_S", STALL_TIMEOUT_S))
+        return _collect(processes, [reader for reader, _ in pipes], on_step, check_cancel, deadline, on_report, stall)
     finally:
         _stop(processes)
         for reader, writer in pipes:
@@ -128,11 +161,12 @@ def run_ranks(devices, job: str, payload: dict, *, on_step: Callable[[int, int],
         del store
 
 
-def _collect(processes, readers, on_step, check_cancel, deadline) -> list:
+def _collect(processes, readers, on_step, check_cancel, deadline, on_report, stall_timeout_s) -> list:
     world = len(processes)
     results: dict[int, object] = {}
     errors: dict[int, tuple[str, bool]] = {}
     open_readers = dict(zip(readers, range(world)))
+    heard = [time.monotonic()] * world
     failed_at = None
 
     def receive(timeout: float) -> None:
@@ -143,8 +177,11 @@ def _collect(processes, readers, on_step, check_cancel, deadline) -> list:
                 del open_readers[reader]
                 continue
             kind, rank = event[0], event[1]
+            heard[rank] = time.monotonic()
             if kind == "step" and rank == 0 and on_step is not None:
                 on_step(*event[2:])
+            elif kind == "report" and on_report is not None:
+                on_report(rank, event[2])
             elif kind == "done":
                 results[rank] = event[2]
             elif kind == "error":
@@ -154,8 +191,15 @@ def _collect(processes, readers, on_step, check_cancel, deadline) -> list:
         if check_cancel is not None:
             check_cancel()
         if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f"the clip-parallel run did not finish in time; ranks {sorted(set(range(world)) - set(results))} were still running")
+            raise TimeoutError(f"the multi-process run did not finish in time; ranks {sorted(set(range(world)) - set(results))} were still running")
         receive(0.1)
+        silent = [rank for rank in range(world) if rank not in results and rank not in errors
+                  and time.monotonic() - heard[rank] > stall_timeout_s]
+        if silent and failed_at is None:
+            raise DistributedRunError(silent[0], f"it stopped answering: no heartbeat for {stall_timeout_s:.0f} s from "
+                                                 f"{processes[silent[0]].name} (pid {processes[silent[0]].pid}: stopped, hung "
+                                                 "or swapped out); the run was ended (timeout: stall_timeout_s or "
+                                                 "$LONGVIDEO_RANK_TIMEOUT_S)")
         gone = [r for r in range(world) if r not in results and r not in open_readers.values()]
         if failed_at is None and (errors or gone):
             failed_at = time.monotonic()
@@ -234,6 +278,13 @@ def worker_main(rank: int, world_size: int, device: str, port: int, job: str, pa
 
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
     _thread_only_progress_lock()
+    lock = threading.Lock()
+
+    def send(event) -> None:  # the heartbeat thread and the job share the pipe
+        with lock:
+            events.send(event)
+
+    threading.Thread(target=_heartbeat, args=(send, rank), daemon=True).start()
     device = torch.device(device)
     try:
         if device.type == "cuda":
@@ -244,12 +295,12 @@ def worker_main(rank: int, world_size: int, device: str, port: int, job: str, pa
         module_name, function_name = job.split(":")
         function = getattr(importlib.import_module(f"{package.__name__}.{module_name}"), function_name)
         context = RankContext(rank, world_size, device, TorchCommunicator(device),
-                              lambda step, total: events.send(("step", rank, step, total)))
+                              lambda step, total: send(("step", rank, step, total)), lambda data: send(("report", rank, data)))
         result = function(context, payload)
-        events.send(("done", rank, result))
+        send(("done", rank, result))
     except BaseException as error:
         try:
-            events.send(("error", rank, f"{type(error).__name__}: {error}\n{traceback.format_exc()[-4000:]}", _peer_lost(error)))
+            send(("error", rank, f"{type(error).__name__}: {error}\n{traceback.format_exc()[-4000:]}", _peer_lost(error)))
         except OSError:
             pass  # the launching process is gone; nobody is left to tell
         raise SystemExit(1) from None
@@ -277,6 +328,15 @@ def _thread_only_progress_lock() -> None:
     except ImportError:
         return
     tqdm.set_lock(threading.RLock())
+
+
+def _heartbeat(send, rank: int) -> None:
+    while True:
+        time.sleep(HEARTBEAT_S)
+        try:
+            send(("alive", rank))
+        except OSError:
+            return
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -365,3 +425,77 @@ def video_job(context: RankContext, payload: dict) -> str | None:
     with open(os.path.splitext(path)[0] + ".json", "w", encoding="utf-8") as handle:
         json.dump(payload["config"], handle, indent=2)
     return path
+
+
+def hierarchy_job(context: RankContext, payload: dict):
+    """One rank of hierarchical sampling split over ranks (sampling/hierarchy.py with a Communicator): the segments of
+    every level are shared among the ranks and gathered after it. Rank 0 reports every finished level's frames (kept if
+    a later level fails) and returns the video; the other ranks return None.
+
+    payload: model and infill_model (models/rank_models.py), plan [keyframes, depth], settings (HierarchySettings
+    fields), prompts (per level, a list of prompts: see rank_prompts), negative, cfg, size, steps, seed, scheduler,
+    start (latents or None).
+    """
+    from ..models.rank_models import build_rank_model
+    from . import hierarchy
+
+    denoiser = build_rank_model(payload["model"], context.device)
+    infill = None if payload["infill_model"] is None else build_rank_model(payload["infill_model"], context.device)
+    plan = hierarchy.HierarchyPlan(*payload["plan"])
+    # Results and reports go as numpy arrays: a tensor would go as shared memory that the rank's exit can take away.
+    report = (lambda level, frames: context.report({"level": level, "latents": frames.numpy()})) if context.rank == 0 else None
+    video = hierarchy.sample_hierarchy(
+        denoiser, plan, [[rank_prompt(p, denoiser) for p in level] for level in payload["prompts"]],
+        rank_prompt(payload["negative"], denoiser), payload["cfg"], hierarchy.HierarchySettings(**payload["settings"]),
+        size=tuple(payload["size"]), steps=payload["steps"], seed=payload["seed"], scheduler=payload["scheduler"],
+        start=payload["start"], on_step=lambda level, step: context.report_step(step, payload["steps"]),
+        infill_denoiser=infill, comm=context.comm, on_level=report,
+    )
+    return video.numpy() if context.rank == 0 else None
+
+
+def co_denoise_job(context: RankContext, payload: dict):
+    """One rank of co-denoising split over ranks (sampling/co_denoise.py with a Communicator): every step's windows
+    are shared among the ranks and their blended sums added up. Rank 0 returns the video, the others None.
+
+    payload: model (models/rank_models.py), settings (CoDenoiseSettings fields), prompts (TextGuidance fields: see
+    rank_prompts), size, steps, seed, scheduler, start (latents or None).
+    """
+    from ..models.rank_models import build_rank_model
+    from . import co_denoise
+
+    denoiser = build_rank_model(payload["model"], context.device)
+    prompts = [TextGuidance(rank_prompt(p["positive"], denoiser), rank_prompt(p["negative"], denoiser), p["cfg"])
+               for p in payload["prompts"]]
+    video = co_denoise.co_denoise_video(
+        denoiser, prompts, co_denoise.CoDenoiseSettings(**payload["settings"]), size=tuple(payload["size"]),
+        steps=payload["steps"], seed=payload["seed"], scheduler=payload["scheduler"], start=payload["start"],
+        on_step=lambda step, total: context.report_step(step, total), comm=context.comm,
+    )
+    return video.numpy() if context.rank == 0 else None
+
+
+def rank_prompts(prompts) -> list:
+    """Prompts (token tensors or Prompts) as plain data for the ranks."""
+    return [rank_prompt_data(p) for p in prompts]
+
+
+def rank_prompt_data(prompt):
+    """A prompt (token tensor, Prompt, or None) as plain data; a model's own conditioning goes with its rank model."""
+    if prompt is None or isinstance(prompt, torch.Tensor):
+        return prompt
+    if getattr(prompt, "native", None) is None:
+        return prompt.tokens
+    from ..models.comfy_ranks import portable_conditioning
+
+    return {"tokens": prompt.tokens, "native": portable_conditioning(prompt.native)}
+
+
+def rank_prompt(data, denoiser):
+    """The prompt `rank_prompt_data` made, rebuilt in a rank."""
+    if data is None or isinstance(data, torch.Tensor):
+        return data
+    from ..models.comfy_ranks import conditioning_from_portable
+    from .denoise import Prompt
+
+    return Prompt(data["tokens"], conditioning_from_portable(data["native"]))

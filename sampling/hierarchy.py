@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from .denoise import Prompt, TextGuidance, denoise
+from .distributed import rank_share
 from .frame_conditioning import (BLEND_STRENGTH, METHODS, KnownFrames, check_blend_strength, check_frame_guidance,
                                  check_model_takes, make_conditioning)
 
@@ -62,9 +63,10 @@ class HierarchyPlan:
         """Final-video indices of every frame that exists once `level` is done."""
         return list(range(0, self.frames, self.stride(level)))
 
-    def runs(self, batch_cap: int, first_level: int = 0) -> int:
-        """Sequential denoising runs: sum over levels of ceil(segments / batch_cap)."""
-        return sum(math.ceil(self.segments(level) / batch_cap) for level in range(first_level, self.depth))
+    def runs(self, batch_cap: int, first_level: int = 0, rank: int = 0, world_size: int = 1) -> int:
+        """Sequential denoising runs (of rank `rank` of `world_size`): sum over levels of ceil(its segments / batch_cap)."""
+        return sum(math.ceil(len(rank_share(self.segments(level), rank, world_size)) / batch_cap)
+                   for level in range(first_level, self.depth))
 
     def level_of_start(self, frames: int) -> int:
         """How many levels a start clip of `frames` frames already holds (it must be N(j) for some 1 <= j <= depth)."""
@@ -156,6 +158,8 @@ def sample_hierarchy(
     start: torch.Tensor | None = None,
     on_step: Callable[[int, int], None] | None = None,
     infill_denoiser=None,
+    comm=None,
+    on_level: Callable[[int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Latents [1, C, plan.frames, H, W] (float32, CPU) of one video.
 
@@ -166,8 +170,13 @@ def sample_hierarchy(
     prompts[j]: level j's token embeddings [1, tokens, width] (or Prompts, which may carry a model's own conditioning,
     cut to every run's frames), spread over its segments. `size` is the latent
     (height, width). `start` [1, C, N(j), H, W] holds levels already made (e.g. a partial result): sampling goes on
-    from level j. `on_step(level, step)` runs after every model step. A failure or cancel raises LevelsInterrupted
-    carrying the video of the finished levels.
+    from level j. `on_step(level, step)` runs after every model step, `on_level(level, video)` after every finished
+    level with the frames made so far. A failure or cancel raises LevelsInterrupted carrying the video of the finished
+    levels.
+
+    `comm` (a Communicator, sampling/distributed.py) splits every level over its ranks: each rank samples its share of
+    the segments (rank_share) and the new frames are gathered, so every rank holds the whole video after every level.
+    A segment draws the same noise whichever rank samples it, so the video is the one-process video.
     """
     plan.check()
     infill = denoiser if infill_denoiser is None else infill_denoiser
@@ -184,15 +193,35 @@ def sample_hierarchy(
     for level in range(first_level, plan.depth):
         segments = plan.segments(level)
         level_lines = spread(prompts[level], segments)
+        mine = range(segments) if comm is None else rank_share(segments, comm.rank, comm.world_size)
         try:
-            for first in range(0, segments, settings.batch_cap):
-                batch = list(range(first, min(first + settings.batch_cap, segments)))
+            for first in range(mine.start, mine.stop, settings.batch_cap):
+                batch = list(range(first, min(first + settings.batch_cap, mine.stop)))
                 _sample_batch(infill if level > 0 else denoiser, plan, video, level, batch,
                               [level_lines[s] for s in batch], negative, cfg, settings, steps, seed, scheduler, on_step)
+            if comm is not None and comm.world_size > 1:
+                _gather_level(comm, plan, video, level)
         except BaseException as error:
             finished = video[:, :, plan.level_frames(level - 1)] if level > 0 else None
             raise LevelsInterrupted(finished, error) from error
+        if on_level is not None:
+            on_level(level, video[:, :, plan.level_frames(level)])
     return video
+
+
+def _gather_level(comm, plan: HierarchyPlan, video: torch.Tensor, level: int) -> None:
+    """Every rank's new frames of `level` into every rank's `video` (blocks padded to the largest rank's share)."""
+    segments = plan.segments(level)
+    new = slice(1, -1) if level > 0 else slice(None)
+    share = [rank_share(segments, rank, comm.world_size) for rank in range(comm.world_size)]
+    widest = max(len(block) for block in share)
+    frames = len(plan.segment_frames(level, 0)[new])
+    mine = torch.zeros(widest, video.shape[1], frames, *video.shape[3:])
+    for item, segment in enumerate(share[comm.rank]):
+        mine[item] = video[0, :, plan.segment_frames(level, segment)[new]]
+    for rank, block in enumerate(comm.all_gather(mine)):
+        for item, segment in enumerate(share[rank]):
+            video[0, :, plan.segment_frames(level, segment)[new]] = block[item].cpu()
 
 
 def _sample_batch(denoiser, plan, video, level, batch, lines, negative, cfg, settings, steps, seed, scheduler, on_step):
