@@ -436,11 +436,10 @@ def hierarchy_job(context: RankContext, payload: dict):
     fields), prompts (per level, a list of prompts: see rank_prompts), negative, cfg, size, steps, seed, scheduler,
     start (latents or None).
     """
-    from ..models.rank_models import build_rank_model
     from . import hierarchy
 
-    denoiser = build_rank_model(payload["model"], context.device)
-    infill = None if payload["infill_model"] is None else build_rank_model(payload["infill_model"], context.device)
+    denoiser = build_in_turn(context, payload["model"])
+    infill = None if payload["infill_model"] is None else build_in_turn(context, payload["infill_model"])
     plan = hierarchy.HierarchyPlan(*payload["plan"])
     # Results and reports go as numpy arrays: a tensor would go as shared memory that the rank's exit can take away.
     report = (lambda level, frames: context.report({"level": level, "latents": frames.numpy()})) if context.rank == 0 else None
@@ -461,10 +460,9 @@ def co_denoise_job(context: RankContext, payload: dict):
     payload: model (models/rank_models.py), settings (CoDenoiseSettings fields), prompts (TextGuidance fields: see
     rank_prompts), size, steps, seed, scheduler, start (latents or None).
     """
-    from ..models.rank_models import build_rank_model
     from . import co_denoise
 
-    denoiser = build_rank_model(payload["model"], context.device)
+    denoiser = build_in_turn(context, payload["model"])
     prompts = [TextGuidance(rank_prompt(p["positive"], denoiser), rank_prompt(p["negative"], denoiser), p["cfg"])
                for p in payload["prompts"]]
     video = co_denoise.co_denoise_video(
@@ -473,6 +471,19 @@ def co_denoise_job(context: RankContext, payload: dict):
         on_step=lambda step, total: context.report_step(step, total), comm=context.comm,
     )
     return video.numpy() if context.rank == 0 else None
+
+
+def build_in_turn(context: RankContext, spec: dict):
+    """The model `spec` describes (models/rank_models.py), built by one rank after another: a rank holds a CPU copy of
+    the weights while it builds, so at most one such copy exists on the machine at a time."""
+    from ..models.rank_models import build_rank_model
+
+    model = None
+    for rank in range(context.world_size):
+        if rank == context.rank:
+            model = build_rank_model(spec, context.device)
+        context.comm.all_gather(torch.zeros(1))  # the next rank starts when this one is done
+    return model
 
 
 def rank_prompts(prompts) -> list:

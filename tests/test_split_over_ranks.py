@@ -40,7 +40,7 @@ def conditioning(model, seed):
 def hierarchical(model, devices="", **options):
     prompts = [conditioning(model, 1), conditioning(model, 2)]
     settings = dict(prompt_layout="timeline", width=32, height=32, keyframes=3, depth=3, method="replace", seed=4, steps=2,
-                    cfg=CFG, scheduler="ddim", batch_cap=2)
+                    cfg=CFG, scheduler="ddim", batch_cap=1)
     return LongVideoHierarchicalSampler().sample(model, prompts, conditioning(model, 3), **{**settings, **options},
                                                  devices=devices)[0]["samples"]
 
