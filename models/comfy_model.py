@@ -34,6 +34,7 @@ Wan 2.2 A14B: with a low-noise expert (`Experts`), every run is the two-expert c
 Every `comfy` import is inside a function: this module is imported only when a ComfyUI MODEL is connected.
 """
 
+import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from dataclasses import dataclass
 import torch
 
 from .comfy_conditioning import RunInputs, hand_off_for, input_channels, known_pixels, known_runs, model_name, without_keys
+from .comfy_windows import WindowHandler, check_positions, tagged_positive
 from .denoiser import Denoiser
 
 log = logging.getLogger(__name__)
@@ -268,6 +270,18 @@ class ComfyDenoiser(Denoiser):
         self.clip_vision = clip_vision
         self.hand_off = hand_off_for(patcher)
         self.experts = Experts(patcher, low_noise, boundary, switch_step) if low_noise is not None else None
+        self.windows = None  # (WindowPlan, timeline prompts): runs go through co-denoising's windows (with_windows)
+
+    def check_window_positions(self, positions: str) -> None:
+        check_positions(positions, self.patcher, self.name)
+
+    def with_windows(self, plan, prompts: list) -> "ComfyDenoiser":
+        """This model with every run sampled as co-denoising's windows (sampling/co_denoise.py's WindowPlan) inside
+        ComfyUI's own sampling (models/comfy_windows.py), with `prompts` (TextGuidance) along the timeline."""
+        self.check_window_positions(plan.positions)
+        windowed = copy.copy(self)
+        windowed.windows = (plan, prompts)
+        return windowed
 
     @property
     def takes_known_frames(self) -> bool:
@@ -385,7 +399,15 @@ class ComfyDenoiser(Denoiser):
             else:
                 self._check_method(method)
                 raise ValueError(f"frame conditioning '{method}' is not available for ComfyUI models")
-        if method == "learned":
+        if self.windows is not None:
+            if method == "learned":
+                raise ValueError("co-denoising ComfyUI's models keeps start frames with 'replace' (their own image "
+                                 "conditioning is made for one clip, not for windows): choose 'replace'")
+            prompts = self.windows[1]
+            negative = prompts[0].native_negative[0].entries if prompts[0].native_negative else [[prompts[0].negative, {}]]
+            runs = [(list(range(shape[0])), RunInputs(tagged_positive(prompts), negative if guidance.uses_cfg else None,
+                                                      latent, mask, shape[2]))]
+        elif method == "learned":
             runs = self._learned_runs(guidance, shape, conditioning)
         else:
             runs = [(rows, RunInputs(positive, negative, latent[rows], None if mask is None else mask[rows], shape[2]))
@@ -415,6 +437,9 @@ class ComfyDenoiser(Denoiser):
         stages = [(self.patcher, sigmas)] if self.experts is None else self.experts.stages(sigmas)
         latent, stage_noise, done = inputs.latent, noise, 0
         for number, (model, part) in enumerate(stages):
+            if self.windows is not None:
+                model = model.clone()
+                model.model_options["context_handler"] = WindowHandler(self.windows[0])
             step_callback = None if callback is None else (lambda step, denoised, x, _, d=done: callback(d + step + 1, x))
             latent = comfy.sample.sample_custom(model, stage_noise, cfg, sampler, part, inputs.positive, negative, latent,
                                                 noise_mask=inputs.noise_mask, callback=step_callback, disable_pbar=True,

@@ -5,8 +5,8 @@ from ..sampling.denoise import TextGuidance
 from ..sampling.distributed_launch import rank_prompt_data
 from ..utils.comfy import Progress, intermediate_device, throw_if_interrupted
 from .common import (
-    DEVICES, MODEL, SAMPLING, VAE, NodeInputError, check_frame_size, check_numbers, conditioning_embeddings,
-    frame_size_input, latent_frame_size, ranks_model, refuse_comfy_model, split_devices,
+    DEVICES, MODEL, SAMPLING, VAE, NodeInputError, check_frame_size, check_numbers, conditioning_prompt,
+    frame_size_input, latent_frame_size, ranks_model, split_devices,
 )
 from .continuation import PROMPT_SCHEDULE, LongVideoContinuationSampler
 from .sampler import CFG, SCHEDULER, SEED, STEPS
@@ -17,7 +17,9 @@ class LongVideoCoDenoiseSampler:
         "Makes a long video in one pass: every step denoises the whole video as overlapping windows of the model's "
         "length whose predictions are cross-faded (Gen-L-Video co-denoising, FreeNoise noise), so there is no window "
         "seam. layout_share runs the noisiest steps as one window spread over the whole video, so that neighbouring "
-        "windows cannot settle on two places for an object (docs/coherence.md). Works with any model, no training. "
+        "windows cannot settle on two places for an object (docs/coherence.md). Works with any model, no training; "
+        "ComfyUI's models (LongVideoComfyModel) run the windows inside ComfyUI's own sampling. devices splits every "
+        "step's windows over several GPUs. "
         "The video's latents stay on the CPU and one window at a time goes to the GPU, so GPU memory does not grow with "
         "length. Prompts along the timeline come from prompt_schedule (line i covers the i-th stretch of frames). "
         "Costs about frames_per_window / (frames_per_window - overlap) times the model calls of continuation."
@@ -66,26 +68,32 @@ class LongVideoCoDenoiseSampler:
                     "less it follows direction changes along the timeline (over 1,024 frames it drifts slowly). A layout "
                     "step runs one window, with the prompt of the video's middle, so it costs less than an ordinary step.")}),
                 "devices": DEVICES,
+                "positions": (list(co_denoise.POSITIONS), {"default": "relative", "tooltip": (
+                    "ComfyUI's Wan models: where each window is in time for the model. relative: every window is a "
+                    "clip of its own (frames 0 to frames_per_window - 1), as ComfyUI's context windows do. absolute: "
+                    "its frames' place in the video as the window's rotary position offset; rotary positions depend "
+                    "only on frame differences, so this changes nothing measurable (float rounding, docs/coherence.md). "
+                    "Other models: relative only.")}),
             },
         }
 
     def sample(self, model, positive, negative, width, height, frames, frames_per_window, overlap, noise, seed, steps, cfg,
                scheduler, prompt_schedule=None, start_image=None, vae=None, start_latent=None, method="replace",
-               layout_share=co_denoise.LAYOUT_SHARE, devices=""):
+               layout_share=co_denoise.LAYOUT_SHARE, devices="", positions="relative"):
         check_numbers(self, locals())
         node = "LongVideoCoDenoiseSampler"
         check_frame_size(node, width, height, model)
         device_list = split_devices(node, devices)
         if start_image is not None and start_latent is not None:
             raise NodeInputError(f"{node}: connect start_image or start_latent, not both")
-        settings = co_denoise.CoDenoiseSettings(frames, frames_per_window, overlap, noise, method, layout_share)
+        settings = co_denoise.CoDenoiseSettings(frames, frames_per_window, overlap, noise, method, layout_share, positions)
         try:
-            settings.check()
+            settings.check(model)
         except ValueError as error:
             raise NodeInputError(f"{node}: {error}") from None
-        refuse_comfy_model(node, model, "a ComfyUI model is sampled by ComfyUI's own sampler, which cannot be "
-                           "stepped window by window here: use LongVideoContinuationSampler, or ComfyUI's Context "
-                           "Windows (Manual) node with KSampler")
+        if getattr(model, "samples_itself", False) and method == "learned":
+            raise NodeInputError(f"{node}: method 'learned' on {model.name}: a ComfyUI model's own image conditioning is "
+                                 "made for one clip, not for windows; its start frames are kept with 'replace'")
         if model.requires_known_frames:
             raise NodeInputError(f"{node}: this model only works from known frames: use LongVideoContinuationSampler")
         if method == "learned" and not model.takes_known_frames:
@@ -94,18 +102,18 @@ class LongVideoCoDenoiseSampler:
         start = LongVideoContinuationSampler._start(node, model, start_image, vae, start_latent, width, height)
         if start is not None and start.shape[2] >= frames:
             raise NodeInputError(f"{node}: the start has {start.shape[2]} frames; set frames above that so that new frames follow")
-        negative_tokens = conditioning_embeddings(negative, node, "negative", model.context_width)
+        negative_prompt = conditioning_prompt(negative, node, "negative", model)
         schedule = prompt_schedule if prompt_schedule is not None else [positive]
-        prompts = [TextGuidance(conditioning_embeddings(c, node, "prompt_schedule" if prompt_schedule else "positive",
-                                                        model.context_width), negative_tokens, cfg) for c in schedule]
+        lines = [conditioning_prompt(c, node, "prompt_schedule" if prompt_schedule else "positive", model) for c in schedule]
+        prompts = [TextGuidance.from_prompts(line, negative_prompt, cfg) for line in lines]
         batch = 1 if start is None else start.shape[0]
         size = (batch, *latent_frame_size(model, width, height))
         with Progress(steps, "co-denoising") as progress:
             if device_list is not None:
                 payload = {"model": ranks_model(node, model), "settings": vars(settings), "size": list(size), "steps": steps,
                            "seed": seed, "scheduler": scheduler, "start": start,
-                           "prompts": [{"positive": rank_prompt_data(p.positive), "negative": rank_prompt_data(p.negative),
-                                        "cfg": p.cfg} for p in prompts]}
+                           "prompts": [{"positive": rank_prompt_data(line), "negative": rank_prompt_data(negative_prompt),
+                                        "cfg": cfg} for line in lines]}
                 results = distributed_launch.run_ranks(device_list, "sampling.distributed_launch:co_denoise_job", payload,
                                                        on_step=lambda step, total: progress.update(),
                                                        check_cancel=throw_if_interrupted)

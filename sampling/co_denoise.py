@@ -39,6 +39,8 @@ from .schedulers import make_scheduler
 NOISE_KINDS = ("freenoise", "independent")
 CO_DENOISE_METHODS = ("replace", "learned")
 LAYOUT_SHARE = 0.4
+# Where a window is in time for the model: a clip of its own, or its frames' place in the video (rotary positions).
+POSITIONS = ("relative", "absolute")
 
 
 @dataclass
@@ -49,12 +51,15 @@ class CoDenoiseSettings:
     noise: str = "freenoise"
     method: str = "replace"
     layout_share: float = LAYOUT_SHARE
+    positions: str = "relative"
 
     @property
     def stride(self) -> int:
         return self.frames_per_window - self.overlap
 
-    def check(self) -> None:
+    def check(self, denoiser=None) -> None:
+        """`denoiser`, when given, is the model the settings will run: 'absolute' positions need one whose frame
+        positions can move (ComfyUI's Wan)."""
         if self.frames < 1:
             raise ValueError(f"frames must be at least 1, got {self.frames}")
         if self.frames_per_window < 2:
@@ -67,6 +72,36 @@ class CoDenoiseSettings:
             raise ValueError(f"method '{self.method}' is unknown for co-denoising: choose one of {', '.join(CO_DENOISE_METHODS)}")
         if not 0.0 <= self.layout_share <= 1.0:
             raise ValueError(f"layout_share must be between 0 and 1, got {self.layout_share}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions '{self.positions}' is unknown: choose one of {', '.join(POSITIONS)}")
+        if self.positions != "relative" and denoiser is not None:
+            check = getattr(denoiser, "check_window_positions", None)
+            if check is None:
+                raise ValueError("window positions 'absolute' set a window's rotary frame positions, which the pack's "
+                                 "UNet3D models do not have (their temporal attention is relative): use 'relative'")
+            check(self.positions)
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Co-denoising's windows for an executor that runs them inside its own sampling (ComfyUI's models:
+    models/comfy_windows.py): window size and overlap, the prompts along the timeline, the layout steps (the first
+    `layout_steps` steps run one layout window), the window positions and the ranks sharing the windows."""
+
+    frames: int
+    frames_per_window: int
+    overlap: int
+    prompts: int
+    layout_steps: int
+    positions: str = "relative"
+    comm: object = None
+
+    def window_prompt(self, start: int, stop: int) -> int:
+        """Which timeline prompt the window over frames start..stop-1 takes (timeline_prompt's rule)."""
+        return timeline_prompt(list(range(self.prompts)), self.frames, start, stop)
+
+    def layout_frames(self) -> list[int]:
+        return layout_frames(self.frames, self.frames_per_window)
 
 
 def rescheduled_noise(shape: tuple[int, ...], window: int, stride: int, seed: int) -> torch.Tensor:
@@ -157,13 +192,29 @@ def co_denoise_video(
     `comm` (a Communicator, sampling/distributed.py) shares every step's windows among its ranks (WindowedDenoiser);
     each rank runs the same loop on the whole video, so they all end with the one-process video. The layout window is
     one model call, made by rank 0."""
-    settings.check()
+    settings.check(denoiser)
     if not prompts:
         raise ValueError("co-denoising needs at least one prompt")
     if len({p.uses_cfg for p in prompts}) > 1:
         raise ValueError("every prompt along the timeline must use guidance alike (same negative and cfg)")
     batch, height, width = size
     shape = (batch, denoiser.latent_channels, settings.frames, height, width)
+    noise = None
+    if settings.noise == "freenoise":
+        noise = rescheduled_noise(shape, settings.frames_per_window, settings.stride, seed)
+    conditioning = None
+    if start is not None:
+        if start.shape[2] >= settings.frames:
+            raise ValueError(f"the start clip has {start.shape[2]} frames: make frames larger so that new frames follow it")
+        known = KnownFrames(list(range(start.shape[2])), start.float().cpu())
+        conditioning = make_conditioning(settings.method, known)
+    callback = None if on_step is None else (lambda step, total, _: on_step(step, total))
+    if getattr(denoiser, "samples_itself", False):
+        layout = round(settings.layout_share * steps) if settings.frames > settings.frames_per_window else 0
+        plan = WindowPlan(settings.frames, settings.frames_per_window, settings.overlap, len(prompts), layout,
+                          settings.positions, comm)
+        return denoise(denoiser.with_windows(plan, prompts), prompts[0], shape, steps=steps, seed=seed,
+                       scheduler=scheduler, conditioning=conditioning, noise=noise, callback=callback)
     contexts = [p.context(batch) for p in prompts]
     windowed = WindowedDenoiser(
         denoiser, settings.frames_per_window, settings.overlap, latents_on_cpu=True,
@@ -178,17 +229,8 @@ def co_denoise_video(
         until = -math.inf if layout_steps >= len(timesteps) else (timesteps[layout_steps - 1] + timesteps[layout_steps]) / 2
         middle_prompt = timeline_prompt(contexts, settings.frames, 0, settings.frames)
         denoiser_for_steps = LayoutWindow(windowed, middle_prompt, until, lambda timestep: alpha_bar(sampler, timestep.cpu()))
-    noise = None
-    if settings.noise == "freenoise":
-        noise = rescheduled_noise(shape, settings.frames_per_window, settings.stride, seed)
-    conditioning = None
-    if start is not None:
-        if start.shape[2] >= settings.frames:
-            raise ValueError(f"the start clip has {start.shape[2]} frames: make frames larger so that new frames follow it")
-        known = KnownFrames(list(range(start.shape[2])), start.float().cpu())
-        conditioning = make_conditioning(settings.method, known)
-    return denoise(denoiser_for_steps, prompts[0], shape, steps=steps, seed=seed, scheduler=scheduler, conditioning=conditioning,
-                   noise=noise, callback=None if on_step is None else (lambda step, total, _: on_step(step, total)))
+    return denoise(denoiser_for_steps, prompts[0], shape, steps=steps, seed=seed, scheduler=scheduler,
+                   conditioning=conditioning, noise=noise, callback=callback)
 
 
 def windows_per_step(settings: CoDenoiseSettings) -> int:

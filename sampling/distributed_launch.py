@@ -136,7 +136,8 @@ def run_ranks(devices, job: str, payload: dict, *, on_step: Callable[[int, int],
     processes = []
     for rank, device in enumerate(devices):
         arguments = {"rank": rank, "world_size": world, "device": str(device), "port": store.port, "job": job,
-                     "payload": payload, "events": pipes[rank][1], "parent_pid": os.getpid()}
+                     "payload": payload, "events": pipes[rank][1], "parent_pid": os.getpid(),
+                     "threads": torch.get_num_threads()}
         processes.append(context.Process(
             target=runpy.run_path, args=(WORKER_ENTRY,), kwargs={"init_globals": {"WORKER_ARGUMENTS": arguments},
                                                                 "run_name": "__longvideo_worker__"},
@@ -193,16 +194,15 @@ def _collect(processes, readers, on_step, check_cancel, deadline, on_report, sta
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"the multi-process run did not finish in time; ranks {sorted(set(range(world)) - set(results))} were still running")
         receive(0.1)
-        silent = [rank for rank in range(world) if rank not in results and rank not in errors
-                  and time.monotonic() - heard[rank] > stall_timeout_s]
-        if silent and failed_at is None:
+        gone = [r for r in range(world) if r not in results and r not in open_readers.values()]
+        if failed_at is None and (errors or gone):
+            failed_at = time.monotonic()
+        silent = [rank for rank in range(world) if rank not in results and time.monotonic() - heard[rank] > stall_timeout_s]
+        if silent and failed_at is None:  # a rank that died or raised is the one to blame, not the ones waiting on it
             raise DistributedRunError(silent[0], f"it stopped answering: no heartbeat for {stall_timeout_s:.0f} s from "
                                                  f"{processes[silent[0]].name} (pid {processes[silent[0]].pid}: stopped, hung "
                                                  "or swapped out); the run was ended (timeout: stall_timeout_s or "
                                                  "$LONGVIDEO_RANK_TIMEOUT_S)")
-        gone = [r for r in range(world) if r not in results and r not in open_readers.values()]
-        if failed_at is None and (errors or gone):
-            failed_at = time.monotonic()
         if failed_at is not None and (time.monotonic() - failed_at > BLAME_GRACE_S or not open_readers):
             _raise_failure(processes, results, errors)
     return [results[rank] for rank in range(world)]
@@ -270,12 +270,16 @@ def _host_main_hidden():
 
 
 def worker_main(rank: int, world_size: int, device: str, port: int, job: str, payload: dict, events, parent_pid: int,
-                package) -> None:
-    """The body of a worker process (called by distributed_worker.py once the package is importable)."""
+                package, threads: int = 0) -> None:
+    """The body of a worker process (called by distributed_worker.py once the package is importable). `threads`: the
+    launching process's torch thread count, which CPU ranks take so that they compute as it does (a thread count
+    changes the rounding of CPU kernels)."""
     import importlib
 
     import torch.distributed as dist
 
+    if threads:
+        torch.set_num_threads(threads)
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
     _thread_only_progress_lock()
     lock = threading.Lock()
@@ -463,7 +467,7 @@ def co_denoise_job(context: RankContext, payload: dict):
     from . import co_denoise
 
     denoiser = build_in_turn(context, payload["model"])
-    prompts = [TextGuidance(rank_prompt(p["positive"], denoiser), rank_prompt(p["negative"], denoiser), p["cfg"])
+    prompts = [TextGuidance.from_prompts(rank_prompt(p["positive"], denoiser), rank_prompt(p["negative"], denoiser), p["cfg"])
                for p in payload["prompts"]]
     video = co_denoise.co_denoise_video(
         denoiser, prompts, co_denoise.CoDenoiseSettings(**payload["settings"]), size=tuple(payload["size"]),

@@ -191,11 +191,13 @@ def test_comfyuis_context_windows_on_the_model_reach_the_samplers(wan21, text):
     assert set(frames) == {3}  # 9 pixel frames = 3 latent frames per window, not the chunk's 5
 
 
-def test_co_denoise_refuses_a_comfyui_model_by_name(lv_wan21, wan21, text):
+def test_co_denoise_refuses_learned_start_frames_on_a_comfyui_model(lv_wan21, wan21, text):
+    """Co-denoising runs ComfyUI's models (tests/test_comfy_co_denoise.py) but keeps their start frames with replace:
+    their own image conditioning is made for one clip."""
     from longvideo.nodes.co_denoise import LongVideoCoDenoiseSampler
 
-    refused_by_name(LongVideoCoDenoiseSampler, wan21, "cannot be stepped window by window", model=lv_wan21,
-                    positive=text[0], negative=text[1], frames=8, frames_per_window=4, overlap=2, steps=2)
+    refused(LongVideoCoDenoiseSampler, wan21, r"method 'learned' on WAN21 .* kept with 'replace'", model=lv_wan21,
+            positive=text[0], negative=text[1], frames=8, frames_per_window=4, overlap=2, steps=2, method="learned")
 
 
 def test_vdp_condition_refuses_a_comfyui_model(lv_wan21, wan21):

@@ -100,13 +100,13 @@ def test_a_dead_or_stopped_rank_ends_the_run_naming_it(model, fault):
             os.kill(pids[1], signal.SIGKILL if fault == "killed" else signal.SIGSTOP)
             struck.append(time.monotonic())
 
-    message = "its process died .killed by SIGKILL" if fault == "killed" else "it stopped answering: no heartbeat for 6 s"
+    message = "its process died .killed by SIGKILL" if fault == "killed" else "it stopped answering: no heartbeat for 15 s"
     with pytest.raises(distributed_launch.DistributedRunError, match=f"worker rank 1 failed: {message}") as raised:
         distributed_launch.run_ranks(["cpu", "cpu"], "sampling.distributed_launch:hierarchy_job",
                                      hierarchy_payload(model, depth=4, steps=50), on_start=pids.extend, on_report=strike,
-                                     timeout_s=TIMEOUT_S, stall_timeout_s=6)
+                                     timeout_s=TIMEOUT_S, stall_timeout_s=15)
     assert raised.value.rank == 1 and levels[0] == 0
-    assert time.monotonic() - struck[0] < (30 if fault == "killed" else 6 + 30)
+    assert time.monotonic() - struck[0] < (30 if fault == "killed" else 15 + 30)
     assert no_process_left(pids)
 
 
