@@ -117,7 +117,7 @@ class LongVideoCoDenoiseSampler:
                 results = distributed_launch.run_ranks(device_list, "sampling.distributed_launch:co_denoise_job", payload,
                                                        on_step=lambda step, total: progress.update(),
                                                        check_cancel=throw_if_interrupted)
-                latents = torch.from_numpy(results[0])
+                latents = torch.from_numpy(results[0]["latents"])
             else:
                 latents = co_denoise.co_denoise_video(
                     model, prompts, settings, size=size, steps=steps, seed=seed, scheduler=scheduler, start=start,

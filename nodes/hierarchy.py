@@ -262,7 +262,7 @@ def _sample_on_ranks(devices, payload: dict, progress) -> torch.Tensor:
         if "latents" in finished:
             _save_partial(finished["latents"])
         raise
-    return torch.from_numpy(results[0])
+    return torch.from_numpy(results[0]["latents"])
 
 
 def _check_infill_model(node, model, infill_model) -> None:

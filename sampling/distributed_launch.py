@@ -434,7 +434,7 @@ def video_job(context: RankContext, payload: dict) -> str | None:
 def hierarchy_job(context: RankContext, payload: dict):
     """One rank of hierarchical sampling split over ranks (sampling/hierarchy.py with a Communicator): the segments of
     every level are shared among the ranks and gathered after it. Rank 0 reports every finished level's frames (kept if
-    a later level fails) and returns the video; the other ranks return None.
+    a later level fails); every rank returns rank_result.
 
     payload: model and infill_model (models/rank_models.py), plan [keyframes, depth], settings (HierarchySettings
     fields), prompts (per level, a list of prompts: see rank_prompts), negative, cfg, size, steps, seed, scheduler,
@@ -444,6 +444,7 @@ def hierarchy_job(context: RankContext, payload: dict):
 
     denoiser = build_in_turn(context, payload["model"])
     infill = None if payload["infill_model"] is None else build_in_turn(context, payload["infill_model"])
+    started = time.perf_counter()
     plan = hierarchy.HierarchyPlan(*payload["plan"])
     # Results and reports go as numpy arrays: a tensor would go as shared memory that the rank's exit can take away.
     report = (lambda level, frames: context.report({"level": level, "latents": frames.numpy()})) if context.rank == 0 else None
@@ -454,12 +455,12 @@ def hierarchy_job(context: RankContext, payload: dict):
         start=payload["start"], on_step=lambda level, step: context.report_step(step, payload["steps"]),
         infill_denoiser=infill, comm=context.comm, on_level=report,
     )
-    return video.numpy() if context.rank == 0 else None
+    return rank_result(context, video, started)
 
 
 def co_denoise_job(context: RankContext, payload: dict):
     """One rank of co-denoising split over ranks (sampling/co_denoise.py with a Communicator): every step's windows
-    are shared among the ranks and their blended sums added up. Rank 0 returns the video, the others None.
+    are shared among the ranks and their blended sums added up. Every rank returns rank_result.
 
     payload: model (models/rank_models.py), settings (CoDenoiseSettings fields), prompts (TextGuidance fields: see
     rank_prompts), size, steps, seed, scheduler, start (latents or None).
@@ -467,6 +468,7 @@ def co_denoise_job(context: RankContext, payload: dict):
     from . import co_denoise
 
     denoiser = build_in_turn(context, payload["model"])
+    started = time.perf_counter()
     prompts = [TextGuidance.from_prompts(rank_prompt(p["positive"], denoiser), rank_prompt(p["negative"], denoiser), p["cfg"])
                for p in payload["prompts"]]
     video = co_denoise.co_denoise_video(
@@ -474,7 +476,14 @@ def co_denoise_job(context: RankContext, payload: dict):
         steps=payload["steps"], seed=payload["seed"], scheduler=payload["scheduler"], start=payload["start"],
         on_step=lambda step, total: context.report_step(step, total), comm=context.comm,
     )
-    return video.numpy() if context.rank == 0 else None
+    return rank_result(context, video, started)
+
+
+def rank_result(context: RankContext, video: torch.Tensor, started: float) -> dict:
+    """What a rank of a split video returns: the video (rank 0; numpy: a tensor would go as shared memory that the
+    rank's exit can take away), the bytes it received from other ranks and its sampling time."""
+    return {"latents": video.numpy() if context.rank == 0 else None, "bytes_received": context.comm.bytes_received,
+            "seconds": time.perf_counter() - started}
 
 
 def build_in_turn(context: RankContext, spec: dict):
