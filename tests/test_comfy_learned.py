@@ -30,10 +30,6 @@ STEPS = 3
 CFG = 4.0
 
 
-
-
-
-
 @pytest.fixture(scope="module")
 def load(tmp_path_factory):
     """Load a tiny checkpoint through ComfyUI's UNETLoader inside torch.inference_mode, as ComfyUI's executor does."""
@@ -440,6 +436,15 @@ def native_guidance(denoiser, positive, negative):
                                      conditioning_prompt(negative, "test", "negative", denoiser), CFG)
 
 
+def learned_chunk(model, vae, positive, negative, start):
+    """A continuation chunk of 4 latent frames after `start`, 2 carried over by the model's own conditioning, with
+    ComfyUI CONDITIONING lists as prompts (what DiT prompts carry: attention masks, pooled outputs)."""
+    denoiser = ComfyDenoiser(model, vae=vae)
+    settings = continuation.ContinuationSettings(frames_per_chunk=4, chunks=1, min_known=2, max_known=2, method="learned")
+    return continuation.continue_video(denoiser, [native_guidance(denoiser, positive, negative)], settings,
+                                       size=(1, 2, 2), steps=STEPS, seed=11, scheduler="euler", start=start)
+
+
 def test_wan22_ti2v_continuation_equals_wan22_image_to_video_latent(load, text):
     model = load("wan22", comfy_env.save_tiny_wan21, channels=48)
     vae = comfy_env.StandInVideoVAE(48, 16, 4)
@@ -485,11 +490,7 @@ def test_ltxv_continuation_equals_ltxv_img_to_video(load):
     positive, negative = dit_text()
     start = latents(1, 128, 3, 2, 2, seed=9)
     with torch.inference_mode():
-        denoiser = ComfyDenoiser(model, vae=vae)
-        settings = continuation.ContinuationSettings(frames_per_chunk=4, chunks=1, min_known=2, max_known=2,
-                                                     method="learned")
-        video = continuation.continue_video(denoiser, [native_guidance(denoiser, positive, negative)], settings,
-                                            size=(1, 2, 2), steps=STEPS, seed=11, scheduler="euler", start=start)
+        video = learned_chunk(model, vae, positive, negative, start)
         pixels = decoded(vae, start)[-9:]
         p, n, latent = outputs(node("comfy_extras.nodes_lt", "LTXVImgToVideo").execute(
             positive, negative, pixels, vae, 64, 64, 25, 1, 1.0))
@@ -502,11 +503,7 @@ def test_hunyuan_i2v_continuation_equals_hunyuan_image_to_video(load):
     positive, negative = dit_text()
     start = latents(1, 16, 3, 2, 2, seed=9)
     with torch.inference_mode():
-        denoiser = ComfyDenoiser(model, vae=vae)
-        settings = continuation.ContinuationSettings(frames_per_chunk=4, chunks=1, min_known=2, max_known=2,
-                                                     method="learned")
-        video = continuation.continue_video(denoiser, [native_guidance(denoiser, positive, negative)], settings,
-                                            size=(1, 2, 2), steps=STEPS, seed=11, scheduler="euler", start=start)
+        video = learned_chunk(model, vae, positive, negative, start)
         pixels = decoded(vae, start)[-5:]
         p, latent = node("comfy_extras.nodes_hunyuan", "HunyuanImageToVideo")().encode(
             positive, vae, 16, 16, 13, 1, "v1 (concat)", start_image=pixels)

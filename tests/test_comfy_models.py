@@ -24,10 +24,6 @@ STEPS = 3
 CFG = 4.0
 
 
-
-
-
-
 @pytest.fixture(scope="module")
 def wan21(tmp_path_factory):
     """ComfyUI's MODEL of a tiny Wan 2.1 file, loaded by ComfyUI's own UNETLoader from a diffusion_models folder."""

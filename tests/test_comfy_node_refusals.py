@@ -23,10 +23,6 @@ pytestmark = pytest.mark.usefixtures("comfyui_session")
 CFG = 4.0
 
 
-
-
-
-
 def adapt(model, vae=None):
     """LongVideoComfyModel run as ComfyUI runs a node."""
     from longvideo.nodes.comfy_models import FROM_NODE, LongVideoComfyModel

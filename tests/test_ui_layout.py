@@ -49,10 +49,6 @@ def _name(path):
     return ("comfyui/" if os.path.dirname(path) == COMFY_FOLDER else "") + os.path.basename(path)
 
 
-
-
-
-
 @pytest.fixture(scope="module")
 def comfy_builder():
     """tools/build_comfy_workflows.py, with ComfyUI imported (skips, or fails under CI, without ComfyUI); the folders
