@@ -11,6 +11,14 @@ the value is read as JSON (numbers, true/false) except for text inputs, which ta
 
 Stopping: Ctrl+C and SIGTERM (kill, timeout, docker stop, systemd) both stop the run the same way: the long samplers
 save their finished chunks as a .latent, half-written files are removed, and the exit status is 130 or 143.
+
+Errors: a workflow that does not validate exits with status 2, a node that fails while running with status 3; both
+print one line (the node and the message; --verbose adds the traceback).
+
+Threads: --threads N sets torch's CPU threads (default: torch's own, one per core). A seed reproduces a video at a
+given thread count: CPU kernels split their sums by thread, so another count rounds differently (up to a few levels
+of 255 per pixel after many steps). On a machine busy with other work, fewer threads than cores is faster; the
+runner says so when the load is high.
 """
 
 import argparse
@@ -19,6 +27,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 
 from pack_import import import_pack
 
@@ -79,7 +88,11 @@ def main(argv=None) -> int:
     parser.add_argument("--models-dir", action="append", help="a folder holding model folders (repeatable)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",
                         help="override one input of one node (repeatable)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's own)")
+    parser.add_argument("--verbose", action="store_true", help="print the traceback of a node's error")
     args = parser.parse_args(argv)
+    if args.threads < 0:
+        parser.error(f"--threads {args.threads}: give 1 or more (0: torch's own)")
     _stop_on_sigterm()
     try:
         return _run(args)
@@ -89,8 +102,23 @@ def main(argv=None) -> int:
         return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
 
 
-def _run(args) -> int:
+def _set_threads(threads: int) -> str | None:
+    """Set torch's CPU threads; a note for the log when torch's own count meets a busy machine."""
+    import torch
 
+    if threads:
+        torch.set_num_threads(threads)
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if torch.get_num_threads() > 1 and load > cores / 2:
+        return (f"note: the machine is busy (load {load:.1f} on {cores} cores); --threads 1 (or fewer threads than "
+                f"{torch.get_num_threads()}) may be much faster here. A seed reproduces a video at a given thread count.")
+    return None
+
+
+def _run(args) -> int:
+    note = _set_threads(args.threads)
     os.environ["LONGVIDEO_OUTPUT_DIR"] = os.path.abspath(args.output_dir)
     if args.models_dir:
         os.environ["LONGVIDEO_MODELS_DIR"] = os.pathsep.join(os.path.abspath(d) for d in args.models_dir)
@@ -99,13 +127,15 @@ def _run(args) -> int:
     from longvideo.utils.workflow import WorkflowError, load_workflow, run_workflow
 
     nodes = pack.NODE_CLASS_MAPPINGS
+    started = {}
     try:
         prompt = load_workflow(args.workflow, nodes)
         for text in args.overrides:
             apply_override(prompt, nodes, text, args.workflow, WorkflowError)
-        started = {}
 
         def on_start(node_id, class_type):
+            if not started and note:
+                print(note, file=sys.stderr)
             started[node_id] = time.perf_counter()
             print(f"[{node_id}] {class_type} ...", file=sys.stderr, flush=True)
 
@@ -114,12 +144,29 @@ def _run(args) -> int:
 
         results = run_workflow(prompt, nodes, on_node_start=on_start, on_node_done=on_done)
     except WorkflowError as error:
+        if started:  # raised after a node ran: that node's fault, not the workflow's shape
+            return _node_failed(error, started, prompt, args.verbose)
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:  # a node failed while running: its message, not a traceback (unless --verbose)
+        if not started:
+            raise
+        return _node_failed(error, started, prompt, args.verbose)
     for ui in results.values():
         for item in ui.get("images", []):
             print(os.path.join(args.output_dir, item.get("subfolder", ""), item["filename"]))
     return 0
+
+
+def _node_failed(error: Exception, started: dict, prompt: dict, verbose: bool) -> int:
+    node_id = list(started)[-1]
+    message = str(error) or type(error).__name__
+    if verbose:
+        traceback.print_exception(error, file=sys.stderr)
+    print(f"error in node {node_id} ({prompt[node_id]['class_type']}): {message}", file=sys.stderr)
+    if not verbose:
+        print("(run with --verbose for the traceback)", file=sys.stderr)
+    return 3
 
 
 if __name__ == "__main__":

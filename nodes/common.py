@@ -176,12 +176,14 @@ def video_latents(latent, node: str, name: str = "latent", channels: int | None 
 LATENT_INFO = "longvideo"
 
 
-def save_partial_latent(latents: torch.Tensor, prefix: str, info: dict | None = None) -> str:
+def save_partial_latent(latents: torch.Tensor, prefix: str, info: dict | None = None) -> str | None:
     """Write finished frames in ComfyUI's .latent format under the output folder (LoadLatent reads it, and the long
     samplers take it back as start_latent); the file appears complete or not at all, under a number no other run
-    takes. Returns its path; raises PartialSaveError naming the file and saying the frames are lost if it cannot
-    be written (disk full, folder not writable)."""
+    takes. Returns its path (None for no frames: no empty file is written); raises PartialSaveError naming the file
+    and saying the frames are lost if it cannot be written (disk full, folder not writable)."""
     frames = latents.shape[2] if latents.dim() == 5 else len(latents)
+    if frames == 0 or latents.numel() == 0:
+        return None  # nothing was finished: no empty file
     target = f"{output_directory()}/{prefix}_NNNNN.latent"
     try:
         reservation = reserve_output_path(output_directory(), prefix, "latent")

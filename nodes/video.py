@@ -63,6 +63,8 @@ class LongVideoSaveVideo:
             if vae is None:
                 raise NodeInputError(f"{node}: 'samples' needs 'vae' to decode them: connect the VAE from LongVideoModelLoader")
             latents = video_latents(samples, node, "samples", vae.latent_channels)
+            if latents.shape[2] == 0 or latents.shape[0] == 0:
+                raise NodeInputError(f"{node}: 'samples' holds no frames ({tuple(latents.shape)}): nothing to save")
             total = latents.shape[0] * pixel_frames(vae, latents.shape[2])
             batches = vae.decode_batches(latents, frames_per_batch)
         else:

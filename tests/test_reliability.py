@@ -443,3 +443,51 @@ def test_videos_and_latents_get_the_same_file_mode():
     os.umask(umask)
     modes = {os.stat(os.path.join(out, "same", video["filename"])).st_mode & 0o777, os.stat(latent).st_mode & 0o777}
     assert modes == {0o666 & ~umask}
+
+
+def test_a_node_failing_at_run_time_is_one_line_and_status_3(tmp_path, capsys):
+    """Headless, a node's error is its node and message (rc 3); --verbose adds the traceback."""
+    import run_workflow
+
+    path = tmp_path / "latent.json"
+    path.write_text(json.dumps({
+        "1": {"class_type": "LongVideoEmptyLatent", "inputs": {"width": 70, "height": 64, "frames": 4, "batch_size": 1}},
+        "2": {"class_type": "LongVideoSaveVideo", "inputs": {"filename_prefix": "v", "fps": 8.0, "format": "mp4", "crf": 19,
+                                                            "samples": ["1", 0]}}}))
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        run = [str(path), "--output-dir", str(tmp_path / "out"), "--threads", "1"]
+        assert run_workflow.main(run) == 3
+        quiet = capsys.readouterr().err.strip().splitlines()
+        assert run_workflow.main(run + ["--verbose"]) == 3
+        verbose = capsys.readouterr().err
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert quiet[-2:] == ["error in node 1 (LongVideoEmptyLatent): LongVideoEmptyLatent: width 70 is not a multiple of "
+                          "8: use 64 or 72", "(run with --verbose for the traceback)"], quiet
+    assert "Traceback" in verbose and "Traceback" not in "\n".join(quiet)
+
+
+@pytest.mark.parametrize("prefix", ["LongVideo/run\nevil", "LongVideo/cod\u202egpj.mp4", "LongVideo/tab\there"])
+def test_control_and_direction_characters_are_refused_in_prefixes(prefix, tmp_path):
+    from longvideo.utils.video_io import VideoOutputError, check_output_prefix
+
+    with pytest.raises(VideoOutputError, match="contains control or text-direction characters \\(U\\+"):
+        check_output_prefix(str(tmp_path), prefix, "mp4")
+
+
+def test_nothing_finished_writes_no_empty_latent(tmp_path):
+    from longvideo.nodes.common import NodeInputError, save_partial_latent
+    from longvideo.nodes.video import LongVideoSaveVideo
+
+    assert save_partial_latent(torch.zeros(1, 4, 0, 2, 2), "LongVideo/empty") is None
+    with pytest.raises(NodeInputError, match="'samples' holds no frames"):
+        LongVideoSaveVideo().save("LongVideo/empty", 8.0, "mp4", 19, samples={"samples": torch.zeros(1, 4, 0, 2, 2)},
+                                  vae=_FourChannelVae())
+    output = os.environ["LONGVIDEO_OUTPUT_DIR"]
+    assert not os.path.exists(output) or not [f for _, _, files in os.walk(output) for f in files]
+
+
+class _FourChannelVae:
+    latent_channels = 4
+    downscale = 8

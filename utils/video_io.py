@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import re
+import unicodedata
 import uuid
 from fractions import Fraction
 
@@ -62,6 +63,10 @@ def check_fps(fps, video_format: str = "mp4") -> Fraction:
     return rate
 
 
+# Characters that reorder how text is shown (bidirectional embeddings, overrides, isolates and marks).
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def check_output_prefix(output_dir: str, filename_prefix: str, extension: str) -> tuple[str, list[str], str]:
     """Check a file name prefix without creating anything; return (real output folder, subfolders, file name start).
 
@@ -77,6 +82,11 @@ def check_output_prefix(output_dir: str, filename_prefix: str, extension: str) -
         raise VideoOutputError(f"extension {extension!r} is not valid; use one of {', '.join(VIDEO_FORMATS)}.")
     if "\0" in prefix:
         raise VideoOutputError(f"filename_prefix {prefix!r} contains a NUL character; remove it.")
+    hidden = sorted({f"U+{ord(c):04X}" for c in prefix if unicodedata.category(c) == "Cc" or c in BIDI_CONTROLS})
+    if hidden:
+        raise VideoOutputError(f"filename_prefix {prefix!r} contains control or text-direction characters "
+                               f"({', '.join(hidden)}), which break the list of written files and can disguise a "
+                               "name; remove them.")
     if prefix.startswith(("/", "\\")) or os.path.isabs(prefix) or os.path.splitdrive(prefix)[0]:
         raise VideoOutputError(
             f"filename_prefix {prefix!r} is an absolute path; use a name relative to the output folder, e.g. 'videos/run1'."
