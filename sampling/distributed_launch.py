@@ -53,7 +53,7 @@ class RankContext:
     device: torch.device
     comm: Communicator
     report_step: Callable[[int, int], None]
-    report: Callable[[object], None]  # plain data to the launcher's on_report (e.g. the finished part of a video)
+    report: Callable[[object], None] = lambda data: None  # plain data to the launcher's on_report (finished frames)
 
 
 class DistributedRunError(ClipRankError):

@@ -2,6 +2,7 @@
 
 import dataclasses
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -385,3 +386,37 @@ def test_tool_reads_video_infinity_configs(model_folder):
         tool.read_config(video_infinity_config(model_folder, attn_scale=2.0))
     with pytest.raises(tool.ConfigError, match="model_path"):
         tool.read_config({k: v for k, v in video_infinity_config(model_folder).items() if k != "model_path"})
+
+
+@pytest.mark.parametrize("fault", ["sigterm", "stopped rank"])
+def test_the_tool_ends_in_one_line_on_sigterm_and_on_a_stopped_rank(model_folder, tmp_path, fault):
+    """tools/distributed_generate.py: SIGTERM stops every rank and exits 143 with one line; a rank stopped with
+    SIGSTOP ends the run after the stated timeout ($LONGVIDEO_RANK_TIMEOUT_S), naming the rank, with no traceback."""
+    config = video_infinity_config(model_folder)
+    config.update({"devices": ["cpu", "cpu"], "base_path": str(tmp_path / "exp"), "dtype": "torch.float32"})
+    config["pipe_configs"].update({"steps": 400, "num_frames": 4, "height": 64, "width": 64})
+    config["plugin_configs"]["attn"].update({"padding": 2, "top_k": 2})
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    child = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "distributed_generate.py"), "--config", str(path)],
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, "LONGVIDEO_RANK_TIMEOUT_S": "10"})
+    try:
+        for line in child.stderr:
+            if line.startswith("step "):  # the ranks are sampling
+                break
+        if fault == "sigterm":
+            child.send_signal(signal.SIGTERM)
+        else:
+            ranks = [p for p in psutil.Process(child.pid).children(recursive=True) if p.is_running()]
+            os.kill(max(ranks, key=lambda p: p.create_time()).pid, signal.SIGSTOP)
+        rest = child.stderr.read()
+        code = child.wait(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    lines = [line for line in rest.splitlines() if not line.startswith("step ")]
+    if fault == "sigterm":
+        assert code == 128 + signal.SIGTERM and lines == ["distributed_generate: stopped by SIGTERM"], rest[-2000:]
+    else:
+        assert code == 1 and len(lines) == 1 and "it stopped answering: no heartbeat for 10 s" in lines[0], rest[-2000:]
+        assert "worker rank" in lines[0]

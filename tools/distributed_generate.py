@@ -191,14 +191,21 @@ def main() -> int:
         raise KeyboardInterrupt("SIGTERM")
 
     signal.signal(signal.SIGTERM, stop)
-
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        path = _run_under_torchrun(launch, devices, payload)
-    else:
-        _resolve_dtype(payload, launch.parse_devices(devices)[0])
-        results = launch.run_ranks(devices, "sampling.distributed_launch:video_job", payload,
-                                   on_step=lambda step, total: print(f"step {step}/{total}", file=sys.stderr))
-        path = results[0]
+    try:
+        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+            path = _run_under_torchrun(launch, devices, payload)
+        else:
+            _resolve_dtype(payload, launch.parse_devices(devices)[0])
+            results = launch.run_ranks(devices, "sampling.distributed_launch:video_job", payload,
+                                       on_step=lambda step, total: print(f"step {step}/{total}", file=sys.stderr))
+            path = results[0]
+    except KeyboardInterrupt as interrupt:  # every rank has been stopped: one line, the shell's status for the signal
+        terminated = bool(interrupt.args) and interrupt.args[0] == "SIGTERM"
+        print(f"distributed_generate: stopped by {'SIGTERM' if terminated else 'Ctrl+C'}", file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+    except launch.DistributedRunError as error:
+        print(f"distributed_generate: {error}", file=sys.stderr)
+        return 1
     if path:
         print(path)
     return 0
