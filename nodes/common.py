@@ -169,7 +169,25 @@ def video_latents(latent, node: str, name: str = "latent", channels: int | None 
             f"{node}: '{name}' has {samples.shape[1]} channels but the model works on {channels}: "
             "make the latent for this model (LongVideoEmptyLatent with its vae connected, or LongVideoEncode with its VAE)"
         )
+    check_finite_frames(node, name, samples, frame_dim=2)
     return samples
+
+
+# Latent and pixel values beyond this are no video's: a .latent of 1e30 gives NaN at the first model call.
+LARGEST_VALUE = 1e4
+
+
+def check_finite_frames(node: str, name: str, frames: torch.Tensor, frame_dim: int) -> None:
+    """Refuse NaN, infinite or absurdly large values where latents or pixels enter a node, naming the frames."""
+    bad = ~torch.isfinite(frames) | (frames.abs() > LARGEST_VALUE)
+    if not bad.any():
+        return
+    per_frame = bad.movedim(frame_dim, 0).reshape(frames.shape[frame_dim], -1).any(dim=1)
+    which = per_frame.nonzero().flatten().tolist()
+    shown = ", ".join(map(str, which[:8])) + (f" and {len(which) - 8} more" if len(which) > 8 else "")
+    raise NodeInputError(f"{node}: '{name}' holds NaN, infinite or out-of-range values (beyond {LARGEST_VALUE:g}) in "
+                         f"frame{'s' if len(which) > 1 else ''} {shown} of {frames.shape[frame_dim]}: fix or cut the node "
+                         "that made them (a broken .latent file, a NaN upstream)")
 
 
 # The key of a LATENT's pack-specific facts (a dict: where its joins are, how to resume it), kept in saved .latent files.

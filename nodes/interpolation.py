@@ -7,7 +7,9 @@ from ..sampling import flow_interpolation, interpolation
 from ..sampling.denoise import TextGuidance
 from ..sampling.frame_conditioning import BLEND_STRENGTH
 from ..utils.comfy import Progress, intermediate_device
-from .common import SAMPLING, VIDEO, MODEL, NodeInputError, conditioning_prompt, video_latents, check_numbers
+from .common import (
+    SAMPLING, VIDEO, MODEL, NodeInputError, check_finite_frames, check_numbers, conditioning_prompt, video_latents,
+)
 from .sampler import CFG, FRAME_GUIDANCE, SCHEDULER, SEED, STEPS
 
 MAX_OUTPUT_FRAMES = 1_000_000
@@ -132,6 +134,7 @@ class LongVideoFlowInterpolate:
             raise NodeInputError(f"{node}: 'images' must be an IMAGE [frames, height, width, 3], got {shape}")
         if images.shape[0] < 2:
             raise NodeInputError(f"{node}: 'images' has {images.shape[0]} frame; interpolation needs at least 2")
+        check_finite_frames(node, "images", images, frame_dim=0)
         if factor < 2:
             raise NodeInputError(f"{node}: factor must be at least 2, got {factor}")
         if method not in flow_interpolation.METHODS:

@@ -7,7 +7,7 @@ from ..utils.comfy import Progress, intermediate_device
 from .common import (
     LATENT, LATENT_DOWNSCALE, VAE, NodeInputError, check_frame_size, frame_size_input, video_latents,
 )
-from .common import check_numbers
+from .common import check_finite_frames, check_numbers
 
 LATENT_CHANNELS = 4
 
@@ -119,6 +119,7 @@ class LongVideoEncode:
             raise NodeInputError(f"LongVideoEncode: 'pixels' must be an IMAGE [frames, height, width, 3], got {tuple(pixels.shape)}")
         if pixels.shape[0] == 0:
             raise NodeInputError("LongVideoEncode: 'pixels' holds 0 frames: connect an IMAGE with at least one frame")
+        check_finite_frames("LongVideoEncode", "pixels", pixels, frame_dim=0)
         _check_frames_per_batch("LongVideoEncode", frames_per_batch)
         layout = getattr(vae, "layout", None)
         if layout is not None:

@@ -3,7 +3,7 @@ import logging
 
 from ..utils.comfy import Progress, output_directory
 from ..utils.video_io import VIDEO_FORMATS, VideoOutputError, check_fps, check_output_prefix, reserve_output_path, write_video
-from .common import VIDEO, VAE, NodeInputError, check_numbers, save_partial_latent, video_latents
+from .common import VIDEO, VAE, NodeInputError, check_finite_frames, check_numbers, save_partial_latent, video_latents
 from .latents import FRAMES_PER_BATCH, pixel_frames
 
 UNSAVED_PREFIX = "LongVideo/unsaved"
@@ -70,6 +70,7 @@ class LongVideoSaveVideo:
         else:
             if images.dim() != 4 or images.shape[0] < 1:
                 raise NodeInputError(f"{node}: 'images' must be an IMAGE [frames, height, width, 3], got {tuple(images.shape)}")
+            check_finite_frames(node, "images", images, frame_dim=0)
             total = images.shape[0]
             batches = (images[start : start + frames_per_batch] for start in range(0, total, frames_per_batch))
 

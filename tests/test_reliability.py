@@ -491,3 +491,25 @@ def test_nothing_finished_writes_no_empty_latent(tmp_path):
 class _FourChannelVae:
     latent_channels = 4
     downscale = 8
+
+
+def test_nan_and_absurd_values_are_refused_where_they_enter_naming_the_frames():
+    from longvideo.nodes.common import NodeInputError, video_latents
+    from longvideo.nodes.interpolation import LongVideoFlowInterpolate
+    from longvideo.nodes.latents import LongVideoEncode
+    from longvideo.nodes.video import LongVideoSaveVideo
+
+    latents = torch.zeros(1, 4, 6, 2, 2)
+    latents[:, :, 2] = float("nan")
+    latents[0, 1, 4, 0, 0] = 1e30
+    with pytest.raises(NodeInputError, match=r"LongVideoContinuationSampler: 'start_latent' holds NaN, infinite or "
+                                             r"out-of-range values \(beyond 10000\) in frames 2, 4 of 6"):
+        video_latents({"samples": latents}, "LongVideoContinuationSampler", "start_latent")
+    images = torch.rand(3, 8, 8, 3)
+    images[1, 0, 0, 0] = float("inf")
+    with pytest.raises(NodeInputError, match="LongVideoSaveVideo: 'images' holds NaN.* in frame 1 of 3"):
+        LongVideoSaveVideo().save("LongVideo/nan", 8.0, "mp4", 19, images=images)
+    with pytest.raises(NodeInputError, match="LongVideoFlowInterpolate: 'images' holds NaN.* in frame 1 of 3"):
+        LongVideoFlowInterpolate().interpolate(images, 2, "dis")
+    with pytest.raises(NodeInputError, match="LongVideoEncode: 'pixels' holds NaN.* in frame 1 of 3"):
+        LongVideoEncode().encode(_FourChannelVae(), images, 4)
