@@ -2,6 +2,7 @@
 
     python bench/gpu_suite.py --json gpu_suite.json   # one CUDA GPU; sized to end within 8 minutes on an H200
     python bench/gpu_suite.py --rows 'comfy/*'        # ComfyUI's own Wan models alone (about 5 minutes, estimated)
+    python bench/gpu_suite.py --rows 'ranks/*'        # one video over 1 .. every GPU here (up to 5 minutes a row)
     python bench/gpu_suite.py --dry-run               # the same code paths on tiny configurations on the CPU (CI)
     python bench/gpu_suite.py --list                  # the rows; --rows NAME ... runs some of them (shell patterns)
 
@@ -26,6 +27,21 @@ Rows, in the order they run (the most wanted first, so a short loan still gets t
 - option/*: each speed option on and off, side by side on the same sampling run: SDPA backends (flash, efficient,
   cuDNN, math against PyTorch's own choice), channels_last convolutions, torch.compile. The pack turns none on by
   default; each stays off until its row measures it faster.
+- ranks/hierarchical, ranks/co_denoise: one video split over R worker ranks, one process per GPU over NCCL (what the
+  nodes' `devices` input does), for R = 1 .. every GPU of the machine (torch.cuda.device_count()), one run after
+  another, through the nodes' own jobs (sampling/distributed_launch.py's hierarchy_job and co_denoise_job, with
+  bench/distributed_scaling.py's payloads and profile): the ModelScope UNet in bf16 at 512x320, 10 DDIM steps, CFG 7.5;
+  hierarchical L = 5, depth 3 (65 frames: 1, 4 and 16 segments of 5 frames, batch cap 16), co-denoise 72 frames in
+  windows of 16 overlapping 8 (8 windows a step; the first 4 steps are the layout window, one call). Per R: sampling
+  seconds (rank_result's "seconds" of the slowest rank, counted after the model is loaded, so process start and
+  loading are not in it; the whole run's wall seconds are in the JSON), speed-up against R = 1 beside its work-balance
+  limit (the keyframe level's one segment and the layout window's call run on one rank while the others wait), KB each
+  rank receives per step (bytes_received / steps) and max |difference| from R = 1 (the same video, but that the
+  hierarchy's segment batches of other sizes may round differently in bf16). On a machine with one GPU the rows measure R = 1 only and say so.
+  Each rank loads the model from a diffusers folder the row saves (about 2.8 GB) in a scratch folder the suite
+  removes at its end; a rank count whose run would end past the row's 240 s is not started (the summary names it).
+  They come after the option rows, so the total budget usually ends before them: run them with --rows 'ranks/*'. The
+  dry run runs the same code on 1 and 2 CPU gloo ranks (one thread each) on the tiny configuration.
 - comfy/*: the pack's strategies on ComfyUI's own Wan models (models/comfy_model.py) against ComfyUI's own node chain
   doing the same work on the same latents and noise, at full size: time ratio ours / ComfyUI (goal <= 1.05: the pack
   hands ComfyUI the same work, so only its own bookkeeping may cost) and max |difference| of the latents (the same
@@ -57,7 +73,8 @@ Rows, in the order they run (the most wanted first, so a short loan still gets t
 Each row runs in a worker process under its own time budget: a row that fails is reported with its error and the
 worker goes on (one that cannot run on this machine, e.g. for memory, as skipped, with what it needs); a row that runs
 past its budget is killed with its worker and the next row starts in a fresh one.
-The whole suite stops at its total budget (rows not reached are reported as skipped). Rows are printed as they
+The whole suite stops at its total budget (rows not reached are reported as skipped; the dry run's is two minutes: its
+ranks rows start six worker processes, a few seconds each). Rows are printed as they
 finish and the JSON is rewritten after each, so whatever ends the run, the finished rows are kept.
 """
 
@@ -71,10 +88,12 @@ import json
 import math
 import os
 import queue
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -85,7 +104,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARK = "@@gpu_suite "  # prefix of the worker's protocol lines on its stdout
 H200_BF16_DENSE_TFLOPS = 989.0  # NVIDIA H200 SXM, dense (no sparsity)
 ANCHORS = "Video-Infinity 0.96 frames/s per RTX 6000 Ada; FLOP floor of this work 16.8 frames/s on an H200"
-FULL_TOTAL_S, DRY_TOTAL_S = 470.0, 60.0
+FULL_TOTAL_S, DRY_TOTAL_S = 470.0, 120.0
+SCRATCH_ENV = "LONGVIDEO_GPU_SUITE_SCRATCH"  # a folder the parent makes and removes: model folders for worker ranks
 STARTUP_S = 120.0  # a worker's imports and CUDA start, before its first row
 
 
@@ -104,6 +124,7 @@ class Bench:
         self.cuda = device.startswith("cuda")
         self._key, self._components = None, None
         self._comfy_key, self._comfy_models = None, None
+        self.scratch = os.environ.get(SCRATCH_ENV)  # the parent's; a worker started alone makes its own when needed
 
     def components(self, config: str, dtype: str):
         """sampler_overhead.build's (unet, text model, tokenizer, vae, scheduler), built on the device directly."""
@@ -116,6 +137,24 @@ class Bench:
                 self._components = sampler_overhead.build(config, sampler_overhead.DTYPES[dtype], self.device)
             self._key = (config, dtype)
         return self._components
+
+    def rank_model_folder(self, config: str, dtype: str) -> str:
+        """The model of `components` saved as a diffusers folder in the suite's scratch folder (once a suite run), for
+        worker ranks to load: they start empty. The model then leaves this worker's device, which the ranks need."""
+        from diffusers import TextToVideoSDPipeline
+
+        self.scratch = self.scratch or tempfile.mkdtemp(prefix="gpu_suite-")
+        folder = os.path.join(self.scratch, f"ranks-{config}-{dtype}")
+        if not os.path.isdir(folder):
+            unet, text_model, tokenizer, vae, scheduler = self.components(config, dtype)
+            partial = folder + ".partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            TextToVideoSDPipeline(vae=vae, text_encoder=text_model, tokenizer=tokenizer, unet=unet,
+                                  scheduler=scheduler).save_pretrained(partial)
+            os.replace(partial, folder)  # whole or not there, whatever stops this worker
+        self._key, self._components = None, None
+        self.release()
+        return folder
 
     def denoiser(self, config: str, dtype: str):
         from longvideo.models.denoiser import UNet3DDenoiser
@@ -439,6 +478,51 @@ def speed_option(bench: Bench, *, option, config, dtype, width, height, frames, 
             "runs": times,
             "summary": f"off {off:.3f} s, on {on:.3f} s, on/off {on / off:.3f} (first run on {first_on:.1f} s); "
                        f"max |on - off| {difference:.1e}"}
+
+
+def split_over_ranks(bench: Bench, *, strategy, config, dtype, width, height, steps, max_seconds, **shape):
+    """One video of `strategy` ("hierarchical" or "co-denoise") split over R worker ranks through the nodes' own jobs
+    (bench/distributed_scaling.py's payloads and profiled_job around hierarchy_job and co_denoise_job), R = 1 .. every
+    GPU of this machine, one after another (the dry run: 1 and 2 CPU gloo ranks, one torch thread each). The ranks load
+    the suite's model from a diffusers folder saved in the suite's scratch folder. Per R: sampling seconds (rank_result's
+    "seconds" of the slowest rank: model loading and process start excluded), wall seconds of the whole run, speed-up
+    against R = 1, the work-balance limit, KB each rank receives per step and max |difference| from R = 1. A rank count
+    whose run would end past `max_seconds` (the last run's wall time times 1.3) is not started; the summary says so."""
+    from longvideo.bench import distributed_scaling as scaling
+
+    torch = bench.torch
+    started = time.perf_counter()
+    folder = bench.rank_model_folder(config, dtype)
+    with open(os.path.join(folder, "unet", "config.json")) as file:
+        context_width = json.load(file)["cross_attention_dim"]
+    spec = scaling.unet3d_rank_spec(folder, dtype)
+    latent = (height // 8, width // 8)
+    if strategy == "hierarchical":
+        payload = scaling.hierarchy_payload(spec, context_width, latent=latent, steps=steps, **shape)
+    else:
+        payload = scaling.co_denoise_payload(spec, context_width, latent=latent, steps=steps, **shape)
+    gpus = 0 if bench.dry else torch.cuda.device_count()
+    device_lists = [["cpu"], ["cpu", "cpu"]] if bench.dry else [[f"cuda:{i}" for i in range(r)] for r in range(1, gpus + 1)]
+
+    def go_on(rows) -> bool:
+        return time.perf_counter() - started + 1.3 * rows[-1]["wall_s"] <= max_seconds
+
+    rows = scaling.compare_split(strategy, payload, device_lists, go_on)
+    left_out = [len(devices) for devices in device_lists[len(rows):]]
+    split = rows[1:]
+    cells = [f"R=1 {rows[0]['seconds']:.2f} s"]
+    cells += [f"R={r['ranks']} {r['seconds']:.2f} s {r['speedup']:.2f}x (limit {r['limit']:.2f}, "
+              f"{max(r['kb_per_step']):,.0f} KB/step/rank, max |R - 1| {r['max_difference']:.1e})" for r in split]
+    note = ""
+    if not bench.dry and gpus == 1:
+        note = "; this machine has one GPU: R = 1 only"
+    if left_out:
+        note += f"; R = {', '.join(map(str, left_out))} not started (row time {max_seconds:.0f} s)"
+    what = scaling.describe_split(strategy, payload)
+    where = "CPU gloo ranks" if bench.dry else "GPUs, NCCL"
+    return {"runs": rows, "gpus": gpus, "left_out": left_out,
+            "max_difference": max((r["max_difference"] for r in split), default=None),
+            "summary": f"{strategy}, {what}, {width}x{height}, {config} {dtype}, {where}: {'; '.join(cells)}{note}"}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -783,8 +867,12 @@ class Row:
     function: Callable
     full: dict | None  # parameters on the GPU; None: not in the full suite
     dry: dict | None  # parameters of the dry run; None: not in the dry run
-    budget_s: float  # on the GPU; a dry-run row gets DRY_ROW_S
+    budget_s: float  # on the GPU
     worker: str = "pack"  # rows of another kind start in a fresh worker (ComfyUI's imports change global torch settings)
+    dry_budget_s: float | None = None  # in the dry run; None: DRY_ROW_S
+
+    def budget(self, dry: bool) -> float:
+        return (self.dry_budget_s or DRY_ROW_S) if dry else self.budget_s
 
 
 DRY_ROW_S = 40.0
@@ -833,6 +921,17 @@ def _rows() -> list[Row]:
     # The dry run wraps without compiling: tracing even the tiny UNet takes about a minute on a small CPU.
     rows.append(Row("option/compile", speed_option, dict(on_gpu, option="compile"),
                     dict(on_cpu, option="compile", compile_backend="disabled"), 170))
+    # One video split over R = 1 .. every GPU here (the dry run: 1 and 2 CPU gloo ranks); a run that would end past
+    # max_seconds is not started, the row's budget is the hard stop.
+    for strategy, name, full, dry in (
+            ("hierarchical", "ranks/hierarchical",
+             dict(keyframes=5, depth=3, batch_cap=16, steps=10), dict(keyframes=3, depth=2, batch_cap=1, steps=2)),
+            ("co-denoise", "ranks/co_denoise",
+             dict(frames=72, window=16, overlap=8, layout_share=0.4, steps=10),
+             dict(frames=12, window=4, overlap=2, layout_share=0.4, steps=3))):
+        rows.append(Row(name, split_over_ranks,
+                        dict(MODEL, dtype="bf16", width=512, height=320, strategy=strategy, max_seconds=240, **full),
+                        dict(TINY, width=32, height=32, strategy=strategy, max_seconds=80, **dry), 300, dry_budget_s=90))
     # ComfyUI's own Wan models with random weights at full size (832x480, 81 pixel frames), few steps; the dry run builds
     # the tests' tiny Wan and uses the stand-in VAE.
     wan_gpu = dict(wan="wan2.1-1.3b", dtype="bf16", vae="wan2.1", width=832, height=480, frames=21, known=2, steps=4,
@@ -977,7 +1076,7 @@ def run_suite(rows: list[Row], dry: bool, deadline: float, row_budget_s: float |
     results: dict[str, dict] = {}
 
     def budget(name: str) -> float:
-        return row_budget_s or (DRY_ROW_S if dry else ROWS[name].budget_s)
+        return row_budget_s or ROWS[name].budget(dry)
 
     def finish(name: str, outcome: dict) -> None:
         results[name] = {"row": name, "budget_s": budget(name), **outcome}
@@ -1059,7 +1158,7 @@ def main() -> None:
     rows = selected_rows(args.dry_run, args.rows)
     if args.list:
         for row in rows:
-            print(f"{row.name:<32} budget {DRY_ROW_S if args.dry_run else row.budget_s:5.0f} s")
+            print(f"{row.name:<32} budget {row.budget(args.dry_run):5.0f} s")
         return
     total = args.total_budget or (DRY_TOTAL_S if args.dry_run else FULL_TOTAL_S)
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
@@ -1082,7 +1181,9 @@ def main() -> None:
         print(table_line(result), flush=True)
         write()
 
-    results = run_suite(rows, args.dry_run, begin + total, args.row_budget, args.inject, report, on_machine)
+    with tempfile.TemporaryDirectory(prefix="gpu_suite-") as scratch:  # removed whatever ended the workers
+        os.environ[SCRATCH_ENV] = scratch
+        results = run_suite(rows, args.dry_run, begin + total, args.row_budget, args.inject, report, on_machine)
     document["rows"] = results
     write()
     print(f"\n{sum(r['status'] == 'ok' for r in results)} of {len(results)} rows measured in "

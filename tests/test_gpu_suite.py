@@ -2,7 +2,7 @@
 ComfyUI, which CI provides), and a row that fails, hangs or cannot run on the machine is reported in the table without
 losing the rows after it.
 
-The runs get a total budget far above the dry run's own minute, so that a busy machine cannot fail them: these tests
+The runs get a total budget far above the dry run's own two minutes, so that a busy machine cannot fail them: these tests
 check behaviour, not speed.
 """
 
@@ -64,6 +64,13 @@ def test_dry_run_measures_every_row(tmp_path):
     assert results["hierarchy_vs_continuation"]["frames"] == 5
     for option in ("sdpa_flash", "sdpa_math", "channels_last", "compile"):  # an option changes speed, not the video
         assert results[f"option/{option}"]["max_difference"] < 1e-4
+    for name in ("ranks/hierarchical", "ranks/co_denoise"):  # one video on 1 and on 2 gloo ranks: the same video
+        runs = results[name]["runs"]
+        assert [run["ranks"] for run in runs] == [1, 2] and results[name]["left_out"] == [], name
+        assert runs[1]["max_difference"] <= 1e-5 and results[name]["max_difference"] <= 1e-5, name
+        assert all(run["seconds"] > 0 and run["wall_s"] >= run["seconds"] for run in runs), name
+        assert runs[0]["kb_per_step"] == [0.0] and min(runs[1]["kb_per_step"]) > 0, name  # 2 ranks exchange frames
+        assert runs[1]["limit"] > 1, name
     if with_comfyui:  # ours and ComfyUI's own chain sample the same latents (as tests/test_comfy_learned.py finds)
         for name in COMFY_ROWS:
             assert results[name]["max_difference"] <= 1e-4, name
@@ -109,6 +116,6 @@ def test_every_gpu_row_binds_its_parameters():
     import inspect
 
     rows = selected_rows(False, None)
-    assert len(rows) == 19
+    assert len(rows) == 21
     for row in rows:
         inspect.signature(row.function).bind(None, **row.full)
