@@ -11,6 +11,7 @@ from .hierarchy import LongVideoHierarchicalSampler, LongVideoInfiNetLoader
 from .distributed import LongVideoDistributedSampler
 from .latents import LongVideoDecode, LongVideoEmptyLatent, LongVideoEncode
 from .loaders import LongVideoModelLoader
+from .report import LongVideoColourMatch, LongVideoReport
 from .sampler import LongVideoSampler
 from .upscale import LongVideoLatentUpscale, LongVideoLatentUpscaleModelLoader
 from .vdp import LongVideoVDPCondition, LongVideoVDPLoader
@@ -40,6 +41,8 @@ NODE_CLASS_MAPPINGS = {
     "LongVideoDistributedSampler": LongVideoDistributedSampler,
     "LongVideoComfyModel": LongVideoComfyModel,
     "LongVideoComfyPromptSchedule": LongVideoComfyPromptSchedule,
+    "LongVideoReport": LongVideoReport,
+    "LongVideoColourMatch": LongVideoColourMatch,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -66,4 +69,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LongVideoDistributedSampler": "LongVideo Distributed Sampler (Video-Infinity)",
     "LongVideoComfyModel": "LongVideo ComfyUI Model (Wan, LTX-Video, HunyuanVideo)",
     "LongVideoComfyPromptSchedule": "LongVideo Prompt Schedule (ComfyUI CLIP)",
+    "LongVideoReport": "LongVideo Report (seams and drift)",
+    "LongVideoColourMatch": "LongVideo Colour Match (chunk joins)",
 }

@@ -9,6 +9,7 @@ from .common import (
     frame_size_input, latent_frame_size, ranks_model, split_devices,
 )
 from .continuation import PROMPT_SCHEDULE, LongVideoContinuationSampler
+from .joins import window_joins, with_joins
 from .sampler import CFG, SCHEDULER, SEED, STEPS
 
 
@@ -123,4 +124,6 @@ class LongVideoCoDenoiseSampler:
                     model, prompts, settings, size=size, steps=steps, seed=seed, scheduler=scheduler, start=start,
                     on_step=lambda step, total: progress.update(),
                 )
-        return ({"samples": latents.to(intermediate_device())},)
+        joins = window_joins(frames, frames_per_window, overlap)
+        joins += [] if start is None else [start.shape[2]]
+        return (with_joins({"samples": latents.to(intermediate_device())}, joins, start_latent=start_latent),)

@@ -12,6 +12,7 @@ from .common import (
     check_numbers, refuse_comfy_model,
 )
 from .continuation import PROMPT_SCHEDULE
+from .joins import every, with_joins
 from .sampler import CFG, SCHEDULER, SEED, STEPS
 
 NODE = "LongVideoDistributedSampler"
@@ -102,7 +103,8 @@ class LongVideoDistributedSampler:
                 latents = distributed.join_clips(results)
             else:
                 latents = self._sample_processes(model, prompts, settings, device_list, size, steps, seed, scheduler, progress)
-        return ({"samples": latents.to(intermediate_device())},)
+        clip_starts = every(frames_per_clip, latents.shape[2])
+        return (with_joins({"samples": latents.to(intermediate_device())}, clip_starts[1:]),)
 
     @staticmethod
     def _sample_processes(model, prompts, settings, devices, size, steps, seed, scheduler, progress):

@@ -18,6 +18,7 @@ from .common import (
 )
 from .common import DEVICES, check_numbers, ranks_model, split_devices
 from .continuation import PROMPT_SCHEDULE
+from .joins import beside, with_joins
 from .sampler import CFG, FRAME_GUIDANCE, SCHEDULER, SEED, STEPS
 
 INFINET = "LV_INFINET"
@@ -211,7 +212,8 @@ class LongVideoHierarchicalSampler:
                     if interrupted.latents is not None:
                         _save_partial(interrupted.latents)
                     raise interrupted.cause
-        return ({"samples": latents.to(intermediate_device())},)
+        parents = plan.level_frames(plan.depth - 2) if plan.depth > 1 else []
+        return (with_joins({"samples": latents.to(intermediate_device())}, beside(parents, plan.frames), parents),)
 
     @staticmethod
     def _denoiser(node, model, method, infinet):

@@ -10,6 +10,7 @@ from ..utils.comfy import Progress, intermediate_device
 from .common import (
     SAMPLING, VIDEO, MODEL, NodeInputError, check_finite_frames, check_numbers, conditioning_prompt, video_latents,
 )
+from .joins import beside, every, with_joins
 from .sampler import CFG, FRAME_GUIDANCE, SCHEDULER, SEED, STEPS
 
 MAX_OUTPUT_FRAMES = 1_000_000
@@ -100,7 +101,8 @@ class LongVideoLatentInterpolate:
                 model, guidance, latents, settings, steps=steps, seed=seed, scheduler=scheduler,
                 on_step=lambda pass_index, window_index, step: progress.update(),
             )
-        return ({"samples": out.to(intermediate_device())},)
+        known = every(factor, out.shape[2])  # the frames the last pass kept: every factor-th
+        return (with_joins({"samples": out.to(intermediate_device())}, beside(known, out.shape[2]), known),)
 
 
 class LongVideoFlowInterpolate:

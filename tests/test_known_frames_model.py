@@ -353,6 +353,6 @@ def test_co_denoise_node_continues_a_start_latent_with_prompts_along_the_timelin
         node.sample(model, positive, negative, start_latent={"samples": start}, **{**arguments, "frames": 2})
     with pytest.raises(NodeInputError, match="layout_share must be between 0 and 1"):
         node.sample(model, positive, negative, layout_share=1.5, **arguments)
-    comfy_model = type("ComfyModelStandIn", (), {"samples_itself": True, "requires_known_frames": False})()
-    with pytest.raises(NodeInputError, match="a ComfyUI model .* cannot be stepped window by window"):
-        node.sample(comfy_model, positive, negative, **arguments)
+    with pytest.raises(NodeInputError, match="window positions 'absolute' set a window's rotary frame positions, which "
+                                             "the pack's UNet3D models do not have"):
+        node.sample(model, positive, negative, positions="absolute", **arguments)

@@ -13,6 +13,7 @@ import av
 import pytest
 
 from longvideo import NODE_CLASS_MAPPINGS
+from longvideo.utils.video_io import VIDEO_FORMATS
 from longvideo.utils.workflow import WorkflowError, is_ui_format, load_workflow, run_workflow, ui_to_api, validate_workflow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,7 +95,9 @@ def frames_in(value) -> int:
 
 
 def saved_videos(ui: dict, out) -> list[str]:
-    return [os.path.join(out, entry["subfolder"], entry["filename"]) for node_ui in ui.values() for entry in node_ui["images"]]
+    """The videos the nodes saved (a report node's plot, a PNG, is not one)."""
+    return [os.path.join(out, entry["subfolder"], entry["filename"]) for node_ui in ui.values() for entry in node_ui["images"]
+            if entry["filename"].rsplit(".", 1)[-1] in VIDEO_FORMATS]
 
 
 @pytest.mark.parametrize("path", API_WORKFLOWS, ids=os.path.basename)
