@@ -1,5 +1,6 @@
 """Clip-parallel sampling (Video-Infinity): virtual ranks, gloo processes, the node, the config tool, faults."""
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -388,6 +389,18 @@ def test_tool_reads_video_infinity_configs(model_folder):
         tool.read_config({k: v for k, v in video_infinity_config(model_folder).items() if k != "model_path"})
 
 
+def read_to_end(stream, timeout_s: float) -> str:
+    """All that is left in a child's pipe, or a test failure when it is still open after `timeout_s` (a process left
+    behind holding it) instead of a wait without end."""
+    text = []
+    reader = threading.Thread(target=lambda: text.append(stream.read()), daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    if not text:
+        pytest.fail(f"the pipe was still open after {timeout_s} s: a process was left holding it")
+    return text[0]
+
+
 @pytest.mark.parametrize("fault", ["sigterm", "stopped rank"])
 def test_the_tool_ends_in_one_line_on_sigterm_and_on_a_stopped_rank(model_folder, tmp_path, fault):
     """tools/distributed_generate.py: SIGTERM stops every rank and exits 143 with one line; a rank stopped with
@@ -400,20 +413,28 @@ def test_the_tool_ends_in_one_line_on_sigterm_and_on_a_stopped_rank(model_folder
     path.write_text(json.dumps(config))
     child = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "distributed_generate.py"), "--config", str(path)],
                              stderr=subprocess.PIPE, text=True, env={**os.environ, "LONGVIDEO_RANK_TIMEOUT_S": "10"})
+    family = []
     try:
         for line in child.stderr:
             if line.startswith("step "):  # the ranks are sampling
                 break
+        family = psutil.Process(child.pid).children(recursive=True)
         if fault == "sigterm":
             child.send_signal(signal.SIGTERM)
         else:
-            ranks = [p for p in psutil.Process(child.pid).children(recursive=True) if p.is_running()]
-            os.kill(max(ranks, key=lambda p: p.create_time()).pid, signal.SIGSTOP)
-        rest = child.stderr.read()
-        code = child.wait(timeout=120)
+            # The ranks, not multiprocessing's resource tracker (started in the same clock tick, and holding stderr
+            # open: stopping it would leave the test waiting for the end of stderr forever).
+            ranks = [p for p in family if "spawn_main" in " ".join(p.cmdline())]
+            assert len(ranks) == 2, [p.cmdline() for p in family]
+            os.kill(ranks[-1].pid, signal.SIGSTOP)
+        rest = read_to_end(child.stderr, timeout_s=180)
+        code = child.wait(timeout=60)
     finally:
         if child.poll() is None:
             child.kill()
+        for process in family:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()  # SIGKILL ends a stopped process too
     lines = [line for line in rest.splitlines() if not line.startswith("step ")]
     if fault == "sigterm":
         assert code == 128 + signal.SIGTERM and lines == ["distributed_generate: stopped by SIGTERM"], rest[-2000:]
