@@ -1,7 +1,7 @@
 """Run a workflow of this pack's nodes without ComfyUI.
 
     python run_workflow.py workflows/api/text_to_video.json [--output-dir DIR] [--models-dir DIR]
-                           [--set NODE.INPUT=VALUE ...]
+                           [--set NODE.INPUT=VALUE ...] [--resume PARTIAL.latent]
 
 Takes the API format (ComfyUI's "Export (API)") or the UI format (the editor's "Save"), checks it
 against the node definitions, and runs the nodes in dependency order with the same node classes ComfyUI
@@ -11,6 +11,9 @@ the value is read as JSON (numbers, true/false) except for text inputs, which ta
 
 Stopping: Ctrl+C and SIGTERM (kill, timeout, docker stop, systemd) both stop the run the same way: the long samplers
 save their finished chunks as a .latent, half-written files are removed, and the exit status is 130 or 143.
+--resume PARTIAL carries a stopped continuation on: the workflow's continuation sampler starts from that
+<prefix>_partial_*.latent (a LongVideoLoadLatent node in its start_latent), and with the settings it ran with makes
+the video the uninterrupted run would have made.
 
 Errors: a workflow that does not validate exits with status 2, a node that fails while running with status 3; both
 print one line (the node and the message; --verbose adds the traceback).
@@ -23,6 +26,7 @@ runner says so when the load is high.
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -70,6 +74,24 @@ def apply_override(prompt: dict, nodes: dict, text: str, workflow: str, error_ty
     inputs[name] = override_value(raw, input_type)
 
 
+RESUMABLE = "LongVideoContinuationSampler"
+
+
+def resume_from(prompt: dict, partial: str, workflow: str, error_type) -> None:
+    """Start the workflow's continuation sampler from `partial`: a LongVideoLoadLatent node into its start_latent (in
+    place of a start clip or image, which the partial already begins with)."""
+    samplers = [node_id for node_id, node in prompt.items() if node.get("class_type") == RESUMABLE]
+    if len(samplers) != 1:
+        raise error_type(f"--resume needs one {RESUMABLE} in {workflow} to carry on, found {len(samplers)}"
+                         + (f" (nodes {', '.join(samplers)})" if samplers else ""))
+    numbers = [int(node_id) for node_id in prompt if str(node_id).isdigit()]
+    loader = str(max(numbers, default=0) + 1)
+    prompt[loader] = {"class_type": "LongVideoLoadLatent", "inputs": {"path": os.path.abspath(partial)}}
+    inputs = prompt[samplers[0]].setdefault("inputs", {})
+    inputs.pop("start_image", None)
+    inputs.update(start_latent=[loader, 0], resume=True)
+
+
 def _stop_on_sigterm() -> None:
     """Headless, SIGTERM does what Ctrl+C does: a KeyboardInterrupt in the main thread, which the samplers and
     writers answer by keeping finished work and removing half-written files. A second SIGTERM while that cleanup
@@ -88,6 +110,7 @@ def main(argv=None) -> int:
     parser.add_argument("--models-dir", action="append", help="a folder holding model folders (repeatable)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",
                         help="override one input of one node (repeatable)")
+    parser.add_argument("--resume", metavar="PARTIAL", help="carry on a stopped continuation from its _partial_*.latent")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's own)")
     parser.add_argument("--verbose", action="store_true", help="print the traceback of a node's error")
     args = parser.parse_args(argv)
@@ -124,6 +147,7 @@ def _run(args) -> int:
         os.environ["LONGVIDEO_MODELS_DIR"] = os.pathsep.join(os.path.abspath(d) for d in args.models_dir)
 
     pack = import_pack()
+    _show_pack_log(pack.__name__)
     from longvideo.utils.workflow import WorkflowError, load_workflow, run_workflow
 
     nodes = pack.NODE_CLASS_MAPPINGS
@@ -132,6 +156,8 @@ def _run(args) -> int:
         prompt = load_workflow(args.workflow, nodes)
         for text in args.overrides:
             apply_override(prompt, nodes, text, args.workflow, WorkflowError)
+        if args.resume:
+            resume_from(prompt, args.resume, args.workflow, WorkflowError)
 
         def on_start(node_id, class_type):
             if not started and note:
@@ -156,6 +182,20 @@ def _run(args) -> int:
         for item in ui.get("images", []):
             print(os.path.join(args.output_dir, item.get("subfolder", ""), item["filename"]))
     return 0
+
+
+class _ToStderr(logging.Handler):
+    def emit(self, record):
+        print(self.format(record), file=sys.stderr, flush=True)
+
+
+def _show_pack_log(name: str) -> None:
+    """The pack's own log lines (where a partial was kept, the estimated time left, which conditioning 'learned'
+    uses) on stderr, as ComfyUI shows them in its console."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(handler, _ToStderr) for handler in logger.handlers):
+        logger.addHandler(_ToStderr())
+        logger.setLevel(logging.INFO)
 
 
 def _node_failed(error: Exception, started: dict, prompt: dict, verbose: bool) -> int:

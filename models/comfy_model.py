@@ -287,6 +287,11 @@ class ComfyDenoiser(Denoiser):
     def takes_known_frames(self) -> bool:
         return self.hand_off is not None
 
+    def estimate_call_bytes(self, batch, frames, height, width) -> int:
+        """ComfyUI's own estimate (BaseModel.memory_required, what its sampling plans offloading with), for one
+        half of the guidance batch: ComfyUI runs the halves apart when both do not fit."""
+        return int(self.patcher.model.memory_required([batch, self.latent_channels, frames, height, width]))
+
     @property
     def name(self) -> str:
         return model_name(self.patcher)

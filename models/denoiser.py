@@ -82,6 +82,17 @@ class Denoiser:
         raise NotImplementedError
 
 
+def call_bytes(denoiser, batch: int, frames: int, height: int, width: int) -> int | None:
+    """A lower bound of the memory one model call on latents [batch, C, frames, height, width] takes beyond the
+    weights, or None when the model gives none: what no machine can be short of when it runs. Windows of frames
+    (LongVideoContextWindows) bound the frames of a call."""
+    window, inner = getattr(denoiser, "frames_per_window", None), getattr(denoiser, "inner", None)
+    if window is not None and inner is not None:
+        return call_bytes(inner, batch, min(frames, window), height, width)
+    estimate = getattr(type(denoiser), "estimate_call_bytes", None)
+    return None if estimate is None else int(estimate(denoiser, batch, frames, height, width))
+
+
 MODEL_FACTS = ("latent_channels", "scheduler_config", "takes_known_frames", "sample_range", "noise_layout", "downscale")
 
 
@@ -115,6 +126,13 @@ class UNet3DDenoiser(Denoiser):
 
     def load(self) -> torch.device:
         return self.managed.load()
+
+    def estimate_call_bytes(self, batch, frames, height, width) -> int:
+        # Both guidance halves at once; 16 tensors the size of the first block's activations. Measured on the embedded
+        # model on the CPU: about 32 of them at peak, growing linearly with frames and pixels (SDPA's kernels do not
+        # hold the attention scores), so 16 stays below what any run needs.
+        size = self.unet.dtype.itemsize
+        return 16 * 2 * batch * self.unet.config.block_out_channels[0] * frames * height * width * size
 
     def __call__(self, latents, timestep, context, known=None):
         if known is not None:

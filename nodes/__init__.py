@@ -9,7 +9,7 @@ from .continuation import LongVideoContinuationSampler, LongVideoPromptSchedule
 from .interpolation import LongVideoFlowInterpolate, LongVideoLatentInterpolate
 from .hierarchy import LongVideoHierarchicalSampler, LongVideoInfiNetLoader
 from .distributed import LongVideoDistributedSampler
-from .latents import LongVideoDecode, LongVideoEmptyLatent, LongVideoEncode
+from .latents import LongVideoDecode, LongVideoEmptyLatent, LongVideoEncode, LongVideoLoadLatent
 from .loaders import LongVideoModelLoader
 from .report import LongVideoColourMatch, LongVideoReport
 from .sampler import LongVideoSampler
@@ -24,6 +24,7 @@ NODE_CLASS_MAPPINGS = {
     "LongVideoSampler": LongVideoSampler,
     "LongVideoDecode": LongVideoDecode,
     "LongVideoEncode": LongVideoEncode,
+    "LongVideoLoadLatent": LongVideoLoadLatent,
     "LongVideoSaveVideo": LongVideoSaveVideo,
     "LongVideoTemporalAttention": LongVideoTemporalAttention,
     "LongVideoContinuationSampler": LongVideoContinuationSampler,
@@ -52,6 +53,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LongVideoSampler": "LongVideo Sampler",
     "LongVideoDecode": "LongVideo Decode",
     "LongVideoEncode": "LongVideo Encode",
+    "LongVideoLoadLatent": "LongVideo Load Latent (resume)",
     "LongVideoSaveVideo": "LongVideo Save Video",
     "LongVideoTemporalAttention": "LongVideo Temporal Attention",
     "LongVideoContinuationSampler": "LongVideo Continuation Sampler",

@@ -5,7 +5,7 @@ from ..sampling.denoise import TextGuidance
 from ..sampling.distributed_launch import rank_prompt_data
 from ..utils.comfy import Progress, intermediate_device, throw_if_interrupted
 from .common import (
-    DEVICES, MODEL, SAMPLING, VAE, NodeInputError, check_frame_size, check_numbers, conditioning_prompt,
+    DEVICES, MODEL, SAMPLING, VAE, NodeInputError, check_fits, check_frame_size, check_numbers, conditioning_prompt,
     frame_size_input, latent_frame_size, ranks_model, split_devices,
 )
 from .continuation import PROMPT_SCHEDULE, LongVideoContinuationSampler
@@ -109,6 +109,8 @@ class LongVideoCoDenoiseSampler:
         prompts = [TextGuidance.from_prompts(line, negative_prompt, cfg) for line in lines]
         batch = 1 if start is None else start.shape[0]
         size = (batch, *latent_frame_size(model, width, height))
+        check_fits(node, model, batch=batch, call_frames=frames_per_window, kept_frames=frames, copies=5, height=size[1],
+                   width=size[2], change="lower frames, frames_per_window, width or height")
         with Progress(steps, "co-denoising") as progress:
             if device_list is not None:
                 payload = {"model": ranks_model(node, model), "settings": vars(settings), "size": list(size), "steps": steps,

@@ -1,7 +1,10 @@
 """What every node shares: type names, the menu category, and turning ComfyUI values into plain tensors."""
 
+import hashlib
 import math
 import numbers
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -212,6 +215,117 @@ def save_partial_latent(latents: torch.Tensor, prefix: str, info: dict | None = 
         reason = (cause.strerror if isinstance(cause, OSError) else None) or str(cause)
         raise PartialSaveError(f"could not save the {frames} finished frames to {target} ({reason}); they are lost: "
                                "free disk space or fix the output folder before the next run") from error
+
+
+def model_fingerprint(model) -> str:
+    """A short identity of the weights `model` runs (its networks' classes, sizes, a sample of their values and the
+    count of ComfyUI patches such as LoRAs), kept in a partial so that it is not resumed on another model. Cheap: it
+    reads 64 values of every eighth tensor."""
+    digest = hashlib.sha256()
+    for network, patches in _networks(model):
+        state = network.state_dict()
+        names = sorted(state)
+        digest.update(f"{type(network).__name__}:{len(names)}:{sum(t.numel() for t in state.values())}:{patches}".encode())
+        for name in names[:: max(1, len(names) // 8)]:
+            digest.update(name.encode())
+            digest.update(state[name].detach().flatten()[:64].float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _networks(value, seen=None, depth=0):
+    """(torch module, patch count) of every network a model object holds: the pack's denoisers and their wrappers,
+    ComfyUI's ModelPatchers (a Wan 2.2 A14B's two experts)."""
+    seen = set() if seen is None else seen
+    if id(value) in seen or depth > 4:
+        return
+    seen.add(id(value))
+    if isinstance(value, torch.nn.Module):
+        yield value, 0
+        return
+    if isinstance(getattr(value, "model_options", None), dict) and isinstance(getattr(value, "model", None), torch.nn.Module):
+        if id(value.model) not in seen:
+            seen.add(id(value.model))
+            yield value.model, len(getattr(value, "patches", None) or {})
+        return
+    for name, attribute in sorted(vars(value).items()) if hasattr(value, "__dict__") else ():
+        if isinstance(attribute, torch.nn.Module) or type(attribute).__module__.startswith((__package__.rpartition(".")[0], "comfy")):
+            yield from _networks(attribute, seen, depth + 1)
+
+
+class MadeOnDemand(Sequence):
+    """A sequence of `length` items where item i is `make(i)`, made when first asked for and kept among the few most
+    recent: a 10,000-line prompt schedule of a 3-chunk continuation encodes 3 lines."""
+
+    def __init__(self, length: int, make: Callable[[int], object], keep: int = 4):
+        self.length, self.make, self.keep = length, make, keep
+        self.made = OrderedDict()
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self.length))]
+        index = range(self.length)[index]
+        if index in self.made:
+            self.made.move_to_end(index)
+        else:
+            self.made[index] = self.make(index)
+            while len(self.made) > self.keep:
+                self.made.popitem(last=False)
+        return self.made[index]
+
+
+def check_fits(node: str, model, *, batch: int, call_frames: int, kept_frames: int, copies: int, height: int, width: int,
+               change: str) -> None:
+    """Refuse, before anything is allocated, a run that cannot fit: `copies` float32 copies of `kept_frames` latent
+    frames held on the host, and one model call on `call_frames` of them (models/denoiser.call_bytes, a lower bound)
+    on the compute device. `height` and `width` are the latents'; `change` says which inputs to lower."""
+    import psutil
+
+    from ..models.denoiser import call_bytes
+    from ..utils.comfy import compute_device
+
+    free = psutil.virtual_memory().available
+    size = f"{width * latent_downscale(model)}x{height * latent_downscale(model)}"
+    kept = 4 * copies * batch * model.latent_channels * kept_frames * height * width
+    if kept > 0.5 * free:
+        raise NodeInputError(f"{node}: {kept_frames} latent frames of {size} need {kept / 2**30:.1f} GiB while sampling but "
+                             f"only {free / 2**30:.1f} GiB of memory is free: {change}")
+    needed = call_bytes(model, batch, call_frames, height, width)
+    if needed is None:
+        return
+    device = compute_device()
+    if device.type == "cuda":
+        room, where = torch.cuda.get_device_properties(device).total_memory, f"{device} has"
+    else:
+        room, where = free, "only this much memory is free:"
+    if needed > room:
+        raise NodeInputError(f"{node}: one model call on {call_frames} frames of {size} needs at least "
+                             f"{needed / 2**30:.1f} GiB but {where} {room / 2**30:.1f} GiB: {change}")
+
+
+def partial_prefix(prompt, unique_id, default: str) -> str:
+    """Where a sampler in a ComfyUI graph keeps its finished work when stopped: "<prefix>_partial" after the
+    filename_prefix of the save node it feeds (a Save node first, then any node with a prefix such as a report;
+    `prompt` and `unique_id` are the hidden PROMPT and UNIQUE_ID), else `default`."""
+    if not isinstance(prompt, dict) or unique_id is None:
+        return default
+    frontier, reached = [str(unique_id)], []
+    while frontier:
+        source = frontier.pop(0)
+        for node_id, node in prompt.items():
+            inputs = node.get("inputs") if isinstance(node, dict) else None
+            if node_id in reached or not isinstance(inputs, dict):
+                continue
+            if any(isinstance(v, list) and len(v) == 2 and str(v[0]) == source for v in inputs.values()):
+                reached.append(node_id)
+                frontier.append(node_id)
+    named = [(str(prompt[n].get("class_type", "")), prompt[n]["inputs"].get("filename_prefix")) for n in reached]
+    named = [(kind, prefix.strip()) for kind, prefix in named if isinstance(prefix, str) and prefix.strip()]
+    for kind, prefix in sorted(named, key=lambda entry: "Save" not in entry[0]):
+        return f"{prefix}_partial"
+    return default
 
 
 DEVICES = ("STRING", {"default": "", "tooltip": (

@@ -1,4 +1,5 @@
 import logging
+import time
 
 import torch
 import torch.nn.functional as F
@@ -7,12 +8,12 @@ from ..sampling import continuation
 from ..sampling.denoise import TextGuidance
 from ..utils.comfy import Progress, intermediate_device
 from .common import (
-    save_partial_latent,
+    LATENT_INFO, MadeOnDemand, save_partial_latent,
     CONDITIONING, SAMPLING, CLIP, MODEL, VAE, NodeInputError, check_frame_size, conditioning_prompt, frame_size_input,
-    latent_downscale, latent_frame_size, video_latents,
+    check_fits, latent_downscale, latent_frame_size, model_fingerprint, partial_prefix, video_latents,
 )
 from .common import check_numbers
-from .joins import continuation_joins, with_joins
+from .joins import continuation_joins, latent_joins, with_joins
 from .sampler import CFG, SCHEDULER, SEED, STEPS
 
 PROMPT_SCHEDULE = "LV_PROMPT_SCHEDULE"
@@ -41,8 +42,12 @@ class LongVideoPromptSchedule:
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         if not lines:
             raise NodeInputError("LongVideoPromptSchedule: 'text' holds no prompt: write one prompt per line")
-        tokens, pooled = clip.encode(lines)
-        return ([[[tokens[i : i + 1], {"pooled_output": pooled[i : i + 1]}]] for i in range(len(lines))],)
+        return (MadeOnDemand(len(lines), lambda i: _encoded(clip, lines[i])),)
+
+
+def _encoded(clip, line: str):
+    tokens, pooled = clip.encode([line])
+    return [[tokens, {"pooled_output": pooled}]]
 
 
 class LongVideoContinuationSampler:
@@ -50,7 +55,9 @@ class LongVideoContinuationSampler:
         "Makes a long video chunk after chunk, each chunk continuing from the last frames of the previous one "
         "(ContinuitySeq-style). Starts from text, an image (frame 0) or a latent clip. Every frame appears once: "
         "total = start frames + chunks x (frames_per_chunk - conditioning frames). If a chunk fails or is cancelled, "
-        "the finished frames are saved as output/LongVideo/continuation_partial_*.latent."
+        "the finished frames are saved as <the Save node's prefix>_partial_*.latent (LongVideo/continuation_partial without "
+        "one); LongVideoLoadLatent -> start_latent with the same settings carries on to the video the uninterrupted run "
+        "would have made."
     )
     CATEGORY = SAMPLING
     FUNCTION = "sample"
@@ -95,13 +102,20 @@ class LongVideoContinuationSampler:
                     "decoding, against colour drift: it undoes drift in the latents' statistics (an injected offset "
                     "growing 0.3 a chunk: colour drift Delta E 6.3 -> 0.3) and leaves seams and an undrifted video as "
                     "they were (docs/report.md). Leave it off when the chunks should change colour (a new scene).")}),
+                "resume": ("BOOLEAN", {"default": True, "tooltip": (
+                    "When start_latent is the partial of an interrupted continuation (LongVideoLoadLatent of a "
+                    "*_partial_*.latent), carry on from its next chunk: with the settings it ran with, the result is "
+                    "the video the uninterrupted run would have made, bit for bit (other settings are refused by "
+                    "name). Off: extend it as a plain clip.")}),
             },
+            "hidden": {"prompt": "PROMPT", "unique_id": "UNIQUE_ID"},
         }
 
     def sample(self, model, positive, negative, width, height, frames_per_chunk, chunks, min_conditioning_frames,
                max_conditioning_frames, method, seed, steps, cfg, scheduler, start_image=None, vae=None,
-               start_latent=None, prompt_schedule=None, guidance_weight=1.0, anchor_colours=False):
-        check_numbers(self, locals())
+               start_latent=None, prompt_schedule=None, guidance_weight=1.0, anchor_colours=False, resume=True,
+               prompt=None, unique_id=None):
+        check_numbers(self, {k: v for k, v in locals().items() if k != "prompt"})
         node = "LongVideoContinuationSampler"
         check_frame_size(node, width, height, model)
         if start_image is not None and start_latent is not None:
@@ -122,25 +136,39 @@ class LongVideoContinuationSampler:
             raise NodeInputError(f"{node}: a ContinuitySeq model only continues frames: connect start_image (with vae) "
                                  "or start_latent")
         start = self._start(node, model, start_image, vae, start_latent, width, height)
+        run = {"seed": seed, "frames_per_chunk": frames_per_chunk, "min_conditioning_frames": min_conditioning_frames,
+               "max_conditioning_frames": max_conditioning_frames, "method": method, "steps": steps, "cfg": cfg,
+               "scheduler": scheduler, "guidance_weight": guidance_weight, "anchor_colours": anchor_colours,
+               "model": model_fingerprint(model)}
+        resumed = _resumed(node, start_latent, run, chunks) if resume and start_latent is not None else None
+        original_start = start_latent if resumed is None else resumed[1]
         negative_prompt = conditioning_prompt(negative, node, "negative", model)
         schedule = prompt_schedule if prompt_schedule is not None else [positive]
-        prompts = [TextGuidance.from_prompts(conditioning_prompt(c, node, "prompt_schedule" if prompt_schedule else "positive",
-                                                                 model), negative_prompt, cfg) for c in schedule]
+        name = "prompt_schedule" if prompt_schedule is not None else "positive"
+        prompts = MadeOnDemand(len(schedule), lambda i: TextGuidance.from_prompts(
+            conditioning_prompt(schedule[i], node, name, model), negative_prompt, cfg))
+        prompts[0]  # the first line checked now; a chunk's line is encoded when the chunk starts
         batch = 1 if start is None else start.shape[0]
-        with Progress(chunks * steps, "continuation") as progress:
+        done = 0 if resumed is None else resumed[0].chunks_done
+        start_frames = 0 if start is None else start.shape[2] if resumed is None else resumed[0].start_frames
+        counts = continuation.known_frame_counts(settings, seed, start_frames)
+        latent_height, latent_width = latent_frame_size(model, width, height)
+        check_fits(node, model, batch=batch, call_frames=frames_per_chunk, kept_frames=start_frames + sum(frames_per_chunk - k for k in counts),
+                   copies=2, height=latent_height, width=latent_width, change="lower chunks, frames_per_chunk, width or height")
+        with Progress((chunks - done) * steps, "continuation") as progress:
             try:
                 latents = continuation.continue_video(
                     model, prompts, settings, size=(batch, *latent_frame_size(model, width, height)), steps=steps, seed=seed,
-                    scheduler=scheduler, start=start, on_step=lambda chunk, step: progress.update(),
+                    scheduler=scheduler, start=start, resume=None if resumed is None else resumed[0],
+                    on_step=_with_time_left(node, progress, done, chunks),
                 )
             except continuation.ChunksInterrupted as interrupted:
                 if interrupted.latents is not None:
-                    _save_partial(interrupted.latents)
+                    _save_partial(interrupted, run, original_start, settings, partial_prefix(prompt, unique_id, PARTIAL_PREFIX))
                 raise interrupted.cause
-        start_frames = 0 if start is None else start.shape[2]
-        joins, carried = continuation_joins(continuation.known_frame_counts(settings, seed, start_frames), frames_per_chunk,
-                                            start_frames)
-        return (with_joins({"samples": latents.to(intermediate_device())}, joins, carried=carried, start_latent=start_latent),)
+        joins, carried = continuation_joins(counts, frames_per_chunk, start_frames)
+        result = {"samples": latents.to(intermediate_device())}
+        return (with_joins(result, joins, carried=carried, start_latent=original_start),)
 
     @staticmethod
     def _start(node, model, start_image, vae, start_latent, width, height):
@@ -162,6 +190,79 @@ class LongVideoContinuationSampler:
         return vae.encode(frame.clamp(0, 1), 1)
 
 
-def _save_partial(latents: torch.Tensor) -> None:
-    path = save_partial_latent(latents, PARTIAL_PREFIX)
-    log.warning("LongVideoContinuationSampler stopped; the %d finished frames are in %s", latents.shape[2], path)
+def _with_time_left(node: str, progress, first: int, chunks: int):
+    """The sampler's on_step: the progress bar, and once the first chunk is done, a log line with the time left."""
+    started, told = time.perf_counter(), []
+
+    def on_step(chunk, step):
+        progress.update()
+        if chunk == first + 1 and not told:
+            told.append(True)
+            each = time.perf_counter() - started
+            left = each * (chunks - chunk)
+            log.info("%s: chunk %d took %.0f s; about %s left for the other %d chunks", node, first + 1, each,
+                     _duration(left), chunks - chunk)
+
+    return on_step
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+# The settings a partial must be resumed with, as the message names them.
+RESUME_SETTINGS = ("seed", "frames_per_chunk", "min_conditioning_frames", "max_conditioning_frames", "method", "steps",
+                   "cfg", "scheduler", "guidance_weight", "anchor_colours", "model")
+
+
+def _save_partial(interrupted, run: dict, start_latent, settings, prefix: str) -> None:
+    """Keep the finished frames with what resuming them needs: the run's settings, the chunks done, the start clip's
+    size and joins, the colour reference."""
+    latents, resume = interrupted.latents, interrupted.resume
+    counts = continuation.known_frame_counts(settings, run["seed"], resume.start_frames)[: resume.chunks_done]
+    joins, carried = continuation_joins(counts, settings.frames_per_chunk, resume.start_frames)
+    facts = with_joins({"samples": latents}, joins, carried=carried, start_latent=start_latent)
+    start = latent_joins(start_latent) if start_latent is not None else None
+    reference = None if resume.reference is None else [r.flatten().tolist() for r in resume.reference]
+    info = {**facts[LATENT_INFO], "resume": {
+        "sampler": "continuation", **run, "chunks_done": resume.chunks_done, "start_frames": resume.start_frames,
+        "start_joins": start, "reference": reference}}
+    path = save_partial_latent(latents, prefix, info)
+    log.warning("LongVideoContinuationSampler stopped after %d finished chunks; the %d finished frames are in %s. To carry "
+                "on, with the same settings: LongVideoLoadLatent of it into start_latent (headless: run_workflow.py "
+                "WORKFLOW --resume %s)", resume.chunks_done, latents.shape[2], path, path)
+
+
+def _resumed(node: str, start_latent: dict, run: dict, chunks: int):
+    """(continuation.Resume, the original start clip as a LATENT or None) when `start_latent` is a continuation's
+    partial; its settings must be this run's."""
+    facts = (start_latent.get(LATENT_INFO) or {}).get("resume") if isinstance(start_latent, dict) else None
+    if not isinstance(facts, dict) or facts.get("sampler") != "continuation":
+        return None
+    differ = [f"{name} {facts.get(name)!r} (this run: {run[name]!r})" for name in RESUME_SETTINGS
+              if facts.get(name) != run[name]]
+    if differ:
+        what = "another model" if [d for d in differ if d.startswith("model ")] else ""
+        raise NodeInputError(
+            f"{node}: start_latent is the partial of a continuation that ran with {', '.join(differ)}: set them as "
+            f"they were to carry it on{' (connect the model it ran with)' if what else ''}, or set resume to false to "
+            "extend it as a new clip")
+    done = int(facts["chunks_done"])
+    if chunks <= done:
+        raise NodeInputError(f"{node}: start_latent is a partial with {done} of its chunks finished: set chunks above "
+                             f"{done} (the run it came from asked for more) to carry it on")
+    samples = start_latent["samples"]
+    reference = None
+    if facts.get("reference") is not None:
+        mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1, 1) for v in facts["reference"])
+        reference = (mean, std)
+    start_frames = int(facts["start_frames"])
+    original = None
+    if start_frames:
+        original = {"samples": samples[:, :, :start_frames]}
+        if facts.get("start_joins"):
+            original[LATENT_INFO] = dict(facts["start_joins"])
+    log.info("%s: carrying on the partial at chunk %d of %d", node, done + 1, chunks)
+    return continuation.Resume(done, start_frames, reference), original

@@ -1,11 +1,13 @@
 import math
+import os
 
 import psutil
 import torch
 
-from ..utils.comfy import Progress, intermediate_device
+from ..utils.comfy import Progress, intermediate_device, output_directory
+from ..utils.video_io import load_latent_file
 from .common import (
-    LATENT, LATENT_DOWNSCALE, VAE, NodeInputError, check_frame_size, frame_size_input, video_latents,
+    LATENT, LATENT_DOWNSCALE, LATENT_INFO, VAE, NodeInputError, check_frame_size, frame_size_input, video_latents,
 )
 from .common import check_finite_frames, check_numbers
 
@@ -135,6 +137,74 @@ class LongVideoEncode:
                 "resize or crop them first (e.g. with ImageScale)"
             )
         return ({"samples": vae.encode(pixels, frames_per_batch).to(intermediate_device())},)
+
+
+class LongVideoLoadLatent:
+    DESCRIPTION = (
+        "Loads a .latent file by path (typed, so it can be set headless with --set): the partial an interrupted "
+        "sampler kept, or any latent saved by ComfyUI or this pack. Unlike ComfyUI's Load Latent it keeps the pack's "
+        "facts saved with it: where the chunks join, and how to resume an interrupted continuation."
+    )
+    CATEGORY = LATENT
+    FUNCTION = "load"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The video latent with its saved facts: into a sampler's start_latent to carry it on.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "path": ("STRING", {"default": "LongVideo/continuation_partial_00001.latent", "tooltip": (
+                    "A .latent file: relative to the output folder (where interrupted runs keep theirs, e.g. "
+                    "LongVideo/continuation_partial_00001.latent) or an absolute path.")}),
+            }
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, path):
+        try:
+            _latent_path(path)
+        except NodeInputError as error:
+            return str(error)
+        return True
+
+    @classmethod
+    def IS_CHANGED(cls, path):
+        try:
+            found = _latent_path(path)
+        except NodeInputError:
+            return path
+        return f"{found}:{os.path.getmtime(found)}:{os.path.getsize(found)}"
+
+    def load(self, path):
+        node = "LongVideoLoadLatent"
+        found = _latent_path(path)
+        try:
+            samples, info = load_latent_file(found)
+        except Exception as error:  # safetensors' own errors: not a .latent, truncated, ...
+            raise NodeInputError(f"{node}: {found} is not a readable .latent file ({error}): choose another file") from None
+        latent = {"samples": samples.to(intermediate_device())}
+        if info:
+            latent[LATENT_INFO] = info
+        video_latents(latent, node, "path")
+        return (latent,)
+
+
+def _latent_path(path) -> str:
+    if not isinstance(path, str) or not path.strip():
+        raise NodeInputError("LongVideoLoadLatent: 'path' is empty: give a .latent file (e.g. "
+                             "LongVideo/continuation_partial_00001.latent, relative to the output folder)")
+    path = path.strip()
+    candidates = [path] if os.path.isabs(path) else [os.path.join(output_directory(), path), os.path.abspath(path)]
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            if not candidate.endswith(".latent"):
+                raise NodeInputError(f"LongVideoLoadLatent: 'path' {candidate} is not a .latent file: give the .latent a "
+                                     "sampler or Save Latent wrote")
+            return candidate
+    raise NodeInputError(f"LongVideoLoadLatent: 'path' {path!r} was not found (looked in {' and '.join(candidates)}): "
+                         "give a path relative to the output folder or an absolute one")
 
 
 def pixel_frames(vae, latent_frames: int) -> int:

@@ -1,7 +1,7 @@
 from ..sampling import denoise as denoise_loop
 from ..sampling.schedulers import SCHEDULER_NAMES
 from ..utils.comfy import Progress, intermediate_device
-from .common import SAMPLING, MODEL, NodeInputError, conditioning_prompt, video_latents, check_numbers
+from .common import SAMPLING, MODEL, NodeInputError, check_fits, conditioning_prompt, video_latents, check_numbers
 
 SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                 "tooltip": "Noise seed. The noise is drawn on the CPU, so a seed gives the same video on every device."})
@@ -53,6 +53,10 @@ class LongVideoSampler:
             raise NodeInputError(f"{node}: denoise must be in (0, 1], got {denoise}")
         if denoise_loop.count_steps(steps, denoise) < 1:
             raise NodeInputError(f"{node}: {steps} steps at denoise {denoise} run no step: raise steps or denoise")
+        batch, _, frames, height, width = latents.shape
+        check_fits(node, model, batch=batch, call_frames=frames, kept_frames=frames, copies=4, height=height, width=width,
+                   change="lower frames, width or height, or sample a long video with the continuation, co-denoise or "
+                          "hierarchical sampler (or LongVideoContextWindows)")
         guidance = denoise_loop.TextGuidance.from_prompts(
             conditioning_prompt(positive, node, "positive", model), conditioning_prompt(negative, node, "negative", model), cfg)
         with Progress(denoise_loop.count_steps(steps, denoise), "sampling") as progress:

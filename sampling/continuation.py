@@ -60,13 +60,27 @@ class ContinuationSettings:
                                                   for k in range(1, self.max_known + 1)])
 
 
-class ChunksInterrupted(Exception):
-    """Raised from `continue_video` when a chunk fails or is cancelled; `latents` holds the frames finished so far."""
+@dataclass
+class Resume:
+    """Where an interrupted run stopped: `start` of `continue_video` then holds its finished frames (its own start clip
+    first), `chunks_done` chunks of it are finished, `start_frames` is the frame count of the start clip it was given,
+    `reference` the colour statistics of its first chunk (anchor_colours). Carrying on gives the frames the
+    uninterrupted run would have made, bit for bit: chunk c still draws from (seed, c) and takes prompt c."""
 
-    def __init__(self, latents: torch.Tensor | None, cause: BaseException):
+    chunks_done: int
+    start_frames: int
+    reference: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+class ChunksInterrupted(Exception):
+    """Raised from `continue_video` when a chunk fails or is cancelled; `latents` holds the frames finished so far and
+    `resume` how to carry on from them."""
+
+    def __init__(self, latents: torch.Tensor | None, cause: BaseException, resume: Resume | None = None):
         super().__init__(str(cause))
         self.latents = latents
         self.cause = cause
+        self.resume = resume
 
 
 def chunk_seed(seed: int, chunk: int) -> int:
@@ -95,21 +109,31 @@ def continue_video(
     seed: int,
     scheduler: str = "ddim",
     start: torch.Tensor | None = None,
+    resume: Resume | None = None,
     on_step: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Latents [B, C, total, H, W] on the CPU. `size` is (batch, height, width) of the latents, `start` an optional
     clip [B or 1, C, T, H, W] to continue, chunk c uses prompts[min(c, len(prompts) - 1)]. `on_step(chunk, step)`
     runs after every step. A failure or cancel raises ChunksInterrupted carrying the finished frames. A chunk's prompt is
-    cut to the chunk's frames of the whole video (TextGuidance.for_frames: e.g. WanImageToVideo's concat latents)."""
+    cut to the chunk's frames of the whole video (TextGuidance.for_frames: e.g. WanImageToVideo's concat latents).
+    `resume` carries on an interrupted run whose finished frames are `start` (ChunksInterrupted.resume)."""
     settings.check(denoiser)
     batch, height, width = size
     channels = denoiser.latent_channels
-    start_frames = 0 if start is None else start.shape[2]
+    given = 0 if start is None else start.shape[2]
+    start_frames = given if resume is None else resume.start_frames
     parts = [] if start is None else [start.float().cpu().expand(batch, -1, -1, -1, -1)]
-    reference = None
+    reference = None if resume is None else resume.reference
     counts = known_frame_counts(settings, seed, start_frames)
-    total, made = start_frames + sum(settings.frames_per_chunk - k for k in counts), start_frames
+    first = 0 if resume is None else resume.chunks_done
+    made = start_frames + sum(settings.frames_per_chunk - k for k in counts[:first])
+    if made != given or first > len(counts):
+        raise ValueError(f"the run to resume made {made} frames in {first} chunks, but {given} are given: resume it "
+                         "with the settings it ran with")
+    total = start_frames + sum(settings.frames_per_chunk - k for k in counts)
     for chunk, k in enumerate(counts):
+        if chunk < first:
+            continue
         conditioning = None
         if k:
             # The last k + CONTEXT_FRAMES parts hold the frames needed: every part holds at least one frame.
@@ -124,7 +148,8 @@ def continue_video(
                 callback=None if on_step is None else (lambda step, total, _, c=chunk: on_step(c, step)),
             )
         except BaseException as error:
-            raise ChunksInterrupted(torch.cat(parts, dim=2) if parts else None, error) from error
+            finished = Resume(chunk, start_frames, reference)
+            raise ChunksInterrupted(torch.cat(parts, dim=2) if parts else None, error, finished) from error
         new = latents[:, :, k:]
         if settings.anchor_colours:
             reference = reference if reference is not None else _channel_statistics(new)
