@@ -29,7 +29,9 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
+import threading
 import time
 import traceback
 
@@ -92,15 +94,58 @@ def resume_from(prompt: dict, partial: str, workflow: str, error_type) -> None:
     inputs.update(start_latent=[loader, 0], resume=True)
 
 
-def _stop_on_sigterm() -> None:
+# Seconds a stop waits for the main thread to answer before the watchdog saves the finished chunks and exits.
+STOP_GRACE_S = float(os.environ.get("LONGVIDEO_STOP_GRACE_S", "10"))
+
+
+def _stop_on_sigterm():
     """Headless, SIGTERM does what Ctrl+C does: a KeyboardInterrupt in the main thread, which the samplers and
     writers answer by keeping finished work and removing half-written files. A second SIGTERM while that cleanup
-    runs is ignored (SIGKILL still ends everything)."""
-    def handler(signum, frame):
+    runs is ignored (SIGKILL still ends everything). Python sees a signal only between operations, so a watchdog
+    thread also hears it: if the main thread is still inside one long model call STOP_GRACE_S later, the watchdog
+    saves the samplers' finished chunks itself and ends the process."""
+    answered = threading.Event()
+
+    def on_sigterm(signum, frame):
+        answered.set()
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt("SIGTERM")
 
-    signal.signal(signal.SIGTERM, handler)
+    def on_sigint(signum, frame):
+        answered.set()
+        raise KeyboardInterrupt
+
+    handlers = signal.signal(signal.SIGTERM, on_sigterm), signal.signal(signal.SIGINT, on_sigint)
+    heard, wakeup = socket.socketpair()
+    wakeup.setblocking(False)
+    previous = signal.set_wakeup_fd(wakeup.fileno(), warn_on_full_buffer=False)
+    threading.Thread(target=_watchdog, args=(heard, answered), daemon=True).start()
+
+    def restore():  # for callers that go on after main() (tests): handlers back, the watchdog ended
+        signal.set_wakeup_fd(previous)
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
+        wakeup.close()
+
+    return restore
+
+
+def _watchdog(heard, answered) -> None:
+    while True:
+        data = heard.recv(1)
+        if not data:
+            heard.close()
+            return
+        if data[0] not in (signal.SIGTERM, signal.SIGINT) or answered.wait(STOP_GRACE_S):
+            continue
+        from longvideo.utils.stop_keepers import keep_all
+
+        name = "SIGTERM" if data[0] == signal.SIGTERM else "Ctrl+C"
+        kept = keep_all()
+        where = f"; the finished chunks are in {', '.join(kept)}" if kept else ""
+        print(f"stopped by {name}: the run was inside one model call {STOP_GRACE_S:.0f} s later and did not wait for "
+              f"it{where}", file=sys.stderr, flush=True)
+        os._exit(128 + data[0])
 
 
 def main(argv=None) -> int:
@@ -116,13 +161,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.threads < 0:
         parser.error(f"--threads {args.threads}: give 1 or more (0: torch's own)")
-    _stop_on_sigterm()
+    restore = _stop_on_sigterm()
     try:
         return _run(args)
     except KeyboardInterrupt as interrupt:
         terminated = bool(interrupt.args) and interrupt.args[0] == "SIGTERM"
         print(f"stopped by {'SIGTERM' if terminated else 'Ctrl+C'}", file=sys.stderr)
         return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+    finally:
+        restore()
 
 
 def _set_threads(threads: int) -> str | None:

@@ -8,6 +8,7 @@ from .common import (
     DEVICES, MODEL, SAMPLING, VAE, NodeInputError, check_fits, check_frame_size, check_numbers, conditioning_prompt,
     frame_size_input, latent_frame_size, ranks_model, split_devices,
 )
+from .common import check_overlap, graph_check
 from .continuation import PROMPT_SCHEDULE, LongVideoContinuationSampler
 from .joins import window_joins, with_joins
 from .sampler import CFG, SCHEDULER, SEED, STEPS
@@ -77,6 +78,14 @@ class LongVideoCoDenoiseSampler:
                     "Other models: relative only.")}),
             },
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width=None, height=None, frames_per_window=None, overlap=None):
+        def check(width, height, frames_per_window, overlap):
+            check_frame_size(cls.__name__, width, height)
+            check_overlap(cls.__name__, frames_per_window, overlap)
+
+        return graph_check(cls, locals(), check)
 
     def sample(self, model, positive, negative, width, height, frames, frames_per_window, overlap, noise, seed, steps, cfg,
                scheduler, prompt_schedule=None, start_image=None, vae=None, start_latent=None, method="replace",

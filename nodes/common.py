@@ -84,6 +84,33 @@ def validate_model_choice(node: str, listed: str, typed, find, where: str, path_
     return True
 
 
+def graph_check(cls, values: dict, check: Callable[..., None]) -> bool | str:
+    """A VALIDATE_INPUTS: what can be checked from the graph alone, before anything runs (ComfyUI and run_workflow.py
+    both call it first), as one line. `values` are the typed-in inputs the method names, None for linked ones, which
+    `check` (raising NodeInputError) skips. ComfyUI leaves the inputs VALIDATE_INPUTS names to it, so their number and
+    range are checked here first."""
+    types = cls.INPUT_TYPES()
+    entries = {**(types.get("required") or {}), **(types.get("optional") or {})}
+    given = {name: value for name, value in values.items() if name in entries}
+    try:
+        check_numbers(cls, given)
+        for name, value in given.items():
+            options = entries[name][1] if len(entries[name]) > 1 else {}
+            low, high = options.get("min"), options.get("max")
+            if value is not None and ((low is not None and value < low) or (high is not None and value > high)):
+                raise NodeInputError(f"{cls.__name__}: '{name}' is {value}: give a value from {low} to {high}")
+        check(**given)
+    except NodeInputError as error:
+        return str(error)
+    return True
+
+
+def check_overlap(node: str, frames_per_window, overlap) -> None:
+    if frames_per_window is not None and overlap is not None and not 0 <= overlap < frames_per_window:
+        raise NodeInputError(f"{node}: overlap {overlap} must be at least 0 and below frames_per_window "
+                             f"({frames_per_window}): use at most {frames_per_window - 1}")
+
+
 def check_frame_size(node: str, width: int, height: int, model=None) -> None:
     """Refuse a frame size the latents of `model` (a Denoiser or VAE: its `downscale`) cannot hold exactly: a multiple
     of its VAE's compression (16 for Wan 2.2 TI2V 5B, 32 for LTX-Video) and of 8 at least, as for every model before
@@ -92,7 +119,7 @@ def check_frame_size(node: str, width: int, height: int, model=None) -> None:
     multiple = max(downscale, LATENT_DOWNSCALE)
     why = f" (this model's VAE compresses {downscale}x)" if downscale > LATENT_DOWNSCALE else ""
     for name, value in (("width", width), ("height", height)):
-        if value < multiple or value % multiple:
+        if value is not None and (value < multiple or value % multiple):
             lower = max(multiple, value // multiple * multiple)
             raise NodeInputError(f"{node}: {name} {value} is not a multiple of {multiple}{why}: "
                                  f"use {lower} or {lower + multiple}")

@@ -1,5 +1,5 @@
 from ..sampling.context_windows import WindowedDenoiser
-from .common import MODEL_PATCHES, MODEL, NodeInputError, check_numbers, refuse_comfy_model
+from .common import MODEL_PATCHES, MODEL, NodeInputError, check_numbers, check_overlap, graph_check, refuse_comfy_model
 
 
 class LongVideoContextWindows:
@@ -26,6 +26,10 @@ class LongVideoContextWindows:
                                     "tooltip": "Frames shared by neighbouring windows, cross-faded; more overlap, smoother joins, more model calls."}),
             }
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, frames_per_window=None, overlap=None):
+        return graph_check(cls, locals(), lambda frames_per_window, overlap: check_overlap(cls.__name__, frames_per_window, overlap))
 
     def patch(self, model, frames_per_window, overlap):
         check_numbers(self, locals())

@@ -7,11 +7,13 @@ import torch.nn.functional as F
 from ..sampling import continuation
 from ..sampling.denoise import TextGuidance
 from ..utils.comfy import Progress, intermediate_device
+from ..utils.stop_keepers import already_kept, kept_on_stop
 from .common import (
     LATENT_INFO, MadeOnDemand, save_partial_latent,
     CONDITIONING, SAMPLING, CLIP, MODEL, VAE, NodeInputError, check_frame_size, conditioning_prompt, frame_size_input,
     check_fits, latent_downscale, latent_frame_size, model_fingerprint, partial_prefix, video_latents,
 )
+from .common import graph_check
 from .common import check_numbers
 from .joins import continuation_joins, latent_joins, with_joins
 from .sampler import CFG, SCHEDULER, SEED, STEPS
@@ -111,6 +113,11 @@ class LongVideoContinuationSampler:
             "hidden": {"prompt": "PROMPT", "unique_id": "UNIQUE_ID"},
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, width=None, height=None, frames_per_chunk=None, min_conditioning_frames=None,
+                        max_conditioning_frames=None):
+        return graph_check(cls, locals(), _check_chunk_settings)
+
     def sample(self, model, positive, negative, width, height, frames_per_chunk, chunks, min_conditioning_frames,
                max_conditioning_frames, method, seed, steps, cfg, scheduler, start_image=None, vae=None,
                start_latent=None, prompt_schedule=None, guidance_weight=1.0, anchor_colours=False, resume=True,
@@ -155,16 +162,25 @@ class LongVideoContinuationSampler:
         latent_height, latent_width = latent_frame_size(model, width, height)
         check_fits(node, model, batch=batch, call_frames=frames_per_chunk, kept_frames=start_frames + sum(frames_per_chunk - k for k in counts),
                    copies=2, height=latent_height, width=latent_width, change="lower chunks, frames_per_chunk, width or height")
-        with Progress((chunks - done) * steps, "continuation") as progress:
+        prefix = partial_prefix(prompt, unique_id, PARTIAL_PREFIX)
+        finished = {}
+
+        def keep():  # the watchdog's save, when a stop finds the main thread inside one long model call
+            if not finished:
+                return None
+            return _save_partial(torch.cat(finished["parts"], dim=2), finished["resume"], run, original_start, settings, prefix)
+
+        with Progress((chunks - done) * steps, "continuation") as progress, kept_on_stop(keep):
             try:
                 latents = continuation.continue_video(
                     model, prompts, settings, size=(batch, *latent_frame_size(model, width, height)), steps=steps, seed=seed,
                     scheduler=scheduler, start=start, resume=None if resumed is None else resumed[0],
                     on_step=_with_time_left(node, progress, done, chunks),
+                    on_chunk=lambda resume, parts: finished.update(resume=resume, parts=parts),
                 )
             except continuation.ChunksInterrupted as interrupted:
-                if interrupted.latents is not None:
-                    _save_partial(interrupted, run, original_start, settings, partial_prefix(prompt, unique_id, PARTIAL_PREFIX))
+                if interrupted.latents is not None and not already_kept():
+                    _save_partial(interrupted.latents, interrupted.resume, run, original_start, settings, prefix)
                 raise interrupted.cause
         joins, carried = continuation_joins(counts, frames_per_chunk, start_frames)
         result = {"samples": latents.to(intermediate_device())}
@@ -188,6 +204,18 @@ class LongVideoContinuationSampler:
         frame = start_image[-1:, ..., :3].permute(0, 3, 1, 2)
         frame = F.interpolate(frame, size=(height, width), mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
         return vae.encode(frame.clamp(0, 1), 1)
+
+
+def _check_chunk_settings(width, height, frames_per_chunk, min_conditioning_frames, max_conditioning_frames) -> None:
+    node = "LongVideoContinuationSampler"
+    check_frame_size(node, width, height)
+    low, high = min_conditioning_frames, max_conditioning_frames
+    if low is not None and high is not None and low > high:
+        raise NodeInputError(f"{node}: min_conditioning_frames ({low}) is above max_conditioning_frames ({high}): "
+                             f"set min to at most {high}")
+    if high is not None and frames_per_chunk is not None and high >= frames_per_chunk:
+        raise NodeInputError(f"{node}: frames_per_chunk ({frames_per_chunk}) must exceed max_conditioning_frames ({high}) "
+                             f"so that every chunk adds new frames: set frames_per_chunk to at least {high + 1}")
 
 
 def _with_time_left(node: str, progress, first: int, chunks: int):
@@ -217,10 +245,9 @@ RESUME_SETTINGS = ("seed", "frames_per_chunk", "min_conditioning_frames", "max_c
                    "cfg", "scheduler", "guidance_weight", "anchor_colours", "model")
 
 
-def _save_partial(interrupted, run: dict, start_latent, settings, prefix: str) -> None:
+def _save_partial(latents, resume, run: dict, start_latent, settings, prefix: str) -> str | None:
     """Keep the finished frames with what resuming them needs: the run's settings, the chunks done, the start clip's
-    size and joins, the colour reference."""
-    latents, resume = interrupted.latents, interrupted.resume
+    size and joins, the colour reference. Returns the file's path."""
     counts = continuation.known_frame_counts(settings, run["seed"], resume.start_frames)[: resume.chunks_done]
     joins, carried = continuation_joins(counts, settings.frames_per_chunk, resume.start_frames)
     facts = with_joins({"samples": latents}, joins, carried=carried, start_latent=start_latent)
@@ -233,6 +260,7 @@ def _save_partial(interrupted, run: dict, start_latent, settings, prefix: str) -
     log.warning("LongVideoContinuationSampler stopped after %d finished chunks; the %d finished frames are in %s. To carry "
                 "on, with the same settings: LongVideoLoadLatent of it into start_latent (headless: run_workflow.py "
                 "WORKFLOW --resume %s)", resume.chunks_done, latents.shape[2], path, path)
+    return path
 
 
 def _resumed(node: str, start_latent: dict, run: dict, chunks: int):

@@ -11,6 +11,7 @@ from .common import (
     SAMPLING, LATENT_DOWNSCALE, MODEL, NodeInputError, check_frame_size, conditioning_embeddings, frame_size_input,
     check_numbers, refuse_comfy_model,
 )
+from .common import graph_check
 from .continuation import PROMPT_SCHEDULE
 from .joins import every, with_joins
 from .sampler import CFG, SCHEDULER, SEED, STEPS
@@ -67,6 +68,10 @@ class LongVideoDistributedSampler:
                                                                             "frames per clip and 1 <= padding <= frames_per_clip."}),
             },
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width=None, height=None):
+        return graph_check(cls, locals(), lambda width, height: check_frame_size(cls.__name__, width, height))
 
     def sample(self, model, positive, negative, width, height, devices, virtual_ranks, frames_per_clip, padding, global_frames,
                local_phase_t, local_phase_local_bias, local_phase_global_bias, global_phase_t, global_phase_local_bias,

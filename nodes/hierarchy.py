@@ -16,7 +16,7 @@ from .common import (
     validate_model_choice,
     video_latents,
 )
-from .common import DEVICES, check_numbers, ranks_model, split_devices
+from .common import DEVICES, check_fits, check_numbers, graph_check, partial_prefix, ranks_model, split_devices
 from .continuation import PROMPT_SCHEDULE
 from .joins import beside, with_joins
 from .sampler import CFG, FRAME_GUIDANCE, SCHEDULER, SEED, STEPS
@@ -162,12 +162,18 @@ class LongVideoHierarchicalSampler:
                     "the prompt, and they join the keyframes more smoothly.")}),
                 "frame_guidance": FRAME_GUIDANCE,
             },
+            "hidden": {"prompt": "PROMPT", "unique_id": "UNIQUE_ID"},
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width=None, height=None):
+        return graph_check(cls, locals(), lambda width, height: check_frame_size(cls.__name__, width, height))
 
     def sample(self, model, prompts, negative, prompt_layout, width, height, keyframes, depth, method, seed, steps, cfg,
                scheduler, batch_cap, infinet=None, guidance_weight=1.0, start_latent=None, blend_strength=BLEND_STRENGTH,
-               infill_cfg=0.0, frame_guidance=1.0, infill_model=None, devices=""):
-        check_numbers(self, locals())
+               infill_cfg=0.0, frame_guidance=1.0, infill_model=None, devices="", prompt=None, unique_id=None):
+        check_numbers(self, {k: v for k, v in locals().items() if k != "prompt"})
+        prefix = partial_prefix(prompt, unique_id, PARTIAL_PREFIX)
         node = "LongVideoHierarchicalSampler"
         check_frame_size(node, width, height, model)
         device_list = split_devices(node, devices)
@@ -183,7 +189,8 @@ class LongVideoHierarchicalSampler:
         if prompt_layout not in PROMPT_LAYOUTS:
             raise NodeInputError(f"{node}: prompt_layout '{prompt_layout}' is unknown: choose {' or '.join(PROMPT_LAYOUTS)}")
         size = latent_frame_size(model, width, height)
-        _check_memory(node, plan, model.latent_channels, size)
+        check_fits(node, model, batch=1, call_frames=keyframes, kept_frames=plan.frames, copies=2, height=size[0],
+                   width=size[1], change="lower depth or keyframes")
         infill = self._denoiser(node, infill_model or model, method, infinet)
         denoiser = model if infill_model is not None else infill
 
@@ -200,7 +207,7 @@ class LongVideoHierarchicalSampler:
                            "plan": [keyframes, depth], "settings": vars(settings), "negative": rank_prompt_data(negative_prompt),
                            "prompts": [rank_prompts(level) for level in layout(plan, lines)], "cfg": cfg, "size": list(size),
                            "steps": steps, "seed": seed, "scheduler": scheduler, "start": start}
-                latents = _sample_on_ranks(device_list, payload, progress)
+                latents = _sample_on_ranks(device_list, payload, progress, prefix)
             else:
                 try:
                     latents = hierarchy.sample_hierarchy(
@@ -210,7 +217,7 @@ class LongVideoHierarchicalSampler:
                     )
                 except hierarchy.LevelsInterrupted as interrupted:
                     if interrupted.latents is not None:
-                        _save_partial(interrupted.latents)
+                        _save_partial(interrupted.latents, prefix)
                     raise interrupted.cause
         parents = plan.level_frames(plan.depth - 2) if plan.depth > 1 else []
         return (with_joins({"samples": latents.to(intermediate_device())}, beside(parents, plan.frames), parents),)
@@ -249,7 +256,7 @@ class LongVideoHierarchicalSampler:
         return start
 
 
-def _sample_on_ranks(devices, payload: dict, progress) -> torch.Tensor:
+def _sample_on_ranks(devices, payload: dict, progress, prefix: str) -> torch.Tensor:
     """hierarchy_job on one worker process per device; the levels rank 0 reports are kept if a later one fails."""
     finished = {}
 
@@ -262,7 +269,7 @@ def _sample_on_ranks(devices, payload: dict, progress) -> torch.Tensor:
                                                check_cancel=throw_if_interrupted, on_report=keep)
     except BaseException:
         if "latents" in finished:
-            _save_partial(finished["latents"])
+            _save_partial(finished["latents"], prefix)
         raise
     return torch.from_numpy(results[0]["latents"])
 
@@ -277,18 +284,6 @@ def _check_infill_model(node, model, infill_model) -> None:
                                  "connect two models of one family (the same VAE)")
 
 
-def _check_memory(node, plan, channels, size) -> None:
-    import psutil
-
-    needed = 4 * plan.frames * channels * size[0] * size[1]
-    available = psutil.virtual_memory().available
-    if needed > available * 0.5:
-        raise NodeInputError(
-            f"{node}: {plan.frames} frames of latents need {needed / 2**30:.1f} GiB but only {available / 2**30:.1f} GiB of "
-            "memory is free: lower depth or keyframes"
-        )
-
-
-def _save_partial(latents: torch.Tensor) -> None:
-    path = save_partial_latent(latents, PARTIAL_PREFIX)
+def _save_partial(latents: torch.Tensor, prefix: str) -> None:
+    path = save_partial_latent(latents, prefix)
     log.warning("LongVideoHierarchicalSampler stopped; the %d frames of the finished levels are in %s", latents.shape[2], path)

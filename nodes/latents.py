@@ -9,6 +9,7 @@ from ..utils.video_io import load_latent_file
 from .common import (
     LATENT, LATENT_DOWNSCALE, LATENT_INFO, VAE, NodeInputError, check_frame_size, frame_size_input, video_latents,
 )
+from .common import graph_check
 from .common import check_finite_frames, check_numbers
 
 LATENT_CHANNELS = 4
@@ -41,6 +42,10 @@ class LongVideoEmptyLatent:
                                          "models); without it: 4 channels at 1/8 size."}),
             },
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width=None, height=None):
+        return graph_check(cls, locals(), lambda width, height: check_frame_size(cls.__name__, width, height))
 
     def generate(self, width, height, frames, batch_size, vae=None):
         check_numbers(self, locals())

@@ -1,7 +1,7 @@
 from ..sampling import denoise as denoise_loop
 from ..sampling.schedulers import SCHEDULER_NAMES
 from ..utils.comfy import Progress, intermediate_device
-from .common import SAMPLING, MODEL, NodeInputError, check_fits, conditioning_prompt, video_latents, check_numbers
+from .common import SAMPLING, MODEL, NodeInputError, check_fits, conditioning_prompt, graph_check, video_latents, check_numbers
 
 SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                 "tooltip": "Noise seed. The noise is drawn on the CPU, so a seed gives the same video on every device."})
@@ -40,6 +40,15 @@ class LongVideoSampler:
                                       "tooltip": "1 samples from pure noise; lower values keep more of latent_image."}),
             }
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, steps=None, denoise=None):
+        def check(steps, denoise):
+            if steps is not None and denoise is not None and denoise_loop.count_steps(steps, denoise) < 1:
+                raise NodeInputError(f"{cls.__name__}: {steps} steps at denoise {denoise} run no step: raise steps or denoise "
+                                     f"(steps x denoise must be at least 1)")
+
+        return graph_check(cls, locals(), check)
 
     def sample(self, model, positive, negative, latent_image, seed, steps, cfg, scheduler, denoise=1.0):
         check_numbers(self, locals())

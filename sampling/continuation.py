@@ -111,12 +111,14 @@ def continue_video(
     start: torch.Tensor | None = None,
     resume: Resume | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    on_chunk: Callable[[Resume, list[torch.Tensor]], None] | None = None,
 ) -> torch.Tensor:
     """Latents [B, C, total, H, W] on the CPU. `size` is (batch, height, width) of the latents, `start` an optional
     clip [B or 1, C, T, H, W] to continue, chunk c uses prompts[min(c, len(prompts) - 1)]. `on_step(chunk, step)`
     runs after every step. A failure or cancel raises ChunksInterrupted carrying the finished frames. A chunk's prompt is
     cut to the chunk's frames of the whole video (TextGuidance.for_frames: e.g. WanImageToVideo's concat latents).
-    `resume` carries on an interrupted run whose finished frames are `start` (ChunksInterrupted.resume)."""
+    `resume` carries on an interrupted run whose finished frames are `start` (ChunksInterrupted.resume). `on_chunk(resume,
+    parts)` runs after every chunk with the parts made so far (their concatenation is the video so far)."""
     settings.check(denoiser)
     batch, height, width = size
     channels = denoiser.latent_channels
@@ -156,6 +158,8 @@ def continue_video(
             new = _match_statistics(new, reference)
         parts.append(new)
         made += new.shape[2]
+        if on_chunk is not None:
+            on_chunk(Resume(chunk + 1, start_frames, reference), list(parts))
     return torch.cat(parts, dim=2)
 
 

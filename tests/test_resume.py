@@ -189,3 +189,42 @@ def test_load_latent_refuses_what_is_not_a_latent(tmp_path):
     (tmp_path / "broken.latent").write_bytes(b"\x00" * 20)
     with pytest.raises(NodeInputError, match="not a readable .latent"):
         loader().load(str(tmp_path / "broken.latent"))
+
+
+STUCK_RUNNER = """
+    import ctypes, os, signal, sys
+    from longvideo.sampling import continuation
+
+    real, calls = continuation.denoise, []
+
+    def stuck_in_chunk_4(*args, **kwargs):
+        # One model call that never returns to Python: SIGTERM is blocked in this thread (the kernel hands it to
+        # another), and the C sleep does not look at Python's signal flags, as a long CUDA or BLAS call does not.
+        calls.append(1)
+        if len(calls) == 4:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            print("ready", flush=True)
+            ctypes.CDLL(None).sleep(600)
+        return real(*args, **kwargs)
+
+    continuation.denoise = stuck_in_chunk_4
+    import run_workflow
+    sys.exit(run_workflow.main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_inside_a_model_call_that_does_not_return_keeps_the_finished_chunks(tmp_path, models_dir):
+    out = tmp_path / "out"
+    child = start_python(STUCK_RUNNER, workflow(tmp_path, "stuck"), "--output-dir", str(out), "--models-dir",
+                         str(models_dir), "--threads", "1", env={"LONGVIDEO_STOP_GRACE_S": "2"})
+    try:
+        assert child.stdout.readline().strip() == "ready", child.communicate(timeout=60)[1][-3000:]
+        child.send_signal(signal.SIGTERM)
+        _, stderr = child.communicate(timeout=120)
+    finally:
+        child.kill()
+    assert child.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "stopped by SIGTERM: the run was inside one model call 2 s later and did not wait for it" in stderr
+    assert output_files(out) == [PARTIAL] and str(out / PARTIAL) in stderr
+    partial, info = load_latent_file(str(out / PARTIAL))
+    assert info["resume"]["chunks_done"] == 3 and partial.shape[2] == info["latent_frames"]

@@ -105,3 +105,35 @@ def test_made_on_demand_keeps_a_few():
     assert made == [1, 2, 99, 1] and items[2:5] == [4, 9, 16]
     with pytest.raises(IndexError):
         items[100]
+
+
+# ---------------------------------------------------------------------------------------------------
+# what the graph alone says is checked before any node runs (ComfyUI's VALIDATE_INPUTS, run_workflow.py's validation)
+
+
+@pytest.mark.parametrize("workflow, settings, message", [
+    ("continuation", ["5.width=70"], "LongVideoContinuationSampler: width 70 is not a multiple of 8: use 64 or 72"),
+    ("continuation", ["5.max_conditioning_frames=16"], "frames_per_chunk .16. must exceed max_conditioning_frames .16."),
+    ("continuation", ["5.min_conditioning_frames=5"], "min_conditioning_frames .5. is above max_conditioning_frames .4."),
+    ("continuation", ["5.width=100000"], "'width' is 100000: give a value from"),
+    ("co_denoise", ["5.overlap=16"], "LongVideoCoDenoiseSampler: overlap 16 must be at least 0 and below frames_per_window"),
+    ("upscale", ["5.overlap=20"], "LongVideoContextWindows: overlap 20 must be at least 0 and below frames_per_window"),
+    ("upscale", ["8.steps=1"], "LongVideoSampler: 1 steps at denoise 0.5 run no step"),
+    ("text_to_video", ["4.height=36"], "LongVideoEmptyLatent: height 36 is not a multiple of 8"),
+    ("hierarchical", ["4.width=60"], "LongVideoHierarchicalSampler: width 60 is not a multiple of 8"),
+])
+def test_graph_checks_refuse_before_any_node_runs(workflow, settings, message, tmp_path, capsys):
+    import os
+    import re
+
+    import run_workflow
+
+    from test_reliability import ROOT
+
+    arguments = [os.path.join(ROOT, "workflows", "api", f"{workflow}.json"), "--output-dir", str(tmp_path)]
+    for setting in settings:
+        arguments += ["--set", setting]
+    assert run_workflow.main(arguments) == 2
+    err = capsys.readouterr().err
+    assert "..." not in err and re.search(message, err), err  # no node started ("[1] ... ...")
+    assert len(err.strip().splitlines()) == 1, err
