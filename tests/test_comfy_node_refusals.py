@@ -386,3 +386,39 @@ def test_latent_upscale_sizes_follow_the_vae_compression():
         upscale(latents, "bilinear", 2.0, 120, 0, 16, vae=vae)
     (doubled,) = upscale(latents, "bilinear", 2.0, 0, 0, 16)
     assert doubled["samples"].shape == (1, 48, 2, 8, 8)
+
+
+def test_comfyuis_own_validation_runs_the_graph_checks():
+    """ComfyUI's validate_prompt (what the queue runs before any node) accepts the shipped workflows and refuses, with
+    the pack's one-line reason, what the graph alone shows cannot run."""
+    import asyncio
+    import json
+    import os
+
+    from longvideo import NODE_CLASS_MAPPINGS
+
+    comfy_env.comfyui_or_skip()
+    nodes = comfy_env.comfy_nodes()
+    import execution
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    added = {name: cls for name, cls in NODE_CLASS_MAPPINGS.items() if name not in nodes.NODE_CLASS_MAPPINGS}
+    nodes.NODE_CLASS_MAPPINGS.update(added)
+    try:
+        def validate(name, **changes):
+            prompt = json.load(open(os.path.join(root, "workflows", "api", f"{name}.json")))
+            for key, value in changes.items():
+                node_id, _, input_name = key.partition("_")
+                prompt[node_id]["inputs"][input_name] = value
+            valid, _, _, problems = asyncio.run(execution.validate_prompt("check", prompt, None))
+            return valid, json.dumps(problems)
+
+        for name in ("continuation", "co_denoise", "hierarchical", "upscale", "text_to_video"):
+            assert validate(name)[0], validate(name)[1]
+        valid, problems = validate("continuation", **{"5_width": 70})
+        assert not valid and "LongVideoContinuationSampler: width 70 is not a multiple of 8: use 64 or 72" in problems
+        valid, problems = validate("upscale", **{"5_overlap": 16})
+        assert not valid and "LongVideoContextWindows: overlap 16 must be at least 0 and below frames_per_window" in problems
+    finally:
+        for name in added:
+            nodes.NODE_CLASS_MAPPINGS.pop(name, None)
