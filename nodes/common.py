@@ -254,8 +254,11 @@ def model_fingerprint(model) -> str:
         names = sorted(state)
         digest.update(f"{type(network).__name__}:{len(names)}:{sum(t.numel() for t in state.values())}:{patches}".encode())
         for name in names[:: max(1, len(names) // 8)]:
-            digest.update(name.encode())
-            digest.update(state[name].detach().flatten()[:64].float().cpu().numpy().tobytes())
+            tensor = state[name]
+            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            # Values of plain tensors only: a quantised tensor subclass (GGUF) or one not in memory is known by its shape.
+            if type(tensor) in (torch.Tensor, torch.nn.Parameter) and tensor.device.type != "meta":
+                digest.update(tensor.detach().flatten()[:64].float().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 

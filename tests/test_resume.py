@@ -228,3 +228,15 @@ def test_sigterm_inside_a_model_call_that_does_not_return_keeps_the_finished_chu
     assert output_files(out) == [PARTIAL] and str(out / PARTIAL) in stderr
     partial, info = load_latent_file(str(out / PARTIAL))
     assert info["resume"]["chunks_done"] == 3 and partial.shape[2] == info["latent_frames"]
+
+
+def test_the_model_fingerprint_tells_weights_apart(loaded, tiny_model_folder):
+    from longvideo.nodes.common import model_fingerprint
+
+    model = loaded[0]
+    again = NODE_CLASS_MAPPINGS["LongVideoModelLoader"]().load(MODEL_NAME, "auto", str(tiny_model_folder))[0]
+    assert model_fingerprint(model) == model_fingerprint(again)
+    first = sorted(again.unet.state_dict())[0]
+    with torch.no_grad():
+        again.unet.state_dict()[first].add_(1.0)
+    assert model_fingerprint(model) != model_fingerprint(again)
