@@ -147,8 +147,7 @@ class LongVideoContinuationSampler:
                "max_conditioning_frames": max_conditioning_frames, "method": method, "steps": steps, "cfg": cfg,
                "scheduler": scheduler, "guidance_weight": guidance_weight, "anchor_colours": anchor_colours,
                "model": model_fingerprint(model)}
-        resumed = _resumed(node, start_latent, run, chunks) if resume and start_latent is not None else None
-        original_start = start_latent if resumed is None else resumed[1]
+        resume_point, original_start = _resume_point(node, start_latent, run, chunks) if resume else (None, start_latent)
         negative_prompt = conditioning_prompt(negative, node, "negative", model)
         schedule = prompt_schedule if prompt_schedule is not None else [positive]
         name = "prompt_schedule" if prompt_schedule is not None else "positive"
@@ -156,8 +155,11 @@ class LongVideoContinuationSampler:
             conditioning_prompt(schedule[i], node, name, model), negative_prompt, cfg))
         prompts[0]  # the first line checked now; a chunk's line is encoded when the chunk starts
         batch = 1 if start is None else start.shape[0]
-        done = 0 if resumed is None else resumed[0].chunks_done
-        start_frames = 0 if start is None else start.shape[2] if resumed is None else resumed[0].start_frames
+        done = 0 if resume_point is None else resume_point.chunks_done
+        if resume_point is not None:
+            start_frames = resume_point.start_frames  # the partial begins with the clip its run started from
+        else:
+            start_frames = 0 if start is None else start.shape[2]
         counts = continuation.known_frame_counts(settings, seed, start_frames)
         latent_height, latent_width = latent_frame_size(model, width, height)
         check_fits(node, model, batch=batch, call_frames=frames_per_chunk, kept_frames=start_frames + sum(frames_per_chunk - k for k in counts),
@@ -174,7 +176,7 @@ class LongVideoContinuationSampler:
             try:
                 latents = continuation.continue_video(
                     model, prompts, settings, size=(batch, *latent_frame_size(model, width, height)), steps=steps, seed=seed,
-                    scheduler=scheduler, start=start, resume=None if resumed is None else resumed[0],
+                    scheduler=scheduler, start=start, resume=resume_point,
                     on_step=_with_time_left(node, progress, done, chunks),
                     on_chunk=lambda resume, parts: finished.update(resume=resume, parts=parts),
                 )
@@ -263,12 +265,12 @@ def _save_partial(latents, resume, run: dict, start_latent, settings, prefix: st
     return path
 
 
-def _resumed(node: str, start_latent: dict, run: dict, chunks: int):
-    """(continuation.Resume, the original start clip as a LATENT or None) when `start_latent` is a continuation's
-    partial; its settings must be this run's."""
+def _resume_point(node: str, start_latent, run: dict, chunks: int):
+    """(continuation.Resume, the clip the interrupted run started from as a LATENT or None) when `start_latent` is a
+    continuation's partial, whose settings must be this run's; else (None, start_latent)."""
     facts = (start_latent.get(LATENT_INFO) or {}).get("resume") if isinstance(start_latent, dict) else None
     if not isinstance(facts, dict) or facts.get("sampler") != "continuation":
-        return None
+        return None, start_latent
     differ = [f"{name} {facts.get(name)!r} (this run: {run[name]!r})" for name in RESUME_SETTINGS
               if facts.get(name) != run[name]]
     if differ:
