@@ -228,8 +228,11 @@ def list_model_folders() -> list[str]:
 
 
 def list_model_files(extensions: tuple[str, ...]) -> list[str]:
-    """Names of single-file checkpoints ending in `extensions` in the search folders, outside diffusers model folders."""
-    return sorted({_relative_name(os.path.join(root, name), folder) for folder in model_search_folders() if os.path.isdir(folder)
+    """Names of single-file checkpoints ending in `extensions` in the search folders, outside diffusers model folders.
+    The pack's own checkpoints/ folder is left out: its single files (the causal VAE of longvideo-shapes-wan) are parts
+    of the pack's models, not checkpoints a loader should offer."""
+    folders = [folder for folder in model_search_folders() if folder != PACK_CHECKPOINTS_FOLDER]
+    return sorted({_relative_name(os.path.join(root, name), folder) for folder in folders if os.path.isdir(folder)
                    for root, files, is_model_folder in _model_tree(folder) if not is_model_folder
                    for name in files if name.endswith(extensions)})
 
