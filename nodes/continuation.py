@@ -122,7 +122,7 @@ class LongVideoContinuationSampler:
                max_conditioning_frames, method, seed, steps, cfg, scheduler, start_image=None, vae=None,
                start_latent=None, prompt_schedule=None, guidance_weight=1.0, anchor_colours=False, resume=True,
                prompt=None, unique_id=None):
-        check_numbers(self, {k: v for k, v in locals().items() if k != "prompt"})
+        check_numbers(self, locals())
         node = "LongVideoContinuationSampler"
         check_frame_size(node, width, height, model)
         if start_image is not None and start_latent is not None:
@@ -175,7 +175,7 @@ class LongVideoContinuationSampler:
         with Progress((chunks - done) * steps, "continuation") as progress, kept_on_stop(keep):
             try:
                 latents = continuation.continue_video(
-                    model, prompts, settings, size=(batch, *latent_frame_size(model, width, height)), steps=steps, seed=seed,
+                    model, prompts, settings, size=(batch, latent_height, latent_width), steps=steps, seed=seed,
                     scheduler=scheduler, start=start, resume=resume_point,
                     on_step=_with_time_left(node, progress, done, chunks),
                     on_chunk=lambda resume, parts: finished.update(resume=resume, parts=parts),

@@ -172,7 +172,7 @@ class LongVideoHierarchicalSampler:
     def sample(self, model, prompts, negative, prompt_layout, width, height, keyframes, depth, method, seed, steps, cfg,
                scheduler, batch_cap, infinet=None, guidance_weight=1.0, start_latent=None, blend_strength=BLEND_STRENGTH,
                infill_cfg=0.0, frame_guidance=1.0, infill_model=None, devices="", prompt=None, unique_id=None):
-        check_numbers(self, {k: v for k, v in locals().items() if k != "prompt"})
+        check_numbers(self, locals())
         prefix = partial_prefix(prompt, unique_id, PARTIAL_PREFIX)
         node = "LongVideoHierarchicalSampler"
         check_frame_size(node, width, height, model)

@@ -133,9 +133,7 @@ def continue_video(
         raise ValueError(f"the run to resume made {made} frames in {first} chunks, but {given} are given: resume it "
                          "with the settings it ran with")
     total = start_frames + sum(settings.frames_per_chunk - k for k in counts)
-    for chunk, k in enumerate(counts):
-        if chunk < first:
-            continue
+    for chunk, k in enumerate(counts[first:], start=first):
         conditioning = None
         if k:
             # The last k + CONTEXT_FRAMES parts hold the frames needed: every part holds at least one frame.
