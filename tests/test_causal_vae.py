@@ -1,9 +1,10 @@
 """The pack's causal video VAE (models/causal_vae.py): Wan 2.1's frame arithmetic, causality, exact safetensors round
 trips, and the shipped weights (checkpoints/longvideo-shapes-wan/vae.safetensors) reconstructing fresh shapes clips.
 
-The reconstruction floors sit below what the training command printed for its held-out clips (PSNR 35.2 dB over 64
+The reconstruction floors sit below what the training command printed for its held-out clips (PSNR 36.3 dB over 64
 clips of seed 1000, colour read back in 100% of frames) and what these 8 clips of seed 2024 (neither the training seed
-0 nor the printed evaluation's) measured: PSNR 35.9 dB, colour 100%, shape 82%."""
+0 nor the printed evaluation's) measured: PSNR 36.6 dB, colour 100%, shape 79%; 36.3 dB with noise of 0.2 standard
+deviations on the latents (the decoder's robustness floor below)."""
 
 import os
 
@@ -159,4 +160,5 @@ def test_shipped_weights_reconstruct_fresh_clips():
     figures = reconstruction_figures(vae, seed=TEST_SEED, count=8)
     assert figures["frames"] == 8 * 17
     assert figures["psnr"] >= PSNR_FLOOR, figures
+    assert figures["noisy_psnr"] >= PSNR_FLOOR, figures  # trained with noisy latents: a transformer's errors stay small
     assert figures["colour"] >= 0.9, figures
