@@ -100,7 +100,6 @@ def load_text_to_video(path: str, dtype: torch.dtype = torch.float32, *, correct
         )
 
     from diffusers import AutoencoderKL, UNet3DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
 
     unet_folder = os.path.join(path, "unet")
     unet_files, _, unet_safetensors = _find_weights(unet_folder, ("diffusion_pytorch_model",))
@@ -121,16 +120,12 @@ def load_text_to_video(path: str, dtype: torch.dtype = torch.float32, *, correct
         with _quiet_about(KNOWN_FRAMES_INPUT_KEY):
             unet = _load_weights(UNet3DConditionModel, unet_folder, ("diffusion_pytorch_model",), torch_dtype=dtype)
     vae = _load_weights(AutoencoderKL, os.path.join(path, "vae"), ("diffusion_pytorch_model",), torch_dtype=dtype)
-    text_model = _load_weights(CLIPTextModel, os.path.join(path, "text_encoder"), ("model", "pytorch_model"), dtype=dtype)
-    try:
-        tokenizer = CLIPTokenizer.from_pretrained(os.path.join(path, "tokenizer"), local_files_only=True)
-    except Exception as error:
-        raise ModelLoadError(f"could not read the tokenizer in {os.path.join(path, 'tokenizer')}: {error}") from error
+    text_encoder = load_text_encoder(path, dtype)
 
     scheduler_file = os.path.join(path, "scheduler", "scheduler_config.json")
     scheduler_config = _read_config(scheduler_file) if os.path.exists(scheduler_file) else dict(DEFAULT_SCHEDULER_CONFIG)
 
-    for module in (unet, vae, text_model):
+    for module in (unet, vae, text_encoder.text_model):
         module.eval().requires_grad_(False)
     set_attention_backend((unet, vae), attention)
     if continuityseq:
@@ -145,7 +140,7 @@ def load_text_to_video(path: str, dtype: torch.dtype = torch.float32, *, correct
         denoiser = UNet3DDenoiser(unet, scheduler_config)
     return VideoModel(
         denoiser=denoiser,
-        text_encoder=TextEncoder(tokenizer, text_model),
+        text_encoder=text_encoder,
         vae=VideoVAE(vae, scale=vae_scale),
     )
 
@@ -242,6 +237,19 @@ def check_safetensors(file: str) -> None:
             handle.keys()
     except Exception as error:
         raise ModelLoadError(f"weights file {file} is corrupt or truncated ({error}): download or copy it again") from error
+
+
+def load_text_encoder(path: str, dtype: torch.dtype = torch.float32) -> TextEncoder:
+    """The CLIP tokenizer and text model of a diffusers folder (its tokenizer/ and text_encoder/), frozen."""
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    text_model = _load_weights(CLIPTextModel, os.path.join(path, "text_encoder"), ("model", "pytorch_model"), dtype=dtype)
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(os.path.join(path, "tokenizer"), local_files_only=True)
+    except Exception as error:
+        raise ModelLoadError(f"could not read the tokenizer in {os.path.join(path, 'tokenizer')}: {error}") from error
+    text_model.eval().requires_grad_(False)
+    return TextEncoder(tokenizer, text_model)
 
 
 def _load_weights(model_class, folder: str, stems: tuple[str, ...], **dtype_argument):

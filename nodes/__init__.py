@@ -2,7 +2,7 @@
 
 from .attention import LongVideoTemporalAttention
 from .co_denoise import LongVideoCoDenoiseSampler
-from .comfy_models import LongVideoComfyModel, LongVideoComfyPromptSchedule
+from .comfy_models import LongVideoComfyModel, LongVideoComfyPromptSchedule, LongVideoShapesWanLoader
 from .conditioning import LongVideoTextEncode
 from .context_windows import LongVideoContextWindows
 from .continuation import LongVideoContinuationSampler, LongVideoPromptSchedule
@@ -42,6 +42,7 @@ NODE_CLASS_MAPPINGS = {
     "LongVideoDistributedSampler": LongVideoDistributedSampler,
     "LongVideoComfyModel": LongVideoComfyModel,
     "LongVideoComfyPromptSchedule": LongVideoComfyPromptSchedule,
+    "LongVideoShapesWanLoader": LongVideoShapesWanLoader,
     "LongVideoReport": LongVideoReport,
     "LongVideoColourMatch": LongVideoColourMatch,
 }
@@ -71,6 +72,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LongVideoDistributedSampler": "LongVideo Distributed Sampler (Video-Infinity)",
     "LongVideoComfyModel": "LongVideo ComfyUI Model (Wan, LTX-Video, HunyuanVideo)",
     "LongVideoComfyPromptSchedule": "LongVideo Prompt Schedule (ComfyUI CLIP)",
+    "LongVideoShapesWanLoader": "LongVideo Shapes Wan Loader (the pack's Wan-class model)",
     "LongVideoReport": "LongVideo Report (seams and drift)",
     "LongVideoColourMatch": "LongVideo Colour Match (chunk joins)",
 }

@@ -99,6 +99,47 @@ class LongVideoComfyModel:
         return (denoiser, adapted_vae)
 
 
+class LongVideoShapesWanLoader:
+    DESCRIPTION = (
+        "Loads the pack's own Wan-class model of moving coloured shapes (64x64; tools/train_wan_shapes.py): a small "
+        "transformer of ComfyUI's WanModel class as a ComfyUI MODEL (what Load Diffusion Model makes of its file), its "
+        "text encoder as a CLIP for CLIP Text Encode and LongVideo ComfyUI Prompt Schedule, and its causal video VAE "
+        "(Wan 2.1's latent layout: 16 channels, 8x spatial, 4x temporal) as a VAE. A stand-in for Wan 2.1 that samples "
+        "in seconds on a CPU, to try the long-video methods with. Prompts: 'a <colour> <shape> moving <direction>' "
+        "(red, green, blue, yellow; circle, square, triangle; left, right, up, down)."
+    )
+    CATEGORY = LOADERS
+    FUNCTION = "load"
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    RETURN_NAMES = ("model", "clip", "vae")
+    OUTPUT_TOOLTIPS = ("The transformer, for LongVideo ComfyUI Model, KSampler or any node that takes a Wan 2.1 MODEL.",
+                       "The text encoder, for CLIP Text Encode and LongVideo ComfyUI Prompt Schedule.",
+                       "The VAE, for LongVideo ComfyUI Model, VAE Decode, WanImageToVideo, ...")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        from ..models.shapes_wan import TRANSFORMER_FILES
+
+        return {
+            "required": {
+                "variant": (list(TRANSFORMER_FILES), {"default": "image-to-video", "tooltip": (
+                    "image-to-video: 36 input channels (Wan's mask and image latents, the layout of Wan 2.2 A14B I2V and "
+                    "Wan Fun InP), so method 'learned' works (WanImageToVideo / WanFirstLastFrameToVideo); it makes text-"
+                    "to-video when no image is given. text-to-video: 16 input channels, as Wan 2.1 T2V; the same network "
+                    "without the image channels.")}),
+            }
+        }
+
+    def load(self, variant):
+        from ..models.loader import ModelLoadError
+        from ..models.shapes_wan import load_shapes_wan
+
+        try:
+            return load_shapes_wan(variant)
+        except ModelLoadError as error:
+            raise NodeInputError(f"LongVideoShapesWanLoader: {error}") from None
+
+
 class LongVideoComfyPromptSchedule:
     DESCRIPTION = ("One prompt per line, encoded with ComfyUI's CLIP (Load CLIP): for the hierarchical sampler's prompts "
                    "and the continuation sampler's prompt_schedule with ComfyUI's video models.")

@@ -110,6 +110,22 @@ class _PatchableHolder(torch.nn.Module):
         self.inner = inner
 
 
+def load_comfy_diffusion_model(path: str):
+    """ComfyUI's MODEL (a ModelPatcher) of a diffusion model file, as Load Diffusion Model (UNETLoader) loads it."""
+    import comfy.sd
+
+    return comfy.sd.load_diffusion_model(path)
+
+
+def wan21_latent_statistics() -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-channel mean and standard deviation ComfyUI's Wan 2.1 latent format normalises latents with (its
+    process_in), each [1, 16, 1, 1, 1]. Imports ComfyUI's latent formats: call it where ComfyUI is loaded."""
+    from comfy.latent_formats import Wan21
+
+    latent_format = Wan21()
+    return latent_format.latents_mean.float(), latent_format.latents_std.float()
+
+
 # The usual ComfyUI sampler and sigma schedule names, for node menus when ComfyUI itself is not there to ask.
 USUAL_COMFY_SAMPLERS = ("euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_sde", "uni_pc", "uni_pc_bh2", "ddim", "lcm")
 USUAL_COMFY_SCHEDULES = ("simple", "normal", "karras", "exponential", "sgm_uniform", "ddim_uniform", "beta", "linear_quadratic")
