@@ -28,6 +28,16 @@ frames denoised at once in overlapping windows, no known frames; its seams are t
 (ask for it with --modes long) is a 1,024-frame continuation that also prints identity and the centroid's distance
 from the middle per 128-frame block: drift over a long video.
 
+--model shapes-wan measures the pack's Wan-class model (LongVideoShapesWanLoader's files) driven like any ComfyUI model:
+ComfyUI's own sampling through LongVideoComfyModel's denoiser (the pinned ComfyUI: COMFYUI_PATH or ../shared/comfyui).
+Frame counts are then latent frames (its VAE makes 4 (n - 1) + 1 pixel frames of n) and seams fall on the first pixel
+frame of a latent frame. Its rows: the text-to-video file for every method but 'learned', which runs on the
+image-to-video file (WanImageToVideo hand-offs in continuation, WanFirstLastFrameToVideo in infill: the known frames
+decoded to pixels and encoded by the node, as the pack does it); 'learned-latent' is the same with the known latent
+frames themselves put into the image-latent slots (the hand-off the pack does not use, measured beside it);
+'co-denoise-abs' is co-denoise with absolute window positions (Wan's rotary frame offsets). Guidance runs only when
+--methods names it (a backward pass per step); resample is not available on ComfyUI's models.
+
 --negative look-alike gives a square's videos the prompt with "circle" for "square" as the negative prompt (LOOK_ALIKE)
 instead of an empty one: how a user steers the embedded model's squares away from the circles it draws them as.
 
@@ -100,8 +110,34 @@ def prompt_parts(prompt: str) -> tuple[str, str, str]:
 # modes: (model, prompt, seed, options) -> Generated
 
 
-def encode(model, text: str):
-    return model.text_encoder.encode([text])[0]
+@dataclass
+class BenchModel:
+    """What the modes need of a model. `denoiser` makes the videos, `by_method` the rows of the methods it names where
+    another network does (the shapes Wan model's image-to-video file for 'learned'); `prompt` turns a text into the
+    samplers' Prompt; `decode` latents [1, C, T, h, w] into uint8 frames [T', H, W, 3]; `temporal`: pixel frames per
+    latent frame after the first (1: one pixel frame per latent frame, the UNet3D models)."""
+
+    name: str
+    denoiser: object
+    prompt: object
+    decode: object
+    temporal: int = 1
+    by_method: dict = field(default_factory=dict)
+    skipped: tuple = ()  # methods left out unless --methods names them
+
+    def for_method(self, method: str):
+        return self.by_method.get(method, self.denoiser)
+
+    def pixel_frame(self, latent_frame: int) -> int:
+        """The first pixel frame of latent frame `latent_frame` (or the video's pixel count, one past its last)."""
+        return latent_frame if self.temporal == 1 or latent_frame == 0 else self.temporal * (latent_frame - 1) + 1
+
+
+def made(model: BenchModel, latents, stretches: list[Stretch], seams: list[int]) -> Generated:
+    """The decoded video with its stretches and seams (given in latent frames) in pixel frames."""
+    p = model.pixel_frame
+    return Generated(model.decode(latents), [Stretch(p(s.first), p(s.first + s.frames) - p(s.first), s.direction) for s in stretches],
+                     [p(t) for t in seams])
 
 
 # The shape a prompted shape is drawn as when the embedded model gets it wrong: squares come out round
@@ -123,28 +159,24 @@ def negative_prompt(prompt: str, options: Options) -> str:
 def guidance(model, prompt: str, options: Options):
     from longvideo.sampling.denoise import TextGuidance
 
-    return TextGuidance(encode(model, prompt), encode(model, negative_prompt(prompt, options)), options.cfg)
-
-
-def decode(model, latents) -> np.ndarray:
-    frames = np.concatenate([batch.numpy() for batch in model.vae.decode_batches(latents, 16)])
-    return (frames * 255).round().astype(np.uint8)
+    return TextGuidance.from_prompts(model.prompt(prompt), model.prompt(negative_prompt(prompt, options)), options.cfg)
 
 
 def drawn(model, prompt, seed, options) -> Generated:
     from longvideo.tools.synthetic_shapes import DIRECTIONS, ShapeClip, random_clip, render
 
     colour, shape, direction = prompt_parts(prompt)
-    clip = random_clip(random.Random(seed), options.frames)
+    frames = model.pixel_frame(options.frames) if model else options.frames  # as many as a sampler clip decodes to
+    clip = random_clip(random.Random(seed), frames)
     dx, dy = DIRECTIONS[direction]
     start = clip.start
     if (dx, dy) != DIRECTIONS[clip.direction]:  # same size and speed, start moved so that it stays on screen
-        r, size, travel = clip.radius, clip.size, clip.speed * (options.frames - 1)
+        r, size, travel = clip.radius, clip.size, clip.speed * (frames - 1)
         along = r + 1 + (size - 2 * r - 2 - travel) / 2
         along = along if dx + dy > 0 else size - along
         start = (along, size / 2) if dx else (size / 2, along)
     clip = ShapeClip(shape, colour, direction, start, clip.speed, clip.radius, clip.size)
-    return Generated(render(clip, options.frames), [Stretch(0, options.frames, direction)])
+    return Generated(render(clip, frames), [Stretch(0, frames, direction)])
 
 
 def plain_sampler(model, prompt, seed, options) -> Generated:
@@ -153,7 +185,7 @@ def plain_sampler(model, prompt, seed, options) -> Generated:
     shape = (1, model.denoiser.latent_channels, options.frames, 8, 8)
     latents = denoise(model.denoiser, guidance(model, prompt, options), shape, steps=options.steps, seed=seed,
                       scheduler=options.scheduler)
-    return Generated(decode(model, latents), [Stretch(0, options.frames, prompt_parts(prompt)[2])])
+    return made(model, latents, [Stretch(0, options.frames, prompt_parts(prompt)[2])], [])
 
 
 def continuation(model, prompt, seed, options) -> Generated:
@@ -161,23 +193,23 @@ def continuation(model, prompt, seed, options) -> Generated:
     and stays on screen), as workflows/api/continuation.json does."""
     from longvideo.sampling.continuation import ContinuationSettings, continue_video, known_frame_counts
 
-    if options.method == "co-denoise":
+    if options.method in CO_DENOISE_POSITIONS:
         return co_denoise(model, prompt, seed, options)
     colour, shape, direction = prompt_parts(prompt)
     directions = [direction]
     while len(directions) < options.chunks:
         directions.append(CLOCKWISE[directions[-1]])
-    settings = ContinuationSettings(options.frames, options.chunks, options.known, options.known, options.method)
+    settings = ContinuationSettings(options.frames, options.chunks, options.known, options.known, sampler_method(options))
     prompts = [guidance(model, f"a {colour} {shape} moving {d}", options) for d in directions]
-    latents = continue_video(model.denoiser, prompts, settings, size=(1, 8, 8), steps=options.steps, seed=seed,
-                             scheduler=options.scheduler)
-    stretches, seams, made = [], [], 0
+    latents = continue_video(model.for_method(options.method), prompts, settings, size=(1, 8, 8), steps=options.steps,
+                             seed=seed, scheduler=options.scheduler)
+    stretches, seams, done = [], [], 0
     for k, d in zip(known_frame_counts(settings, seed, 0), directions):
-        if made:
-            seams.append(made)
-        stretches.append(Stretch(made, options.frames - k, d))
-        made += options.frames - k
-    return Generated(decode(model, latents), stretches, seams)
+        if done:
+            seams.append(done)
+        stretches.append(Stretch(done, options.frames - k, d))
+        done += options.frames - k
+    return made(model, latents, stretches, seams)
 
 
 def co_denoise(model, prompt, seed, options) -> Generated:
@@ -192,7 +224,8 @@ def co_denoise(model, prompt, seed, options) -> Generated:
     while len(directions) < options.chunks:
         directions.append(CLOCKWISE[directions[-1]])
     frames = options.frames + (options.chunks - 1) * (options.frames - options.known)
-    settings = CoDenoiseSettings(frames, options.frames, options.overlap, layout_share=options.layout_share)
+    settings = CoDenoiseSettings(frames, options.frames, options.overlap, layout_share=options.layout_share,
+                                 positions=CO_DENOISE_POSITIONS[options.method])
     prompts = [guidance(model, f"a {colour} {shape} moving {d}", options) for d in directions]
     latents = co_denoise_video(model.denoiser, prompts, settings, size=(1, 8, 8), steps=options.steps, seed=seed,
                                scheduler=options.scheduler)
@@ -200,7 +233,12 @@ def co_denoise(model, prompt, seed, options) -> Generated:
     stretches = [Stretch(round(i * stretch), round((i + 1) * stretch) - round(i * stretch), d) for i, d in enumerate(directions)]
     starts = window_starts(frames, options.frames, options.overlap)
     edges = sorted({s for s in starts[1:]} | {s + options.frames for s in starts[:-1]})
-    return Generated(decode(model, latents), stretches, [e for e in edges if 0 < e < frames])
+    return made(model, latents, stretches, [e for e in edges if 0 < e < frames])
+
+
+def sampler_method(options: Options) -> str:
+    """The samplers' method of a row: 'learned-latent' is 'learned' on a model whose hand-off is latents."""
+    return "learned" if options.method == LATENT_HAND_OFF else options.method
 
 
 def steps_beside(known: list[int], frames: int) -> list[int]:
@@ -215,13 +253,13 @@ def hierarchical(model, prompt, seed, options) -> Generated:
     from longvideo.sampling.hierarchy import HierarchyPlan, HierarchySettings, level_prompts, sample_hierarchy
 
     plan = HierarchyPlan(options.keyframes, 2)
-    text = guidance(model, prompt, options)
-    settings = HierarchySettings(method=options.method, infill_cfg=options.infill_cfg,
+    settings = HierarchySettings(method=sampler_method(options), infill_cfg=options.infill_cfg,
                                  frame_guidance=options.frame_guidance)
-    latents = sample_hierarchy(model.denoiser, plan, level_prompts(plan, [text.positive]), text.negative, options.cfg,
-                               settings, size=(8, 8), steps=options.steps, seed=seed, scheduler=options.scheduler)
+    latents = sample_hierarchy(model.for_method(options.method), plan, level_prompts(plan, [model.prompt(prompt)]),
+                               model.prompt(negative_prompt(prompt, options)), options.cfg, settings, size=(8, 8),
+                               steps=options.steps, seed=seed, scheduler=options.scheduler)
     keys = plan.level_frames(0)
-    return Generated(decode(model, latents), [Stretch(0, plan.frames, prompt_parts(prompt)[2])], steps_beside(keys, plan.frames))
+    return made(model, latents, [Stretch(0, plan.frames, prompt_parts(prompt)[2])], steps_beside(keys, plan.frames))
 
 
 def interpolation(model, prompt, seed, options) -> Generated:
@@ -234,16 +272,21 @@ def interpolation(model, prompt, seed, options) -> Generated:
     keyframes = denoise(model.denoiser, text, (1, model.denoiser.latent_channels, 5, 8, 8), steps=options.steps,
                         seed=seed, scheduler=options.scheduler)
     settings = InterpolationSettings(factor=4, method=options.method, frame_guidance=options.frame_guidance)
-    latents = interpolate_latents(model.denoiser, replace(text, cfg=options.infill_cfg), keyframes, settings,
+    latents = interpolate_latents(model.for_method(options.method), replace(text, cfg=options.infill_cfg), keyframes, settings,
                                   steps=options.steps, seed=seed, scheduler=options.scheduler)
     frames = latents.shape[2]
-    return Generated(decode(model, latents), [Stretch(0, frames, prompt_parts(prompt)[2])], steps_beside(range(0, frames, 4), frames))
+    return made(model, latents, [Stretch(0, frames, prompt_parts(prompt)[2])], steps_beside(range(0, frames, 4), frames))
 
 
 MODES = {"drawn": drawn, "sampler": plain_sampler, "continuation": continuation, "hierarchical": hierarchical,
          "interpolation": interpolation, "long": continuation}
-METHODS = {"continuation": ("replace", "guidance", "resample", "learned", "co-denoise"),
-           "hierarchical": ("replace", "guidance", "resample", "blend", "learned"),
+# 'learned' with the known latent frames themselves in the image slots of the model's conditioning instead of the
+# latents its node encodes from their decoded pixels (what the pack does): the shapes Wan model's rows only.
+LATENT_HAND_OFF = "learned-latent"
+# co-denoise methods and their window positions (absolute: rotary frame offsets, models whose positions can move)
+CO_DENOISE_POSITIONS = {"co-denoise": "relative", "co-denoise-abs": "absolute"}
+METHODS = {"continuation": ("replace", "guidance", "resample", "learned", LATENT_HAND_OFF, "co-denoise", "co-denoise-abs"),
+           "hierarchical": ("replace", "guidance", "resample", "blend", "learned", LATENT_HAND_OFF),
            "interpolation": ("replace", "guidance", "resample", "blend", "learned"), "long": ("learned", "co-denoise", "replace")}
 LONG_FRAMES = 1024
 BLOCK = 128
@@ -361,18 +404,26 @@ def save_strip(path: str, videos: list[np.ndarray], every: int = 1, most: int = 
 def per_prompt_lines(by_prompt: dict[str, list[Measured]]) -> list[str]:
     """A row's colour and shape right, per prompt (which prompt a row's misses come from)."""
     return [f"    {prompt}: colour {100 * np.mean([m.colour_right for m in measured]):.0f}%, shape "
-            f"{100 * np.mean([m.shape_right for m in measured]):.0f}% ({len(measured)} videos)"
+            f"{100 * np.mean([m.shape_right for m in measured]):.0f}%, identity "
+            f"{100 * np.mean([m.identity for m in measured]):.0f}% ({len(measured)} videos)"
             for prompt, measured in by_prompt.items()]
 
 
-def rows_to_run(modes: list[str], methods: list[str] | None, denoiser) -> list[tuple[str, str]]:
-    """(mode, method) pairs; learned only for a model that takes known frames."""
+def rows_to_run(modes: list[str], methods: list[str] | None, model: BenchModel) -> list[tuple[str, str]]:
+    """(mode, method) pairs; learned only for a model that takes known frames, co-denoise with absolute window positions
+    only for one whose frame positions can move, the methods a model refuses left out."""
     rows = []
     for mode in modes:
         for method in METHODS.get(mode, ("-",)):
             if methods and method != "-" and method not in methods:
                 continue
-            if method == "learned" and not denoiser.takes_known_frames:
+            if method == "learned" and not model.for_method(method).takes_known_frames:
+                continue
+            if method == LATENT_HAND_OFF and method not in model.by_method:
+                continue
+            if CO_DENOISE_POSITIONS.get(method) == "absolute" and not hasattr(model.denoiser, "check_window_positions"):
+                continue
+            if method in model.skipped and not (methods and method in methods):
                 continue
             rows.append((mode, method))
     return rows
@@ -390,11 +441,98 @@ def print_cost(model, prompt: str, methods: list[str], seeds, options: Options) 
           f"{methods[0]} {first:.2f} s, {methods[1]} {second:.2f} s, {methods[1]} / {methods[0]} = {second / first:.3f}")
 
 
+SHAPES_WAN = "shapes-wan"
+# The shapes Wan model's rows: clips of 5 latent frames (17 pixel frames, its training length), 2 carried over (the
+# last 5 pixel frames: WanImageToVideo's start image), hierarchical segments of 5 latent frames, windows of 5 by 2;
+# CFG 5 everywhere (Wan's own examples use 5-6, infill at the same CFG as in the Wan workflows); no frame guidance
+# (the pack's own models only).
+SHAPES_WAN_OPTIONS = {"frames": 5, "known": 2, "keyframes": 5, "overlap": 2, "cfg": 5.0, "infill_cfg": 5.0,
+                      "frame_guidance": 1.0}
+
+
+def load_unet3d_model(path: str) -> BenchModel:
+    from longvideo.models.loader import load_text_to_video
+    from longvideo.sampling.denoise import Prompt
+
+    model = load_text_to_video(path)
+
+    def decode(latents) -> np.ndarray:
+        frames = np.concatenate([batch.numpy() for batch in model.vae.decode_batches(latents, 16)])
+        return (frames * 255).round().astype(np.uint8)
+
+    return BenchModel(os.path.relpath(path), model.denoiser, lambda text: Prompt(model.text_encoder.encode([text])[0]), decode)
+
+
+def load_shapes_wan_model(shift: float) -> BenchModel:
+    """The shapes Wan model loaded as LongVideoShapesWanLoader loads it (ComfyUI's MODEL, as from Load Diffusion Model),
+    driven by LongVideoComfyModel's denoiser: ComfyUI's own sampling. Text-to-video file for every row, the
+    image-to-video file for 'learned'."""
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    import comfy_env
+
+    if not comfy_env.import_comfy_or_report():
+        raise SystemExit(1)
+    import torch
+
+    from longvideo.models.comfy_model import ComfyDenoiser
+    from longvideo.models.shapes_wan import load_shapes_wan
+    from longvideo.sampling.denoise import Prompt
+
+    patchers = {}
+    for variant in ("text-to-video", "image-to-video"):
+        patchers[variant], text, vae = load_shapes_wan(variant)
+        if shift:
+            from comfy_extras.nodes_model_advanced import ModelSamplingSD3
+
+            patchers[variant] = ModelSamplingSD3().patch(patchers[variant], shift)[0]
+    denoiser = ComfyDenoiser(patchers["text-to-video"], "simple", vae=vae)
+
+    def prompt(line: str):
+        tokens = text.encode([line])
+        return Prompt(tokens, denoiser.native_conditioning([[tokens, {}]]))
+
+    def decode(latents) -> np.ndarray:
+        with torch.no_grad():
+            frames = vae.decode(latents)[0].numpy()
+        return (frames * 255).round().astype(np.uint8)
+
+    shown_shift = shift or "8 (the model's own)"
+    name = f"{SHAPES_WAN} (ComfyUI's sampling, simple sigmas, shift {shown_shift})"
+    learned = {"learned": ComfyDenoiser(patchers["image-to-video"], "simple", vae=vae),
+               LATENT_HAND_OFF: latent_hand_off(ComfyDenoiser)(patchers["image-to-video"], "simple", vae=vae)}
+    return BenchModel(name, denoiser, prompt, decode, temporal=4, by_method=learned, skipped=("resample", "guidance"))
+
+
+def latent_hand_off(comfy_denoiser: type) -> type:
+    """ComfyDenoiser with the latent hand-off: the conditioning its node builds from the known frames' pixels, then the
+    known latent frames themselves put into the image latents' known slots (the mask unchanged)."""
+
+    class LatentHandOff(comfy_denoiser):
+        def _learned_runs(self, guidance, shape, conditioning):
+            runs = super()._learned_runs(guidance, shape, conditioning)
+            known = conditioning.known
+            for rows, inputs in runs:
+                latents = known.latents[rows[0] if known.latents.shape[0] > 1 else 0].unsqueeze(0).float()
+                for conditioning_list in (inputs.positive, inputs.negative):
+                    for entry in conditioning_list or ():
+                        image = entry[1]["concat_latent_image"].clone()
+                        image[:, :, list(known.indices)] = latents.to(image)
+                        entry[1] = {**entry[1], "concat_latent_image": image}
+            return runs
+
+    return LatentHandOff
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="a diffusers text-to-video folder")
-    parser.add_argument("--modes", nargs="+", default=[m for m in MODES if m != "long"], choices=list(MODES),
-                        help="'long' is the 1,024-frame continuation with drift per 128-frame block (slow: ask for it)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=(
+        f"a diffusers text-to-video folder, or '{SHAPES_WAN}': the pack's Wan-class model through ComfyUI's sampling "
+        "(needs ComfyUI: COMFYUI_PATH or ../shared/comfyui; frame counts are then latent frames)"))
+    parser.add_argument("--shift", type=float, default=0.0, help=(
+        f"{SHAPES_WAN} only: ModelSamplingSD3's shift on the model (0: the model's own, Wan 2.1's 8)"))
+    parser.add_argument("--modes", nargs="+", default=None, choices=list(MODES), help=(
+        "'long' is the 1,024-frame continuation with drift per 128-frame block (slow: ask for it); default: every other "
+        f"mode ({SHAPES_WAN}: not interpolation, whose first-last-frame hand-off takes windows of 2 latent frames)"))
     parser.add_argument("--methods", nargs="+", default=None, help="only these frame-conditioning methods (default: all)")
     parser.add_argument("--prompts", nargs="+", default=DEFAULT_PROMPTS)
     parser.add_argument("--seeds", type=int, default=20, help="seeds first-seed .. first-seed + seeds - 1 per prompt")
@@ -418,17 +556,20 @@ def main() -> None:
     from pack_import import import_pack
 
     import_pack()
-    from longvideo.models.loader import load_text_to_video
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    options = Options(**{name: getattr(args, name) for name in vars(defaults) if name != "method"})
+    shapes_wan = args.model == SHAPES_WAN
+    options = Options(**{name: getattr(args, name) if not shapes_wan or getattr(args, name) != getattr(defaults, name)
+                         else SHAPES_WAN_OPTIONS.get(name, getattr(defaults, name))
+                         for name in vars(defaults) if name != "method"})
     for prompt in args.prompts:
         negative_prompt(prompt, options)
-    model = load_text_to_video(args.model)
+    model = load_shapes_wan_model(args.shift) if shapes_wan else load_unet3d_model(args.model)
+    modes = args.modes or [m for m in MODES if m != "long" and not (shapes_wan and m == "interpolation")]
     if args.cost:
         return print_cost(model, args.prompts[0], args.cost, range(args.first_seed, args.first_seed + args.seeds), options)
-    print(f"model {os.path.relpath(args.model)}; {len(args.prompts)} prompts x {args.seeds} seeds; {options.frames}-frame "
+    print(f"model {model.name}; {len(args.prompts)} prompts x {args.seeds} seeds; {options.frames}-frame "
           f"clips, {options.steps} {options.scheduler} steps, CFG {options.cfg} (infill and interpolation passes "
           f"{options.infill_cfg}, learned with frame guidance {options.frame_guidance}), {options.negative} negative "
           f"prompt; continuation: {options.chunks} chunks, {options.known} known frames; co-denoise: windows of "
@@ -436,7 +577,7 @@ def main() -> None:
           f"hierarchical: {options.keyframes} keyframes, depth 2; interpolation: 5 keyframes x4; long: {LONG_FRAMES} frames")
     print(f"{'mode':<14}{'method':<12}{'videos':>7}{'frames':>7}{'colour %':>10}{'shape %':>9}{'direction %':>13}"
           f"{'identity %':>12}{'seam / interior':>17}{'interior px':>13}{'teleport %':>12}{'ms / frame':>12}", flush=True)
-    for mode, method in rows_to_run(args.modes, args.methods, model.denoiser):
+    for mode, method in rows_to_run(modes, args.methods, model):
         row_options = replace(options, method=method)
         seeds = range(args.first_seed, args.first_seed + (args.long_seeds if mode == "long" else args.seeds))
         if mode == "long":
@@ -453,7 +594,7 @@ def main() -> None:
                     videos.append(generated.video)
         results = [measured for prompt_results in by_prompt.values() for measured in prompt_results]
         row = {**summarise(results), "ms": 1000 * (time.perf_counter() - began) / frames, "frames": generated.video.shape[0]}
-        print(f"{mode:<14}{method:<12}{row['videos']:>7}{row['frames']:>7}{row['colour']:>10.1f}{row['shape']:>9.1f}"
+        print(f"{mode:<14}{method:<16}{row['videos']:>7}{row['frames']:>7}{row['colour']:>10.1f}{row['shape']:>9.1f}"
               f"{row['direction']:>13.1f}{row['identity']:>12.1f}{row['seam']:>17.2f}{row['interior']:>13.2f}{row['teleport']:>12.1f}"
               f"{row['ms']:>12.1f}",
               flush=True)

@@ -59,8 +59,8 @@ def test_per_prompt_lines_say_which_prompt_misses():
     wrong_shape = measure(Generated(drawn("right", "red"), [Stretch(0, 16, "right")]), "red", "square")
     lines = per_prompt_lines({"a red circle moving right": [right, right], "a red square moving right": [right, wrong_shape]})
     assert lines == [
-        "    a red circle moving right: colour 100%, shape 100% (2 videos)",
-        "    a red square moving right: colour 100%, shape 50% (2 videos)"]
+        "    a red circle moving right: colour 100%, shape 100%, identity 100% (2 videos)",
+        "    a red square moving right: colour 100%, shape 50%, identity 100% (2 videos)"]
 
 
 def test_the_look_alike_negative_names_a_circle_for_a_square_and_keeps_the_rest():
@@ -132,11 +132,26 @@ def test_direction_probe_sees_the_direction_in_the_drawn_clips_and_measures_a_mo
 
 
 def test_the_cost_comparison_times_both_methods_on_a_model(tiny_model_folder, capsys):
-    from longvideo.bench.quality import print_cost
-    from longvideo.models.loader import load_text_to_video
+    from longvideo.bench.quality import load_unet3d_model, print_cost
 
-    model = load_text_to_video(tiny_model_folder)
+    model = load_unet3d_model(tiny_model_folder)
     print_cost(model, "a red circle moving right", ["replace", "resample"], range(1), Options(frames=4, chunks=2, known=1, steps=2))
     line = capsys.readouterr().out.strip()
     assert line.startswith("continuation, 2 chunks of 4, 1 runs each") and "resample / replace = " in line
     assert float(line.rsplit("= ", 1)[1]) > 0
+
+
+def test_latent_stretches_and_seams_land_on_the_pixel_frames_of_a_causal_vae():
+    """For a 4x causal VAE latent frame 0 is pixel frame 0 and latent frame i > 0 pixel frames 4 (i - 1) + 1 .. 4 i: a
+    chunk seam before latent frame 5 is the step into pixel frame 17, a stretch of latent frames 5-7 pixels 17-28."""
+    from longvideo.bench.quality import BenchModel, made
+
+    model = BenchModel("causal", None, None, lambda latents: np.zeros((4 * (latents.shape[2] - 1) + 1, 8, 8, 3), np.uint8),
+                       temporal=4)
+    generated = made(model, np.zeros((1, 16, 8, 1, 1)), [Stretch(0, 5, "right"), Stretch(5, 3, "down")], [5])
+    assert generated.video.shape[0] == 29
+    assert [(s.first, s.frames) for s in generated.stretches] == [(0, 17), (17, 12)]
+    assert generated.seams == [17]
+    same = made(BenchModel("plain", None, None, lambda latents: np.zeros((latents.shape[2], 8, 8, 3), np.uint8)),
+                np.zeros((1, 4, 8, 1, 1)), [Stretch(0, 8, "up")], [4])
+    assert [(s.first, s.frames) for s in same.stretches] == [(0, 8)] and same.seams == [4]
