@@ -13,7 +13,8 @@ ComfyUI's CLIP and VAE loaders cannot build, so this module gives them the inter
   its own statistics and then carried into Wan's (`x * wan_std + wan_mean`), which ComfyUI's process_in takes back to
   the standardised latents the transformer was trained on. `decode` inverts that.
 
-No ComfyUI import here: the Wan statistics are passed in (utils/comfy.py reads them from ComfyUI's latent format).
+No ComfyUI import here: ComfyUI's model loading and its Wan 2.1 latent statistics come through utils/comfy.py, and
+ShapesWanVAE takes the statistics as arguments (the training tool gives it 0 and 1 to get the standardised latents).
 """
 
 import math
