@@ -172,9 +172,12 @@ def test_long_videos_show_the_prompts_colour(mode):
     assert np.mean(identity) >= 0.9, identity
 
 
-def test_the_shipped_workflow_makes_a_long_video_of_the_prompts_colour(tmp_path):
-    """workflows/comfyui/shapes_wan_continuation.json as shipped (8 chunks, 20 steps), on ComfyUI's own nodes inside
-    torch.inference_mode: 101 frames, the red circle in at least 90% of them, read back from the saved mp4."""
+@pytest.mark.parametrize("name,frames,colour", [("shapes_wan_continuation", 4 * (5 + 7 * 3 - 1) + 1, "red"),
+                                                 ("shapes_wan_hierarchical", 4 * ((5 - 1) ** 3 + 1 - 1) + 1, "blue")])
+def test_the_shipped_workflows_make_long_videos_of_the_prompts_colour(name, frames, colour, tmp_path):
+    """workflows/comfyui/shapes_wan_*.json as shipped (continuation: 8 chunks, learned; hierarchical: depth 3, blend),
+    on ComfyUI's own nodes inside torch.inference_mode: every frame there, the object in the prompt's colour in at least
+    90% of them, read back from the saved mp4."""
     import av
 
     comfy_env.comfyui_or_skip()
@@ -187,7 +190,7 @@ def test_the_shipped_workflow_makes_a_long_video_of_the_prompts_colour(tmp_path)
     comfy_nodes = comfy_env.comfy_nodes()
     classes = {**comfy_nodes.NODE_CLASS_MAPPINGS, **NODE_CLASS_MAPPINGS}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    api = load_workflow(os.path.join(root, "workflows", "comfyui", "api", "shapes_wan_continuation.json"), classes)
+    api = load_workflow(os.path.join(root, "workflows", "comfyui", "api", f"{name}.json"), classes)
     previous = folder_paths.get_output_directory()
     folder_paths.set_output_directory(str(tmp_path))
     try:
@@ -197,6 +200,6 @@ def test_the_shipped_workflow_makes_a_long_video_of_the_prompts_colour(tmp_path)
         folder_paths.set_output_directory(previous)
     (saved,) = [entry for node_ui in ui_out.values() for entry in node_ui["images"]]
     with av.open(str(tmp_path / saved["subfolder"] / saved["filename"])) as container:
-        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
-    assert len(frames) == 4 * (5 + 7 * 3 - 1) + 1
-    assert np.mean([find_shape(frame).colour == "red" for frame in frames]) >= 0.9
+        decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert len(decoded) == frames
+    assert np.mean([find_shape(frame).colour == colour for frame in decoded]) >= 0.9
