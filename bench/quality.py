@@ -411,7 +411,7 @@ def per_prompt_lines(by_prompt: dict[str, list[Measured]]) -> list[str]:
 
 def rows_to_run(modes: list[str], methods: list[str] | None, model: BenchModel) -> list[tuple[str, str]]:
     """(mode, method) pairs; learned only for a model that takes known frames, co-denoise with absolute window positions
-    only for one whose frame positions can move, the methods a model refuses left out."""
+    only for one whose frame positions can move, and the methods a model skips unless --methods names them."""
     rows = []
     for mode in modes:
         for method in METHODS.get(mode, ("-",)):
