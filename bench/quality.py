@@ -475,12 +475,13 @@ def load_shapes_wan_model(shift: float) -> BenchModel:
     import torch
 
     from longvideo.models.comfy_model import ComfyDenoiser
-    from longvideo.models.shapes_wan import load_shapes_wan
+    from longvideo.models.shapes_wan import load_shapes_wan_text_and_vae, load_shapes_wan_transformer
     from longvideo.sampling.denoise import Prompt
 
+    text, vae = load_shapes_wan_text_and_vae()
     patchers = {}
     for variant in ("text-to-video", "image-to-video"):
-        patchers[variant], text, vae = load_shapes_wan(variant)
+        patchers[variant] = load_shapes_wan_transformer(variant)
         if shift:
             from comfy_extras.nodes_model_advanced import ModelSamplingSD3
 

@@ -148,11 +148,21 @@ def shapes_wan_file(name: str, folder: str = SHAPES_WAN_FOLDER) -> str:
     return path
 
 
-def load_shapes_wan(variant: str, folder: str = SHAPES_WAN_FOLDER):
-    """(ComfyUI MODEL, ShapesText, ShapesWanVAE) of the shapes Wan model; `variant` is a TRANSFORMER_FILES key. Needs
-    ComfyUI loaded: the MODEL is what Load Diffusion Model makes of the file."""
+def load_shapes_wan_transformer(variant: str, folder: str = SHAPES_WAN_FOLDER):
+    """The ComfyUI MODEL of one transformer file (`variant`: a TRANSFORMER_FILES key), what Load Diffusion Model makes of
+    it. Needs ComfyUI loaded."""
     if variant not in TRANSFORMER_FILES:
         raise ModelLoadError(f"variant '{variant}' is unknown: choose one of {', '.join(TRANSFORMER_FILES)}")
-    model = load_comfy_diffusion_model(shapes_wan_file(TRANSFORMER_FILES[variant], folder))
+    return load_comfy_diffusion_model(shapes_wan_file(TRANSFORMER_FILES[variant], folder))
+
+
+def load_shapes_wan_text_and_vae(folder: str = SHAPES_WAN_FOLDER) -> tuple[ShapesText, ShapesWanVAE]:
+    """The text encoder and VAE both transformer files share, behind ComfyUI's CLIP and VAE interfaces."""
     vae = ShapesWanVAE(CausalVideoVAE.load(shapes_wan_file(VAE_FILE, folder)), *wan21_latent_statistics())
-    return model, ShapesText(load_text_encoder(TEXT_ENCODER_FOLDER)), vae
+    return ShapesText(load_text_encoder(TEXT_ENCODER_FOLDER)), vae
+
+
+def load_shapes_wan(variant: str, folder: str = SHAPES_WAN_FOLDER):
+    """(ComfyUI MODEL, ShapesText, ShapesWanVAE) of the shapes Wan model, as LongVideoShapesWanLoader gives them."""
+    model = load_shapes_wan_transformer(variant, folder)
+    return (model, *load_shapes_wan_text_and_vae(folder))

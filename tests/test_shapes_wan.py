@@ -13,7 +13,8 @@ import torch
 import comfy_env
 
 from longvideo.models.loader import ModelLoadError
-from longvideo.models.shapes_wan import SHAPES_WAN_FOLDER, TEXT_TOKENS, TEXT_WIDTH, TRANSFORMER_FILES, load_shapes_wan
+from longvideo.models.shapes_wan import (SHAPES_WAN_FOLDER, TEXT_TOKENS, TEXT_WIDTH, TRANSFORMER_FILES, load_shapes_wan,
+                                         load_shapes_wan_text_and_vae)
 
 pytestmark = pytest.mark.usefixtures("comfyui_session")
 
@@ -40,8 +41,7 @@ def unet_loader():
 @pytest.fixture(scope="module")
 def parts():
     comfy_env.comfyui_or_skip()
-    _, text, vae = load_shapes_wan("text-to-video")
-    return text, vae
+    return load_shapes_wan_text_and_vae()
 
 
 def shapes_video(seed: int = 3, frames: int = 17) -> torch.Tensor:
