@@ -9,6 +9,7 @@ model are refused by name.
 import json
 import os
 import signal
+import time
 
 import av
 import numpy as np
@@ -203,8 +204,9 @@ STUCK_RUNNER = """
         calls.append(1)
         if len(calls) == 4:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            sleep = ctypes.CDLL(None).sleep
             print("ready", flush=True)
-            ctypes.CDLL(None).sleep(600)
+            sleep(600)
         return real(*args, **kwargs)
 
     continuation.denoise = stuck_in_chunk_4
@@ -213,12 +215,28 @@ STUCK_RUNNER = """
 """
 
 
+def wait_until_asleep_in_c(pid: int, timeout_s: float = 30.0) -> None:
+    """Wait until the child's main thread is inside the C sleep: a SIGTERM sent while it still runs the few Python
+    steps between printing "ready" and the call would be answered by Python, not by the watchdog."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/syscall") as status:
+                if status.read().split(" ")[0] in ("35", "230", "101", "115"):  # (clock_)nanosleep, x86-64 and arm64
+                    return
+        except OSError:  # no /proc or not allowed to read it: a pause makes the race unlikely instead
+            time.sleep(1.0)
+            return
+        time.sleep(0.01)
+
+
 def test_sigterm_inside_a_model_call_that_does_not_return_keeps_the_finished_chunks(tmp_path, models_dir):
     out = tmp_path / "out"
     child = start_python(STUCK_RUNNER, workflow(tmp_path, "stuck"), "--output-dir", str(out), "--models-dir",
                          str(models_dir), "--threads", "1", env={"LONGVIDEO_STOP_GRACE_S": "2"})
     try:
         assert child.stdout.readline().strip() == "ready", child.communicate(timeout=60)[1][-3000:]
+        wait_until_asleep_in_c(child.pid)
         child.send_signal(signal.SIGTERM)
         _, stderr = child.communicate(timeout=120)
     finally:
