@@ -94,6 +94,7 @@ class Options:
     keyframes: int = 6
     overlap: int = 8
     layout_share: float = 0.4  # co-denoise, as in the shipped workflow (0: off)
+    interpolation_window: int = 17  # keyframes per interpolation window (neighbouring windows share one)
     method: str = "replace"
     negative: str = "empty"  # the negative prompt: "empty", or "look-alike" (a square's prompt names a circle)
 
@@ -271,7 +272,8 @@ def interpolation(model, prompt, seed, options) -> Generated:
     text = guidance(model, prompt, options)
     keyframes = denoise(model.denoiser, text, (1, model.denoiser.latent_channels, 5, 8, 8), steps=options.steps,
                         seed=seed, scheduler=options.scheduler)
-    settings = InterpolationSettings(factor=4, method=options.method, frame_guidance=options.frame_guidance)
+    settings = InterpolationSettings(factor=4, method=options.method, frame_guidance=options.frame_guidance,
+                                     window=options.interpolation_window, overlap=min(4, options.interpolation_window - 1))
     latents = interpolate_latents(model.for_method(options.method), replace(text, cfg=options.infill_cfg), keyframes, settings,
                                   steps=options.steps, seed=seed, scheduler=options.scheduler)
     frames = latents.shape[2]
@@ -443,11 +445,12 @@ def print_cost(model, prompt: str, methods: list[str], seeds, options: Options) 
 
 SHAPES_WAN = "shapes-wan"
 # The shapes Wan model's rows: clips of 5 latent frames (17 pixel frames, its training length), 2 carried over (the
-# last 5 pixel frames: WanImageToVideo's start image), hierarchical segments of 5 latent frames, windows of 5 by 2;
-# CFG 5 everywhere (Wan's own examples use 5-6, infill at the same CFG as in the Wan workflows); no frame guidance
-# (the pack's own models only).
+# last 5 pixel frames: WanImageToVideo's start image), hierarchical segments of 5 latent frames, windows of 5 by 2,
+# interpolation one gap (2 keyframes -> 5 latent frames) per run, as its first-last-frame hand-off needs; CFG 5
+# everywhere (Wan's own examples use 5-6, infill at the same CFG as in the Wan workflows); no frame guidance (the
+# pack's own models only).
 SHAPES_WAN_OPTIONS = {"frames": 5, "known": 2, "keyframes": 5, "overlap": 2, "cfg": 5.0, "infill_cfg": 5.0,
-                      "frame_guidance": 1.0}
+                      "frame_guidance": 1.0, "interpolation_window": 2}
 
 
 def load_unet3d_model(path: str) -> BenchModel:
@@ -533,7 +536,7 @@ def main() -> None:
         f"{SHAPES_WAN} only: ModelSamplingSD3's shift on the model (0: the model's own, Wan 2.1's 8)"))
     parser.add_argument("--modes", nargs="+", default=None, choices=list(MODES), help=(
         "'long' is the 1,024-frame continuation with drift per 128-frame block (slow: ask for it); default: every other "
-        f"mode ({SHAPES_WAN}: not interpolation, whose first-last-frame hand-off takes windows of 2 latent frames)"))
+        "mode"))
     parser.add_argument("--methods", nargs="+", default=None, help="only these frame-conditioning methods (default: all)")
     parser.add_argument("--prompts", nargs="+", default=DEFAULT_PROMPTS)
     parser.add_argument("--seeds", type=int, default=20, help="seeds first-seed .. first-seed + seeds - 1 per prompt")
@@ -567,7 +570,7 @@ def main() -> None:
     for prompt in args.prompts:
         negative_prompt(prompt, options)
     model = load_shapes_wan_model(args.shift) if shapes_wan else load_unet3d_model(args.model)
-    modes = args.modes or [m for m in MODES if m != "long" and not (shapes_wan and m == "interpolation")]
+    modes = args.modes or [m for m in MODES if m != "long"]
     if args.cost:
         return print_cost(model, args.prompts[0], args.cost, range(args.first_seed, args.first_seed + args.seeds), options)
     print(f"model {model.name}; {len(args.prompts)} prompts x {args.seeds} seeds; {options.frames}-frame "
@@ -575,7 +578,8 @@ def main() -> None:
           f"{options.infill_cfg}, learned with frame guidance {options.frame_guidance}), {options.negative} negative "
           f"prompt; continuation: {options.chunks} chunks, {options.known} known frames; co-denoise: windows of "
           f"{options.frames}, overlap {options.overlap}, FreeNoise noise, layout share {options.layout_share}; "
-          f"hierarchical: {options.keyframes} keyframes, depth 2; interpolation: 5 keyframes x4; long: {LONG_FRAMES} frames")
+          f"hierarchical: {options.keyframes} keyframes, depth 2; interpolation: 5 keyframes x4 in windows of "
+          f"{options.interpolation_window}; long: {LONG_FRAMES} frames")
     print(f"{'mode':<14}{'method':<12}{'videos':>7}{'frames':>7}{'colour %':>10}{'shape %':>9}{'direction %':>13}"
           f"{'identity %':>12}{'seam / interior':>17}{'interior px':>13}{'teleport %':>12}{'ms / frame':>12}", flush=True)
     for mode, method in rows_to_run(modes, args.methods, model):

@@ -154,10 +154,11 @@ def test_the_loader_node_and_a_missing_file(tmp_path):
         load_shapes_wan("image-to-video", str(tmp_path))
 
 
-@pytest.mark.parametrize("mode", ["continuation", "hierarchical"])
+@pytest.mark.parametrize("mode", ["continuation", "hierarchical", "interpolation"])
 def test_long_videos_show_the_prompts_colour(mode):
     """Through the pack's samplers and ComfyUI's sampling, with method 'learned' (WanImageToVideo hand-offs between
-    chunks, WanFirstLastFrameToVideo infill between keyframes): the prompt's colour in at least 90% of frames. Red,
+    chunks, WanFirstLastFrameToVideo infill between keyframes and between neighbouring frames of a latent interpolation
+    in windows of 2): the prompt's colour in at least 90% of frames. Red,
     green and blue: the model draws yellow objects green (docs/embedded-model.md)."""
     comfy_env.comfyui_or_skip()
     from longvideo.bench.quality import MODES, SHAPES_WAN_OPTIONS, Options, load_shapes_wan_model, measure, prompt_parts
