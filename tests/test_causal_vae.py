@@ -1,10 +1,10 @@
 """The pack's causal video VAE (models/causal_vae.py): Wan 2.1's frame arithmetic, causality, exact safetensors round
 trips, and the shipped weights (checkpoints/longvideo-shapes-wan/vae.safetensors) reconstructing fresh shapes clips.
 
-The reconstruction floors sit below what the training command printed for its held-out clips (PSNR 36.3 dB over 64
-clips of seed 1000, colour read back in 100% of frames) and what these 8 clips of seed 2024 (neither the training seed
-0 nor the printed evaluation's) measured: PSNR 36.6 dB, colour 100%, shape 79%; 36.3 dB with noise of 0.2 standard
-deviations on the latents (the decoder's robustness floor below)."""
+The reconstruction floors sit below what the training command printed for its held-out clips (PSNR 38.7 dB over 64
+clips of seed 1000, colour read back in 100% of frames, shape in 95.8%) and what these 8 clips of seed 2024 (neither
+the training seed 0 nor the printed evaluation's) measured: PSNR 38.8 dB, colour 100%, shape 97.1%; 38.4 dB with
+noise of 0.2 standard deviations on the latents (the decoder's robustness floor below)."""
 
 import os
 
@@ -18,7 +18,7 @@ from longvideo.tools.train_causal_vae import DEFAULT_OUT, reconstruction_figures
 
 SHIPPED = DEFAULT_OUT
 TEST_SEED = 2024
-PSNR_FLOOR = 34.0
+PSNR_FLOOR = 37.0
 
 
 def random_vae(seed: int = 0) -> CausalVideoVAE:
@@ -162,3 +162,27 @@ def test_shipped_weights_reconstruct_fresh_clips():
     assert figures["psnr"] >= PSNR_FLOOR, figures
     assert figures["noisy_psnr"] >= PSNR_FLOOR, figures  # trained with noisy latents: a transformer's errors stay small
     assert figures["colour"] >= 0.9, figures
+    assert figures["shape"] >= 0.9, figures
+
+
+# ---------------------------------------------------------------------------------------------------
+# training
+
+
+def test_the_decoder_phase_leaves_the_encoder_and_so_the_latents_as_they_are():
+    """train_decoder (tools/train_causal_vae.py, after the joint phase, or --from a file): the decoder learns, the
+    encoder a transformer was trained on does not change, and the phase depends only on its start and seed (so --from
+    the joint phase's own output makes what the whole command makes)."""
+    from longvideo.tools.train_causal_vae import TrainConfig, train_decoder
+
+    config = TrainConfig(batch=1, decoder_steps=2)
+    runs = []
+    for _ in range(2):
+        vae = random_vae()
+        start = {name: tensor.clone() for name, tensor in vae.state_dict().items()}
+        train_decoder(vae, config, seed=0, log=lambda message: None)
+        runs.append(vae.state_dict())
+        assert all(torch.equal(tensor, start[name]) for name, tensor in vae.state_dict().items() if name.startswith("encoder."))
+        assert any(not torch.equal(tensor, start[name]) for name, tensor in vae.state_dict().items() if name.startswith("decoder."))
+        assert all(p.requires_grad for p in vae.parameters()) and not vae.training
+    assert all(torch.equal(runs[0][name], runs[1][name]) for name in runs[0])
