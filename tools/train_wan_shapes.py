@@ -68,7 +68,7 @@ NETWORK = dict(dim=128, ffn_dim=512, num_heads=1, num_layers=6, freq_dim=256, te
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 6000
+    steps: int = 12000
     batch: int = 16
     clips: int = 2048
     lr: float = 3e-4
