@@ -273,7 +273,8 @@ def interpolation(model, prompt, seed, options) -> Generated:
     keyframes = denoise(model.denoiser, text, (1, model.denoiser.latent_channels, 5, 8, 8), steps=options.steps,
                         seed=seed, scheduler=options.scheduler)
     settings = InterpolationSettings(factor=4, method=options.method, frame_guidance=options.frame_guidance,
-                                     window=options.interpolation_window, overlap=min(4, options.interpolation_window - 1))
+                                     window=options.interpolation_window,
+                                     overlap=min(InterpolationSettings.overlap, options.interpolation_window - 1))
     latents = interpolate_latents(model.for_method(options.method), replace(text, cfg=options.infill_cfg), keyframes, settings,
                                   steps=options.steps, seed=seed, scheduler=options.scheduler)
     frames = latents.shape[2]
@@ -580,7 +581,7 @@ def main() -> None:
           f"{options.frames}, overlap {options.overlap}, FreeNoise noise, layout share {options.layout_share}; "
           f"hierarchical: {options.keyframes} keyframes, depth 2; interpolation: 5 keyframes x4 in windows of "
           f"{options.interpolation_window}; long: {LONG_FRAMES} frames")
-    print(f"{'mode':<14}{'method':<12}{'videos':>7}{'frames':>7}{'colour %':>10}{'shape %':>9}{'direction %':>13}"
+    print(f"{'mode':<14}{'method':<16}{'videos':>7}{'frames':>7}{'colour %':>10}{'shape %':>9}{'direction %':>13}"
           f"{'identity %':>12}{'seam / interior':>17}{'interior px':>13}{'teleport %':>12}{'ms / frame':>12}", flush=True)
     for mode, method in rows_to_run(modes, args.methods, model):
         row_options = replace(options, method=method)
